@@ -1,0 +1,76 @@
+"""`backup_sessions`: parameters -> options -> preflight -> resumable copy -> artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from session_migration.options import BackupOptions
+from session_migration.patterns import DEFAULT_PATTERNS
+from session_migration.snapshot import new_snapshot_id
+from tasks.backup import back_up_task, check_backup_task
+
+
+@flow(name="backup-sessions", log_prints=True)
+def backup_sessions(
+    source: str,
+    backup_path: str,
+    patterns: list[str] | None = None,
+    batch_size: int = 1000,
+    preserve_ttl: bool = True,
+    compression: str = "zstd",
+    dry_run: bool = False,
+    snapshot_id: str | None = None,
+    capture_dump: bool = False,
+    part_rows: int = 100_000,
+) -> dict[str, Any]:
+    """Back up the sessions of a Redis/Valkey server into a Parquet snapshot.
+
+    Args:
+        source: a redis:// URL without password (use ?password_env=VAR) or a RedisConnection block name.
+        backup_path: the snapshot root, any fsspec URL (a folder, s3://bucket/prefix, memory://...).
+        patterns: key patterns to back up; default: every known session store's keys.
+        batch_size: keys per SCAN page and pipelined read.
+        preserve_ttl: capture each key's absolute expiry.
+        compression: Parquet codec (zstd, snappy, lz4, gzip, brotli, none).
+        dry_run: write nothing; report keys and bytes per type and pattern and the estimated size.
+        snapshot_id: resume this unfinished snapshot, or name a new one; default: a new time-sortable id.
+        capture_dump: also store DUMP payloads (enables RESTORE on restore; costs server CPU).
+        part_rows: rows per Parquet part, the checkpoint granularity.
+    """
+    options = BackupOptions(
+        patterns=tuple(patterns) if patterns else DEFAULT_PATTERNS,
+        batch_size=batch_size,
+        preserve_ttl=preserve_ttl,
+        compression=compression,
+        capture_dump=capture_dump,
+        # Fixed before the copy starts, so a retried task resumes the same snapshot.
+        snapshot_id=snapshot_id or (None if dry_run else new_snapshot_id()),
+        part_rows=part_rows,
+        dry_run=dry_run,
+    )
+    source_info = check_backup_task(source, backup_path, options)
+    summary = back_up_task(source, backup_path, options)
+    summary["source"] = source_info["source"]
+    summary["server"] = f"{source_info['server']} {source_info['version']}"
+    _publish(summary)
+    return summary
+
+
+def _publish(summary: dict[str, Any]) -> None:
+    rows = [{"metric": k, "value": summary[k]} for k in (
+        "snapshot", "source", "server", "keys", "bytes", "vanished", "duplicates", "with_ttl", "without_ttl",
+    ) if k in summary]
+    if summary.get("dry_run"):
+        rows.append({"metric": "estimated_snapshot_bytes", "value": summary.get("estimated_snapshot_bytes")})
+    rows += [{"metric": f"type {k}", "value": v} for k, v in summary["by_type"].items()]
+    rows += [{"metric": f"store {k}", "value": v} for k, v in summary["by_store"].items()]
+    rows += [{"metric": f"pattern {k}", "value": f"{v['keys']} keys, {v['bytes']} bytes"}
+             for k, v in summary["by_pattern"].items()]
+    create_table_artifact(
+        key="backup-dry-run" if summary.get("dry_run") else "backup-summary",
+        table=rows,
+        description=("Dry run: nothing written" if summary.get("dry_run") else f"Snapshot {summary['snapshot_id']}"),
+    )

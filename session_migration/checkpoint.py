@@ -1,0 +1,79 @@
+"""The durable record of an unfinished backup, kept next to its parts.
+
+It is rewritten (atomically) each time a part is complete and names where the SCAN goes on:
+the pattern and the cursor after the last key of that part. A backup started again with the
+same snapshot id reads it, skips the completed parts, and continues from there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+
+from . import storage
+from .counters import BackupCounters
+from .errors import SnapshotInvalid
+from .snapshot import CHECKPOINT, PartInfo
+
+
+@dataclass
+class BackupCheckpoint:
+    snapshot_id: str
+    started_at: str
+    source: str  # display URL: resuming against another server is refused
+    options: dict[str, Any]
+    pattern_index: int = 0  # the pattern to continue with ...
+    cursor: int = 0  # ... from this SCAN cursor (0 = from its start)
+    parts: list[PartInfo] = field(default_factory=list)
+    counters: BackupCounters = field(default_factory=BackupCounters)
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "snapshot_id": self.snapshot_id,
+                "started_at": self.started_at,
+                "source": self.source,
+                "options": self.options,
+                "pattern_index": self.pattern_index,
+                "cursor": self.cursor,
+                "parts": [p.as_dict() for p in self.parts],
+                "counters": self.counters.as_dict(),
+            },
+            indent=1,
+        ).encode()
+
+    def save(self, fs: fsspec.AbstractFileSystem, snapshot_path: str) -> None:
+        storage.write_atomic(fs, storage.join(snapshot_path, CHECKPOINT), self.to_json())
+
+
+def load_checkpoint(fs: fsspec.AbstractFileSystem, snapshot_path: str) -> BackupCheckpoint | None:
+    path = storage.join(snapshot_path, CHECKPOINT)
+    raw = storage.read_bytes(fs, path)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        return BackupCheckpoint(
+            snapshot_id=data["snapshot_id"],
+            started_at=data["started_at"],
+            source=data["source"],
+            options=data["options"],
+            pattern_index=int(data["pattern_index"]),
+            cursor=int(data["cursor"]),
+            parts=[PartInfo(**p) for p in data["parts"]],
+            counters=BackupCounters.from_dict(data["counters"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SnapshotInvalid(
+            f"The checkpoint {storage.unstrip(fs, path)} is unreadable ({exc}); delete that snapshot folder and start a new backup."
+        ) from None
+
+
+def remove_checkpoint(fs: fsspec.AbstractFileSystem, snapshot_path: str) -> None:
+    try:
+        fs.rm_file(storage.join(snapshot_path, CHECKPOINT))
+    except FileNotFoundError:
+        pass

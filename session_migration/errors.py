@@ -1,0 +1,91 @@
+"""The error tree. Every failure the tool reports is one of these, with one clear sentence.
+
+    SessionMigrationError
+    ├── TransientError            worth retrying: the same call may succeed later
+    │   ├── ServerUnavailable     connection refused/lost, timeout, LOADING, TRYAGAIN
+    │   └── StorageUnavailable    a snapshot filesystem hiccup
+    └── TerminalError             retrying cannot help; a person must act
+        ├── InvalidParameter      a bad option, URL, pattern or id
+        ├── AuthenticationFailed  wrong user or password
+        ├── DestinationNotWritable
+        ├── SnapshotExists        the snapshot id already has a manifest
+        ├── SnapshotNotFound
+        ├── SnapshotInvalid       missing/edited manifest, checksum or row count mismatch, ...
+        └── ScopeViolation        a row or key outside the configured patterns
+
+`is_transient` is the one place that decides whether something is retried.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class SessionMigrationError(Exception):
+    """Base of every error this tool raises on purpose."""
+
+
+class TransientError(SessionMigrationError):
+    """A failure that may go away if the same work is tried again."""
+
+
+class TerminalError(SessionMigrationError):
+    """A failure that needs a person: retrying would fail the same way."""
+
+
+class ServerUnavailable(TransientError):
+    pass
+
+
+class StorageUnavailable(TransientError):
+    pass
+
+
+class InvalidParameter(TerminalError, ValueError):
+    pass
+
+
+class AuthenticationFailed(TerminalError):
+    pass
+
+
+class DestinationNotWritable(TerminalError):
+    pass
+
+
+class SnapshotExists(TerminalError):
+    pass
+
+
+class SnapshotNotFound(TerminalError):
+    pass
+
+
+class SnapshotInvalid(TerminalError):
+    pass
+
+
+class ScopeViolation(TerminalError):
+    pass
+
+
+_TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE, errno.EAGAIN}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying the failed work may succeed. Used by every Prefect retry policy."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, TerminalError):
+        return False
+    import redis.exceptions as rex  # local: keeps this module importable without redis
+
+    if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError, rex.NoPermissionError)):
+        return False
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, rex.TryAgainError)):
+        return True
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return True
+    return False

@@ -1,0 +1,297 @@
+"""The one place where a source meets a sink: the backup loop (SCAN -> read -> Parquet).
+
+Resumable: every `part_rows` rows, at a SCAN page boundary, the part is finished and the
+checkpoint records (pattern, cursor, parts, counters). A backup started again with the same
+snapshot id continues after its last completed part and produces the same rows as an
+uninterrupted run over the same data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__, storage
+from .checkpoint import BackupCheckpoint, load_checkpoint, remove_checkpoint
+from .counters import BackupCounters
+from .endpoints import RedisEndpoint
+from .errors import InvalidParameter
+from .preflight import check_snapshot_free
+from .options import BackupOptions
+from .schema import FORMAT_NAME, FORMAT_VERSION, schema_description
+from .seen import SeenKeys
+from .sinks.parquet import PartWriter
+from .snapshot import MANIFEST, PARTS, Snapshot, manifest_bytes, new_snapshot_id, open_snapshot, snapshot_dir
+from .prefetch import prefetch
+from .sources.redis import ReadResult, RedisSource
+
+
+@dataclass(frozen=True)
+class BackupProgress:
+    snapshot_id: str
+    keys: int
+    bytes: int
+    vanished: int
+    pattern: str
+    pattern_index: int
+    patterns: int
+    fraction: float  # rough 0..1 estimate of the whole job
+    parts: int
+
+
+ProgressFn = Callable[[BackupProgress], None]
+
+
+@dataclass
+class BackupResult:
+    snapshot_id: str
+    url: str | None  # committed snapshot; None for a dry run
+    counters: BackupCounters
+    dry_run: bool = False
+    resumed_parts: int = 0
+    estimated_bytes: int | None = None
+    manifest: dict[str, Any] | None = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON for `--json`, artifacts and notebooks."""
+        data = {
+            "snapshot": self.url,
+            "snapshot_id": self.snapshot_id,
+            "dry_run": self.dry_run,
+            **self.counters.as_dict(),
+        }
+        if self.manifest:
+            data["parts"] = len(self.manifest["parts"])
+            data["snapshot_bytes"] = sum(p["bytes"] for p in self.manifest["parts"])
+        if self.resumed_parts:
+            data["resumed_parts"] = self.resumed_parts
+        if self.estimated_bytes is not None:
+            data["estimated_snapshot_bytes"] = self.estimated_bytes
+        return data
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def scan_fraction(cursor: int, dbsize: int) -> float:
+    """How far a SCAN has come, from its reverse-binary cursor (an estimate for progress bars)."""
+    if cursor == 0 or dbsize <= 0:
+        return 0.0
+    bits = max(1, (dbsize - 1).bit_length())
+    mask = (1 << bits) - 1
+    reversed_bits = int(f"{cursor & mask:0{bits}b}"[::-1], 2)
+    return min(1.0, reversed_bits / (1 << bits))
+
+
+class _Job:
+    """State of one backup run; `run_backup` is its only user."""
+
+    def __init__(self, source: RedisSource, options: BackupOptions, progress: ProgressFn | None):
+        self.source = source
+        self.options = options
+        self.progress = progress
+        self.seen = SeenKeys()
+        self.dbsize = source.dbsize()
+        self.best_fraction = 0.0
+
+    def report(self, snapshot_id: str, counters: BackupCounters, pattern_index: int, cursor: int, parts: int) -> None:
+        if not self.progress:
+            return
+        n = len(self.options.patterns)
+        fraction = (min(pattern_index, n) + (scan_fraction(cursor, self.dbsize) if pattern_index < n else 0)) / n
+        self.best_fraction = max(self.best_fraction, fraction)  # never step backwards
+        pattern = self.options.patterns[min(pattern_index, n - 1)]
+        self.progress(BackupProgress(snapshot_id, counters.keys, counters.bytes, counters.vanished,
+                                     pattern, pattern_index, n, self.best_fraction, parts))
+
+    def chunks(self, start_pattern: int, start_cursor: int) -> Iterator[_Chunk]:
+        """SCAN from a checkpoint and read keys in chunks of at least `batch_size` keys.
+
+        A chunk always ends at a SCAN page boundary, so the cursor after it is a valid
+        place to resume from.
+        """
+        size = self.options.batch_size
+        for index in range(start_pattern, len(self.options.patterns)):
+            pattern = self.options.patterns[index]
+            cursor = start_cursor if index == start_pattern else 0
+            keys: list[bytes] = []
+            for cursor, page in self.source.scan_pages(pattern, cursor, size):
+                keys.extend(page)
+                if len(keys) >= size or cursor == 0:
+                    yield _Chunk(index, cursor, len(keys), self.source.read(keys) if keys else None)
+                    keys = []
+
+    def take(self, chunk: _Chunk, counters: BackupCounters) -> pa.RecordBatch | None:
+        """Count a chunk and drop keys already written (SCAN repeats, overlapping patterns)."""
+        counters.scanned += chunk.scanned
+        if chunk.result is None:
+            return None
+        counters.vanished += chunk.result.vanished
+        batch = chunk.result.batch
+        fresh = self.seen.add_new(batch.column("key").to_pylist())
+        if not fresh.all():
+            counters.duplicates += int((~fresh).sum())
+            batch = batch.filter(pa.array(fresh))
+        counters.add_batch(self.options.patterns[chunk.pattern_index], batch)
+        return batch
+
+
+@dataclass
+class _Chunk:
+    pattern_index: int
+    cursor: int  # SCAN cursor after this chunk (0 = the pattern is done)
+    scanned: int
+    result: ReadResult | None
+
+
+def run_backup(
+    endpoint: RedisEndpoint,
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    options: BackupOptions,
+    progress: ProgressFn | None = None,
+) -> BackupResult:
+    """Back up the keys matching `options.patterns` into a snapshot under `root`."""
+    if options.dry_run:
+        return _dry_run(endpoint, options, progress)
+    snapshot_id = options.snapshot_id or new_snapshot_id()
+    path = snapshot_dir(root, snapshot_id)
+    storage.check_writable(fs, root)
+    check_snapshot_free(fs, root, snapshot_id)
+    source = RedisSource(endpoint, preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump)
+    try:
+        job = _Job(source, options, progress)
+        checkpoint = _start_or_resume(job, fs, path, snapshot_id, endpoint, options)
+        resumed_parts = len(checkpoint.parts)
+        _copy(job, fs, path, checkpoint)
+        manifest = _commit(fs, path, checkpoint, source, endpoint, options)
+    finally:
+        source.close()
+    return BackupResult(
+        snapshot_id=snapshot_id,
+        url=storage.unstrip(fs, path),
+        counters=checkpoint.counters,
+        resumed_parts=resumed_parts,
+        manifest=manifest,
+    )
+
+
+def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: RedisEndpoint,
+                     options: BackupOptions) -> BackupCheckpoint:
+    checkpoint = load_checkpoint(fs, path)
+    if checkpoint is None:
+        checkpoint = BackupCheckpoint(snapshot_id=snapshot_id, started_at=_now(),
+                                      source=endpoint.display_url, options=options.for_manifest())
+        checkpoint.save(fs, path)
+        return checkpoint
+    if checkpoint.options != options.for_manifest() or checkpoint.source != endpoint.display_url:
+        raise InvalidParameter(
+            f"Snapshot {snapshot_id} was started from {checkpoint.source} with other options; resume it with the same source and options, or use a new snapshot id."
+        )
+    # Rebuild the de-duplication state from the parts already written.
+    partial = Snapshot(fs=fs, path=path, manifest={}, parts=checkpoint.parts)
+    partial.verify_parts()
+    for batch in partial.iter_batches(columns=["key"]):
+        job.seen.add_new(batch.column("key").to_pylist())
+    return checkpoint
+
+
+def _copy(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
+    options = job.options
+    counters = checkpoint.counters
+    part: PartWriter | None = None
+    try:
+        for chunk in prefetch(job.chunks(checkpoint.pattern_index, checkpoint.cursor)):
+            batch = job.take(chunk, counters)
+            if batch is not None and batch.num_rows:
+                if part is None:
+                    part = PartWriter(fs, path, len(checkpoint.parts), compression=options.compression,
+                                      row_group_rows=options.row_group_rows)
+                part.write(batch)
+            # Chunks end at SCAN page boundaries, so a part may end after any chunk.
+            if part is not None and part.rows >= options.part_rows:
+                checkpoint.parts.append(part.finish())
+                part = None
+                done = chunk.cursor == 0
+                checkpoint.pattern_index = chunk.pattern_index + 1 if done else chunk.pattern_index
+                checkpoint.cursor = 0 if done else chunk.cursor
+                checkpoint.save(fs, path)
+            job.report(checkpoint.snapshot_id, counters, chunk.pattern_index, chunk.cursor, len(checkpoint.parts))
+        if part is not None or not checkpoint.parts:
+            # always at least one part, so readers always find the schema
+            part = part or PartWriter(fs, path, len(checkpoint.parts), compression=options.compression)
+            checkpoint.parts.append(part.finish())
+            part = None
+        checkpoint.pattern_index, checkpoint.cursor = len(options.patterns), 0
+        job.report(checkpoint.snapshot_id, counters, len(options.patterns), 0, len(checkpoint.parts))
+    finally:
+        if part is not None:
+            part.abort()
+
+
+def _commit(fs, path: str, checkpoint: BackupCheckpoint, source: RedisSource, endpoint: RedisEndpoint,
+            options: BackupOptions) -> dict[str, Any]:
+    """Remove stray part files, write the manifest (the commit marker), drop the checkpoint."""
+    listed = {p.name for p in checkpoint.parts}
+    parts_dir = storage.join(path, PARTS)
+    for entry in fs.ls(parts_dir, detail=False) if fs.exists(parts_dir) else []:
+        if entry.rstrip("/").rsplit("/", 1)[-1] not in listed:
+            fs.rm_file(entry)
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "snapshot_id": checkpoint.snapshot_id,
+        "started_at": checkpoint.started_at,
+        "finished_at": _now(),
+        "tool": "redis-session-migration",
+        "tool_version": __version__,
+        "source": {"url": endpoint.display_url, **source.info.as_dict()},
+        "scope": {"patterns": list(options.patterns), "dbs": [endpoint.db]},
+        "options": options.for_manifest(),
+        "parts": [p.as_dict() for p in checkpoint.parts],
+        "totals": checkpoint.counters.as_dict(),
+        "schema": schema_description(),
+    }
+    storage.write_atomic(fs, storage.join(path, MANIFEST), manifest_bytes(manifest))
+    remove_checkpoint(fs, path)
+    return open_snapshot(fs, path, verify=False).manifest
+
+
+# How many rows of a dry run are compressed for real to estimate the snapshot's size.
+_ESTIMATE_SAMPLE_ROWS = 50_000
+
+
+def _dry_run(endpoint: RedisEndpoint, options: BackupOptions, progress: ProgressFn | None) -> BackupResult:
+    """Scan and read exactly as a backup would, write nothing, and estimate the snapshot size."""
+    source = RedisSource(endpoint, preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump)
+    counters = BackupCounters()
+    sample: list[pa.RecordBatch] = []
+    sample_rows = 0
+    try:
+        job = _Job(source, options, progress)
+        for chunk in prefetch(job.chunks(0, 0)):
+            batch = job.take(chunk, counters)
+            if batch is not None and sample_rows < _ESTIMATE_SAMPLE_ROWS:
+                sample.append(batch)
+                sample_rows += batch.num_rows
+            job.report("dry-run", counters, chunk.pattern_index, chunk.cursor, 0)
+    finally:
+        source.close()
+    estimate = 0
+    if sample_rows:
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_batches(sample), buf,
+                       compression=None if options.compression == "none" else options.compression)
+        sample_bytes = sum(b.column("size_bytes").to_numpy().sum() for b in sample)
+        ratio = buf.tell() / max(1, sample_bytes)
+        estimate = int(ratio * counters.bytes) if counters.bytes else buf.tell()
+    return BackupResult(snapshot_id=options.snapshot_id or "dry-run", url=None, counters=counters,
+                        dry_run=True, estimated_bytes=estimate)

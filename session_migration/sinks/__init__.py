@@ -1,0 +1,1 @@
+"""Sinks consume record batches in the schema of `session_migration.schema`."""

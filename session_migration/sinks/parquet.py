@@ -1,0 +1,120 @@
+"""Write record batches as the Parquet parts of a snapshot, hashing bytes as they stream out.
+
+A part is written straight to its final name; it only counts once the backup's checkpoint
+(and finally the manifest) lists it with its sha256, so a part cut short by a crash is never
+read: the resumed backup overwrites it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import storage
+from ..errors import DestinationNotWritable, StorageUnavailable
+from ..schema import RECORD_SCHEMA
+from ..snapshot import PARTS, PartInfo, part_name
+
+COMPRESSIONS = ("zstd", "snappy", "lz4", "gzip", "brotli", "none")
+
+
+class _HashingWriter:
+    """A write-only file object that forwards to `raw` and keeps a running sha256 and size."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self.sha256.update(view)
+        self.size += view.nbytes
+        self.raw.write(view)
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        # pyarrow closes its wrapper; the raw file is closed by PartWriter.finish so that
+        # the upload (for object stores) completes before the part is reported done.
+        self.closed = True
+
+
+class PartWriter:
+    """One Parquet part: open, write batches, finish -> PartInfo."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, snapshot_path: str, index: int, *,
+                 compression: str = "zstd", row_group_rows: int = 10_000):
+        self.name = part_name(index)
+        self.path = storage.join(snapshot_path, PARTS, self.name)
+        self.fs = fs
+        self.rows = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._row_group_rows = row_group_rows
+        try:
+            if storage.is_local(fs):
+                fs.makedirs(storage.join(snapshot_path, PARTS), exist_ok=True)
+            self._raw = fs.open(self.path, "wb")
+        except PermissionError as exc:
+            raise DestinationNotWritable(f"Cannot create {storage.unstrip(fs, self.path)}: permission denied.") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"Cannot create {storage.unstrip(fs, self.path)}: {exc}") from exc
+        self._sink = _HashingWriter(self._raw)
+        self._writer = pq.ParquetWriter(
+            self._sink,
+            RECORD_SCHEMA,
+            compression=None if compression == "none" else compression,
+            write_statistics=["key", "type", "expire_at_ms", "size_bytes", "store"],
+        )
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Buffer rows and write them in row groups of `row_group_rows` (flat memory)."""
+        if not batch.num_rows:
+            return
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self.rows += batch.num_rows
+        if self._pending_rows >= self._row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.Table.from_batches(self._pending, schema=RECORD_SCHEMA)
+            self._writer.write_table(table, row_group_size=max(self._row_group_rows, table.num_rows))
+            self._pending.clear()
+            self._pending_rows = 0
+
+    def finish(self) -> PartInfo:
+        try:
+            self._flush()
+            self._writer.close()
+            self._raw.close()
+        except OSError as exc:
+            raise StorageUnavailable(f"Writing {storage.unstrip(self.fs, self.path)} failed: {exc}") from exc
+        return PartInfo(name=self.name, rows=self.rows, bytes=self._sink.size, sha256=self._sink.sha256.hexdigest())
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+            self._raw.close()
+        except Exception:  # noqa: BLE001 - best effort; the part is unlisted anyway
+            pass

@@ -1,0 +1,1 @@
+"""Sources yield record batches in the schema of `session_migration.schema`."""

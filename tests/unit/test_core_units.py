@@ -1,0 +1,87 @@
+"""Pure units: URLs, redaction, de-duplication, ids, progress estimate. No services."""
+
+from __future__ import annotations
+
+import pytest
+
+from session_migration.endpoints import RedisEndpoint
+from session_migration.errors import AuthenticationFailed, InvalidParameter, ServerUnavailable, is_transient
+from session_migration.pipeline import scan_fraction
+from session_migration.redaction import redact_key
+from session_migration.seen import SeenKeys
+from session_migration.snapshot import check_snapshot_id, manifest_bytes, manifest_checksum, new_snapshot_id
+
+
+def test_url_parsing_and_password_free_display():
+    ep = RedisEndpoint.from_url("rediss://app:p%40ss@cache.internal:6380/3")
+    assert (ep.scheme, ep.host, ep.port, ep.db, ep.username, ep.password) == ("rediss", "cache.internal", 6380, 3, "app", "p@ss")
+    assert ep.display_url == "rediss://app@cache.internal:6380/3"
+    assert "p@ss" not in repr(ep)
+    unix = RedisEndpoint.from_url("unix:///run/redis.sock?db=2")
+    assert (unix.path, unix.db) == ("/run/redis.sock", 2)
+    moved = ep.without_password("PW")
+    assert moved.password is None and moved.display_url.endswith("?password_env=PW")
+
+
+def test_password_env(monkeypatch):
+    monkeypatch.setenv("MY_PW", "from-env")
+    assert RedisEndpoint.from_url("redis://h/0?password_env=MY_PW").resolved_password() == "from-env"
+
+
+def test_unknown_url_option():
+    with pytest.raises(InvalidParameter, match="Unknown URL option"):
+        RedisEndpoint.from_url("redis://h/0?pasword=x")
+
+
+def test_redaction_never_shows_a_whole_id():
+    key = b"sess:Jv9SaLKjGf58rhbD3oQdGRKmY2NCv6pz"
+    shown = redact_key(key)
+    assert shown.startswith("sess:Jv9S…#") and "Jv9SaLKj" not in shown
+    assert redact_key(key) == redact_key(key.decode()) != redact_key(b"sess:other")
+    assert redact_key(b"PHPREDIS_SESSION:5gkpdbr4in4trp9vl67febagmt").startswith("PHPREDIS_SESSION:5gkp…")
+
+
+def test_seen_keys_dedupes_across_and_within_batches():
+    seen = SeenKeys()
+    first = [f"k{i}".encode() for i in range(10_000)]
+    assert seen.add_new(first).all()
+    mask = seen.add_new([b"k5", b"new", b"new", b"k9999"])
+    assert mask.tolist() == [False, True, False, False]
+    assert len(seen) == 10_001
+    for start in range(0, 50_000, 1000):  # many runs, merged as they grow
+        seen.add_new([f"x{i}".encode() for i in range(start, start + 1000)])
+    assert not seen.add_new([b"x0", b"x49999", b"k0"]).any()
+
+
+def test_snapshot_ids_sort_by_time_and_are_checked():
+    import datetime as dt
+
+    a = new_snapshot_id(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    b = new_snapshot_id(dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc))
+    assert a < b and check_snapshot_id(a) == a
+    for bad in ("", "../x", "a/b", ".hidden", "x" * 200):
+        with pytest.raises(InvalidParameter):
+            check_snapshot_id(bad)
+
+
+def test_manifest_checksum_detects_edits():
+    import json
+
+    manifest = json.loads(manifest_bytes({"a": 1, "b": [1, 2]}))
+    assert manifest["manifest_sha256"] == manifest_checksum(manifest)
+    manifest["a"] = 2
+    assert manifest["manifest_sha256"] != manifest_checksum(manifest)
+
+
+def test_transient_and_terminal():
+    import redis
+
+    assert is_transient(ServerUnavailable("x")) and is_transient(redis.exceptions.ConnectionError())
+    assert not is_transient(AuthenticationFailed("x")) and not is_transient(InvalidParameter("x"))
+    assert not is_transient(redis.exceptions.AuthenticationError()) and not is_transient(KeyError())
+
+
+def test_scan_fraction_is_an_estimate_in_range():
+    assert scan_fraction(0, 1000) == 0.0
+    assert 0 < scan_fraction(512, 1024) <= 1.0
+    assert scan_fraction(1, 1024) == 0.5  # reverse binary: the first bit set is half-way
