@@ -178,6 +178,31 @@ def snapshots(
 
 
 @app.command()
+def validate(
+    snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
+    skip_rows: bool = typer.Option(False, "--skip-rows", help="Check files and checksums only, not duplicate or out-of-scope rows."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on the last line of stdout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Check a snapshot's integrity. Exit 0 when valid, 1 when not."""
+    _quiet_prefect(verbose)
+    from flows.validate import validate_snapshot
+
+    report = _run(validate_snapshot, as_json, snapshot=snapshot, check_rows=not skip_rows)
+    console = err if as_json else out
+    if report["valid"]:
+        console.print(f"[green]valid[/]: {report['snapshot']} ({report['parts_checked']} parts, "
+                      f"{report['checksums_verified']} sha256 verified, {report['rows_checked']:,} rows checked)", highlight=False)
+    else:
+        console.print(f"[red]INVALID[/]: {report['snapshot']}", highlight=False)
+        for p in report["problems"]:
+            console.print(f"  - [{p['code']}] {p['message']}", highlight=False)
+    if as_json:
+        print(json.dumps(report))
+    raise typer.Exit(0 if report["valid"] else 1)
+
+
+@app.command()
 def demo(
     output: Path = typer.Option(Path("demo-snapshots"), help="Folder for the demo's snapshots."),
     copies: int = typer.Option(20, help="Sessions made from each captured real session."),

@@ -47,9 +47,9 @@ def test_readable_by_pandas_pyarrow_and_duckdb_alone(valkey, tmp_path):
     frame = pd.concat(pd.read_parquet(f) for f in files)
     assert len(frame) == 2500 and set(frame["type"]) == {"string"}
     assert pq.ParquetDataset(files).read().num_rows == 2500
-    count, with_ttl = duckdb.sql(
+    [(count, with_ttl)] = duckdb.sql(
         f"select count(*), count(expire_at_ms) from read_parquet('{folder}/parts/*.parquet')"
-    ).fetchone()
+    ).fetchall()
     assert (count, with_ttl) == (2500, 2500)
 
 
