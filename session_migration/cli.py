@@ -30,6 +30,8 @@ SOURCE_PASSWORD_ENV = "SESSION_MIGRATION_SOURCE_PASSWORD"
 
 def _quiet_prefect(verbose: bool) -> None:
     """Prefect's own console logging is noise for a CLI user unless asked for (set before import)."""
+    # The ephemeral server would otherwise try to send usage telemetry over the network.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
 

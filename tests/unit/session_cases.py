@@ -22,7 +22,6 @@ from pathlib import Path
 import msgpack
 
 from session_migration.record import KeyRecord
-from session_migration.sessions import SessionStatus as S
 
 FIXTURES = Path(__file__).resolve().parents[2] / "session_migration" / "data" / "real-sessions.jsonl"
 
@@ -31,14 +30,14 @@ NOW_MS = 1_795_626_870_000
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
-_WRITER_TO_STORE = (  # first match wins: "CacheStore" must beat "Rails"
+_WRITER_TO_STORE = (  # first match wins: Laravel also mentions phpredis
+    ("Laravel", "laravel"),
     ("express-session", "express"),
     ("Flask-Session", "flask"),
     ("Django", "django"),
     ("starsessions", "starsessions"),
     ("aiohttp-session", "aiohttp"),
-    ("phpredis session handler", "php"),
-    ("Laravel", "laravel"),
+    ("phpredis", "php"),
     ("CacheStore", "rails-cachestore"),
     ("redis-actionpack", "rails-actionpack"),
     ("gorilla", "gorilla"),
@@ -80,7 +79,9 @@ def fixture(store: str) -> Fixture:
     return next(f for f in load_fixtures() if f.store == store)
 
 
-def rec(key: bytes, value: bytes | None = None, *, ttl_ms: int | None = DAY_MS, type: str = "string", **kw) -> KeyRecord:
+def rec(
+    key: bytes, value: bytes | None = None, *, ttl_ms: int | None = DAY_MS, type: str = "string", **kw
+) -> KeyRecord:
     """A KeyRecord whose TTL (relative to NOW_MS) is `ttl_ms`; None = no TTL."""
     expire = None if ttl_ms is None else NOW_MS + ttl_ms
     return KeyRecord(key=key, type=type, value=value, expire_at_ms=expire, **kw)
@@ -126,13 +127,15 @@ class RbObj:
 
 
 def _rb_long(n: int) -> bytes:
+    """Ruby's w_long: small values inline, else 1-4 little-endian bytes (sign-extended)."""
     if n == 0:
         return b"\x00"
     if 0 < n < 123:
         return bytes([n + 5])
     if -124 < n < 0:
         return bytes([(n - 5) & 0xFF])
-    raw = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    assert -(2**31) <= n < 2**31
+    raw = n.to_bytes(4, "little", signed=True)
     raw = raw.rstrip(b"\x00") if n > 0 else raw.rstrip(b"\xff")
     return bytes([len(raw) if n > 0 else 256 - len(raw)]) + raw
 
@@ -145,7 +148,10 @@ def _rb(v) -> bytes:
     if v is False:
         return b"F"
     if isinstance(v, int):
-        return b"i" + _rb_long(v)
+        if -(2**30) <= v < 2**30:  # Fixnum range Ruby marshals inline
+            return b"i" + _rb_long(v)
+        raw = abs(v).to_bytes((abs(v).bit_length() + 15) // 16 * 2, "little")
+        return b"l" + (b"+" if v > 0 else b"-") + _rb_long(len(raw) // 2) + raw
     if isinstance(v, float):
         text = repr(v).encode()
         return b"f" + _rb_long(len(text)) + text
@@ -162,7 +168,8 @@ def _rb(v) -> bytes:
     if isinstance(v, dict):
         return b"{" + _rb_long(len(v)) + b"".join(_rb(k) + _rb(x) for k, x in v.items())
     if isinstance(v, RbObj):
-        return b"o" + _rb(Sym(v.cls)) + _rb_long(len(v.ivars)) + b"".join(_rb(Sym(k)) + _rb(x) for k, x in v.ivars.items())
+        ivars = b"".join(_rb(Sym(k)) + _rb(x) for k, x in v.ivars.items())
+        return b"o" + _rb(Sym(v.cls)) + _rb_long(len(v.ivars)) + ivars
     raise TypeError(type(v))
 
 
@@ -379,7 +386,7 @@ def hostile_values() -> dict[str, bytes]:
         "pickle-huge-unicode": b"\x80\x04X\xff\xff\xff\x7fabc.",
         "pickle-deep-lists": b"\x80\x04" + b"]" * deep + b"a" * (deep - 1) + b".",
         "pickle-deep-marks": b"\x80\x04" + b"(" * deep + b"l" * deep + b".",
-        "pickle-memo-bomb": b"\x80\x04]\x94" + b"h\x00" * deep + b"e.",
+        "pickle-memo-bomb": b"\x80\x04]\x94(" + b"h\x00" * deep + b"e.",  # a list holding itself 20k times
         "pickle-no-stop": b"\x80\x04}\x94",
         "pickle-underflow": b"\x80\x04s.",
         "pickle-long-text": b"\x80\x02L" + b"9" * 50_000 + b"L\n.",
