@@ -30,7 +30,7 @@ from .seen import SeenKeys
 from .sinks.parquet import PartWriter
 from .snapshot import MANIFEST, PARTS, Snapshot, manifest_bytes, new_snapshot_id, open_snapshot, snapshot_dir
 from .prefetch import prefetch
-from .sources.redis import ReadResult, RedisSource
+from .sources.redis import Chunk, RedisSource
 
 
 @dataclass(frozen=True)
@@ -112,24 +112,10 @@ class _Job:
         self.progress(BackupProgress(snapshot_id, counters.keys, counters.bytes, counters.vanished,
                                      pattern, pattern_index, n, self.best_fraction, parts))
 
-    def chunks(self, start_pattern: int, start_cursor: int) -> Iterator[_Chunk]:
-        """SCAN from a checkpoint and read keys in chunks of at least `batch_size` keys.
+    def chunks(self, start_pattern: int, start_cursor: int) -> Iterator[Chunk]:
+        return self.source.read_chunks(self.options.patterns, self.options.batch_size, start_pattern, start_cursor)
 
-        A chunk always ends at a SCAN page boundary, so the cursor after it is a valid
-        place to resume from.
-        """
-        size = self.options.batch_size
-        for index in range(start_pattern, len(self.options.patterns)):
-            pattern = self.options.patterns[index]
-            cursor = start_cursor if index == start_pattern else 0
-            keys: list[bytes] = []
-            for cursor, page in self.source.scan_pages(pattern, cursor, size):
-                keys.extend(page)
-                if len(keys) >= size or cursor == 0:
-                    yield _Chunk(index, cursor, len(keys), self.source.read(keys) if keys else None)
-                    keys = []
-
-    def take(self, chunk: _Chunk, counters: BackupCounters) -> pa.RecordBatch | None:
+    def take(self, chunk: Chunk, counters: BackupCounters) -> pa.RecordBatch | None:
         """Count a chunk and drop keys already written (SCAN repeats, overlapping patterns)."""
         counters.scanned += chunk.scanned
         if chunk.result is None:
@@ -142,14 +128,6 @@ class _Job:
             batch = batch.filter(pa.array(fresh))
         counters.add_batch(self.options.patterns[chunk.pattern_index], batch)
         return batch
-
-
-@dataclass
-class _Chunk:
-    pattern_index: int
-    cursor: int  # SCAN cursor after this chunk (0 = the pattern is done)
-    scanned: int
-    result: ReadResult | None
 
 
 def run_backup(

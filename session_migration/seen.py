@@ -30,16 +30,24 @@ class SeenKeys:
     def __len__(self) -> int:
         return self._count
 
+    def contains(self, keys: Sequence[bytes]) -> np.ndarray:
+        """Boolean mask: which of `keys` were recorded (nothing is added)."""
+        return self._contains_digests(_digests(keys)) if keys else np.zeros(0, dtype=bool)
+
+    def _contains_digests(self, digests: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(digests), dtype=bool)
+        for run in self._runs:
+            pos = np.searchsorted(run, digests)
+            pos[pos == len(run)] = 0
+            found |= run[pos] == digests
+        return found
+
     def add_new(self, keys: Sequence[bytes]) -> np.ndarray:
         """Record `keys`; return a boolean mask of those not seen before (first occurrence wins)."""
         if not keys:
             return np.zeros(0, dtype=bool)
         digests = _digests(keys)
-        fresh = np.ones(len(keys), dtype=bool)
-        for run in self._runs:
-            pos = np.searchsorted(run, digests)
-            pos[pos == len(run)] = 0
-            fresh &= run[pos] != digests
+        fresh = ~self._contains_digests(digests)
         # duplicates inside the batch itself: keep the first occurrence
         _, first = np.unique(digests, return_index=True)
         in_batch_first = np.zeros(len(keys), dtype=bool)

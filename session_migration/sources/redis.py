@@ -43,6 +43,16 @@ class ReadResult:
     vanished: int
 
 
+@dataclass
+class Chunk:
+    """Keys of one or more SCAN pages of one pattern, read."""
+
+    pattern_index: int
+    cursor: int  # SCAN cursor after this chunk (0 = the pattern is done): a valid resume point
+    scanned: int  # keys SCAN returned, repeats included
+    result: ReadResult | None  # None when the pages held no key
+
+
 def server_info(client: redis.Redis) -> ServerInfo:
     info = client.info("server")
     name = "valkey" if "valkey_version" in info or info.get("server_name") == "valkey" else "redis"
@@ -89,6 +99,28 @@ class RedisSource:
             yield cursor, keys
             if cursor == 0:
                 return
+
+    def key_chunks(self, patterns: Sequence[str], batch_size: int, start_pattern: int = 0,
+                   start_cursor: int = 0) -> Iterator[tuple[int, int, list[bytes]]]:
+        """(pattern index, cursor after, keys) in chunks of at least `batch_size` keys.
+
+        A chunk always ends at a SCAN page boundary, so the cursor after it is a valid place
+        to resume from.
+        """
+        for index in range(start_pattern, len(patterns)):
+            cursor = start_cursor if index == start_pattern else 0
+            keys: list[bytes] = []
+            for cursor, page in self.scan_pages(patterns[index], cursor, batch_size):
+                keys.extend(page)
+                if len(keys) >= batch_size or cursor == 0:
+                    yield index, cursor, keys
+                    keys = []
+
+    def read_chunks(self, patterns: Sequence[str], batch_size: int, start_pattern: int = 0,
+                    start_cursor: int = 0) -> Iterator[Chunk]:
+        """`key_chunks`, with the keys read."""
+        for index, cursor, keys in self.key_chunks(patterns, batch_size, start_pattern, start_cursor):
+            yield Chunk(index, cursor, len(keys), self.read(keys) if keys else None)
 
     # -- reading -----------------------------------------------------------------------------
 

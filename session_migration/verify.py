@@ -1,0 +1,207 @@
+"""Compare two stores, or a snapshot and a store, key by key and in both directions.
+
+Every key lands in one category (as RIOT's compare does):
+
+    OK        same type, value and expiry (within `ttl_tolerance_ms`)
+    MISSING   in A, not in B
+    EXTRA     in B, not in A
+    TYPE      different Redis types
+    VALUE     same type, different content
+    TTL       same content, expiry differs by more than the tolerance (or only one side has one)
+    EXPIRED   in A with an expiry already past: not expected in B, not a mismatch
+
+A is walked with its values; B is read for the same keys. The EXTRA direction then scans B's
+keys and checks them against A (a compact digest set when A is a snapshot, EXISTS when A is a
+store). With `sample`, a key is compared when a hash of it falls under the rate, the same
+rule on both sides, so a sample is reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from .endpoints import RedisEndpoint, translate_redis_errors
+from .errors import InvalidParameter
+from .patterns import compile_scope
+from .redaction import redact_key
+from .seen import SeenKeys
+from .snapshot import Snapshot
+from .sources import resp
+from .sources.redis import RedisSource
+
+CATEGORIES = ("OK", "MISSING", "EXTRA", "TYPE", "VALUE", "TTL", "EXPIRED")
+MISMATCHES = ("MISSING", "EXTRA", "TYPE", "VALUE", "TTL")
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    patterns: tuple[str, ...] | None = None  # None: the snapshot's scope, or the default patterns
+    ttl_tolerance_ms: int | None = 2_000  # None: do not compare expiry
+    sample: float | None = None  # 0 < sample <= 1; None = every key
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.sample is not None and not (isinstance(self.sample, (int, float)) and 0 < self.sample <= 1):
+            raise InvalidParameter(f"sample must be a fraction in (0, 1]; got {self.sample!r}.")
+        if self.ttl_tolerance_ms is not None and (not isinstance(self.ttl_tolerance_ms, int) or self.ttl_tolerance_ms < 0):
+            raise InvalidParameter(f"ttl_tolerance_ms must be a whole number >= 0; got {self.ttl_tolerance_ms!r}.")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 100_000:
+            raise InvalidParameter(f"batch_size must be a whole number from 1 to 100,000; got {self.batch_size!r}.")
+
+
+@dataclass
+class VerifyReport:
+    a: str
+    b: str
+    patterns: list[str]
+    sample: float | None
+    ttl_tolerance_ms: int | None
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.counts[c] for c in MISMATCHES)
+
+    def record(self, category: str, key: bytes) -> None:
+        self.counts[category] += 1
+        if category != "OK":
+            shown = self.examples.setdefault(category, [])
+            if len(shown) < MAX_EXAMPLES:
+                shown.append(redact_key(key))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a, "b": self.b, "ok": self.ok, "patterns": self.patterns, "sample": self.sample,
+            "ttl_tolerance_ms": self.ttl_tolerance_ms,
+            "counts": {c: self.counts[c] for c in CATEGORIES},
+            "mismatches": sum(self.counts[c] for c in MISMATCHES),
+            "examples": self.examples,
+        }
+
+
+def canonical(row: dict[str, Any]) -> Any:
+    """A row's content in a form where equal data compares equal (sets and hashes unordered)."""
+    kind = row["type"]
+    if kind == "string":
+        return row["value"]
+    if kind == "hash":
+        return sorted((p["field"], p["value"]) for p in row["fields"] or ())
+    if kind == "list":
+        return list(row["items"] or ())
+    if kind == "set":
+        return sorted(row["items"] or ())
+    if kind == "zset":
+        return sorted((m["member"], m["score"]) for m in row["members"] or ())
+    if kind == "stream":
+        return [(e["id"], list(e["fields"])) for e in row["entries"] or ()]
+    return None
+
+
+def _sampled(keys: Sequence[bytes], rate: float | None) -> list[bool]:
+    if rate is None or rate >= 1:
+        return [True] * len(keys)
+    limit = int(rate * 2**64)
+    return [int.from_bytes(hashlib.blake2b(k, digest_size=8).digest(), "big") < limit for k in keys]
+
+
+def verify(a: Snapshot | RedisEndpoint, b: RedisEndpoint, options: VerifyOptions = VerifyOptions()) -> VerifyReport:
+    """Compare A (a snapshot or a store) with the store B."""
+    if isinstance(a, RedisEndpoint) and a.same_server(b):
+        raise InvalidParameter(f"A and B are the same database ({b.display_url}); compare two different ones.")
+    patterns = options.patterns or (
+        tuple(a.manifest["scope"]["patterns"]) if isinstance(a, Snapshot) else None
+    )
+    if patterns is None:
+        from .patterns import DEFAULT_PATTERNS
+
+        patterns = DEFAULT_PATTERNS
+    a_name = a.url if isinstance(a, Snapshot) else a.display_url
+    report = VerifyReport(a=a_name, b=b.display_url, patterns=list(patterns), sample=options.sample,
+                          ttl_tolerance_ms=options.ttl_tolerance_ms)
+    target = RedisSource(b)
+    a_source = RedisSource(a) if isinstance(a, RedisEndpoint) else None
+    try:
+        seen_in_a = SeenKeys()
+        for batch in _a_batches(a, a_source, patterns, options):
+            _compare(batch, target, seen_in_a, options, report)
+        _extra(target, a_source, seen_in_a, patterns, options, report)
+    finally:
+        target.close()
+        if a_source:
+            a_source.close()
+    return report
+
+
+def _a_batches(a, a_source: RedisSource | None, patterns, options: VerifyOptions) -> Iterator[pa.RecordBatch]:
+    if a_source is not None:
+        for chunk in a_source.read_chunks(patterns, options.batch_size):
+            if chunk.result is not None:
+                yield chunk.result.batch
+        return
+    scope = compile_scope(patterns)
+    for batch in a.iter_batches(batch_size=options.batch_size):
+        keys = batch.column("key").to_pylist()
+        wanted = [scope.fullmatch(k) is not None for k in keys]
+        yield batch if all(wanted) else batch.filter(pa.array(wanted))
+
+
+def _compare(batch: pa.RecordBatch, target: RedisSource, seen_in_a: SeenKeys, options: VerifyOptions,
+             report: VerifyReport) -> None:
+    keys = batch.column("key").to_pylist()
+    fresh = seen_in_a.add_new(keys)  # A may repeat a key (SCAN); compare it once
+    take = [f and s for f, s in zip(fresh.tolist(), _sampled(keys, options.sample))]
+    rows = [r for r, t in zip(batch.to_pylist(), take) if t]
+    if not rows:
+        return
+    now_ms = int(time.time() * 1000)
+    found = {r["key"]: r for r in target.read([r["key"] for r in rows]).batch.to_pylist()}
+    for row in rows:
+        key = row["key"]
+        other = found.get(key)
+        if row["expire_at_ms"] is not None and row["expire_at_ms"] <= now_ms:
+            report.record("EXPIRED", key)
+        elif other is None:
+            report.record("MISSING", key)
+        elif other["type"] != row["type"]:
+            report.record("TYPE", key)
+        elif canonical(other) != canonical(row):
+            report.record("VALUE", key)
+        elif not _ttl_close(row["expire_at_ms"], other["expire_at_ms"], options.ttl_tolerance_ms):
+            report.record("TTL", key)
+        else:
+            report.record("OK", key)
+
+
+def _ttl_close(a: int | None, b: int | None, tolerance: int | None) -> bool:
+    if tolerance is None or (a is None and b is None):
+        return True
+    if a is None or b is None:
+        return False
+    return abs(a - b) <= tolerance
+
+
+def _extra(target: RedisSource, a_source: RedisSource | None, seen_in_a: SeenKeys, patterns,
+           options: VerifyOptions, report: VerifyReport) -> None:
+    """Keys in B (in scope, sampled) that A does not have."""
+    for _index, _cursor, keys in target.key_chunks(patterns, options.batch_size):
+        keys = [k for k, s in zip(keys, _sampled(keys, options.sample)) if s]
+        if not keys:
+            continue
+        known = seen_in_a.contains(keys).tolist()
+        unknown = [k for k, kn in zip(keys, known) if not kn]
+        if unknown and a_source is not None:
+            # A is a live store: a key may have been created in A after A was walked.
+            with translate_redis_errors(a_source.endpoint):
+                exists = resp.execute(a_source.client, resp.pack_per_key(b"EXISTS", unknown), len(unknown))
+            unknown = [k for k, e in zip(unknown, exists) if not e]
+        for key in dict.fromkeys(unknown):
+            report.record("EXTRA", key)
