@@ -73,9 +73,75 @@ def s3_bucket():
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    """Flows run for real against a temporary Prefect server (prefect_test_harness)."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(tmp_path_factory):
+    """One real local Prefect server (SQLite) for the whole run, on a free loopback port.
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    Flows in this process and CLI subprocesses (through PREFECT_API_URL) report to it, so no
+    run pays for starting an ephemeral server of its own.
+    """
+    import subprocess
+    import time
+    import urllib.request
+
+    port = free_port()
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_PORT": str(port),
+           "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"Prefect server did not start; see {home / 'server.log'}")
+        time.sleep(0.25)
+    yield url
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_server):
+    """Flows in this process run for real against the shared local Prefect server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    os.environ["PREFECT_API_URL"] = prefect_server  # CLI subprocesses started by tests use it too
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        yield prefect_server
+        _drain_prefect_workers()
+
+
+def _drain_prefect_workers() -> None:
+    """Send buffered logs and events before the server stops (as prefect_test_harness does),
+    so the process does not spend its exit retrying a server that is gone."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain():
+        try:
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        except RuntimeError:
+            pass
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())

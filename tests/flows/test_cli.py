@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-pytestmark = [pytest.mark.flows, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.flows, pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.usefixtures("prefect_harness")]  # CLI runs report to the shared server
 
 
 def cli(*args, env=None, cwd=None):
@@ -71,3 +72,18 @@ def test_demo(tmp_path):
     summary = last_json(done.stdout)
     assert summary["keys"] > 100 and summary["snapshot"].startswith("file://")
     assert summary["by_store"].get("unknown", 0) == 0  # every demo key is a recognised session
+
+
+def test_snapshots_prune_dry_run_then_apply(valkey, tmp_path):
+    valkey.client().set("sess:x", "v")
+    for i in range(3):
+        assert cli("backup", valkey.url, str(tmp_path), "-p", "sess:*", "--snapshot-id", f"s{i}", "--json").returncode == 0
+    dry = cli("snapshots", "prune", str(tmp_path), "--keep-last", "1", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert [s["snapshot_id"] for s in last_json(dry.stdout)["delete"]] == ["s1", "s0"]
+    assert len(last_json(cli("snapshots", str(tmp_path), "--json").stdout)) == 3
+    applied = cli("snapshots", "prune", str(tmp_path), "--keep-last", "1", "--apply", "--json")
+    assert last_json(applied.stdout)["deleted"] == 2
+    assert [s["snapshot_id"] for s in last_json(cli("snapshots", str(tmp_path), "--json").stdout)] == ["s2"]
+    refused = cli("snapshots", "prune", str(tmp_path), "--json")
+    assert refused.returncode == 1 and "keep_last and/or keep_days" in last_json(refused.stdout)["error"]

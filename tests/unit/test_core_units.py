@@ -85,3 +85,16 @@ def test_scan_fraction_is_an_estimate_in_range():
     assert scan_fraction(0, 1000) == 0.0
     assert 0 < scan_fraction(512, 1024) <= 1.0
     assert scan_fraction(1, 1024) == 0.5  # reverse binary: the first bit set is half-way
+
+
+@pytest.mark.parametrize("key, shown", [
+    (b"sess:abcdefghij-klmnopqrstuvwxyz_0123456", "sess:abcd…"),
+    (b"6c0a2f4e-5b7d-4e1a-9c3b-2a1f0e9d8c7b", "6c0a…"),
+    (b"spring:session:sessions:3f1c7a52-9b1e-4c55-8a0e-1d2b3c4d5e6f", "spring:session:sessions:3f1c…"),
+    (b"starsessions.759c1661f1bdbbad7f4c36f3c0ff8411", "starsessions.759c…"),
+    (b"rack:session:2::1866230c20f9ff7ce511ac8d5e43d771df705b352e0e", "rack:session:2::1866…"),
+    (b"sess:ab", "ses…"),  # never more than half of a key
+])
+def test_redaction_shows_the_store_prefix_and_four_id_characters(key, shown):
+    assert redact_key(key).startswith(shown)
+    assert len(redact_key(key).split("…")[0]) <= max(len(key) // 2, 1)
