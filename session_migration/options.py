@@ -50,3 +50,58 @@ class BackupOptions:
 def _check_int(name: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidParameter(f"{name} must be a whole number from {low} to {high:,}; got {value!r}.")
+
+
+TTL_POLICIES = ("absolute", "relative", "none")
+CONFLICT_POLICIES = ("replace", "skip", "fail")
+MAX_MIN_TTL_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    patterns: tuple[str, ...] | None = None  # None: the snapshot's own scope
+    ttl_policy: str = "absolute"  # absolute: same instant as the source; relative: restart; none
+    min_ttl_ms: int = 0  # skip rows that would expire within this many ms of arrival
+    on_conflict: str = "replace"  # replace | skip (keep the target's key) | fail (before any write)
+    rename_prefix: tuple[str, str] | None = None  # keys starting with OLD get NEW instead
+    batch_size: int = 1000  # rows per pipelined round trip
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.patterns is not None:
+            if isinstance(self.patterns, str):
+                raise InvalidParameter("patterns must be a list of key patterns, not a single string.")
+            object.__setattr__(self, "patterns", check_patterns(self.patterns))
+        if self.ttl_policy not in TTL_POLICIES:
+            raise InvalidParameter(
+                f"Unknown ttl_policy {self.ttl_policy!r}; choose one of {', '.join(TTL_POLICIES)}."
+            )
+        _check_int("min_ttl_ms", self.min_ttl_ms, 0, MAX_MIN_TTL_MS)
+        if self.on_conflict not in CONFLICT_POLICIES:
+            raise InvalidParameter(
+                f"Unknown on_conflict {self.on_conflict!r}; choose one of {', '.join(CONFLICT_POLICIES)}."
+            )
+        if self.rename_prefix is not None:
+            rename = tuple(self.rename_prefix) if not isinstance(self.rename_prefix, str) else ()
+            if len(rename) != 2 or not all(isinstance(p, str) for p in rename):
+                raise InvalidParameter(
+                    f"rename_prefix must be two strings, OLD and NEW; got {self.rename_prefix!r}."
+                )
+            if not rename[0] or not rename[1] or rename[0] == rename[1]:
+                raise InvalidParameter(
+                    f"rename_prefix needs a non-empty OLD and a non-empty, different NEW prefix; got {rename!r}."
+                )
+            object.__setattr__(self, "rename_prefix", rename)
+        _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        if not isinstance(self.dry_run, bool):
+            raise InvalidParameter(f"dry_run must be true or false; got {self.dry_run!r}.")
+
+    def for_checkpoint(self) -> dict[str, Any]:
+        """The options that decide what a restore writes (a checkpoint is only reused for these)."""
+        return {
+            "patterns": list(self.patterns) if self.patterns is not None else None,
+            "ttl_policy": self.ttl_policy,
+            "min_ttl_ms": self.min_ttl_ms,
+            "on_conflict": self.on_conflict,
+            "rename_prefix": list(self.rename_prefix) if self.rename_prefix else None,
+        }

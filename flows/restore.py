@@ -1,0 +1,90 @@
+"""`restore_sessions`: parameters -> options -> preflight -> one task per part -> artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from session_migration.options import RestoreOptions
+from session_migration.restore import RestoreProgress
+from tasks.progress import ProgressReporter
+from tasks.restore import check_restore_task, finish_restore_task, restore_part
+
+_PLAN_KEYS = ("would_create", "would_overwrite", "would_skip_existing")
+
+
+@flow(name="restore-sessions", log_prints=True)
+def restore_sessions(
+    snapshot: str,
+    target: str,
+    patterns: list[str] | None = None,
+    ttl_policy: str = "absolute",
+    min_ttl_seconds: int = 0,
+    on_conflict: str = "replace",
+    rename_prefix: list[str] | None = None,
+    batch_size: int = 1000,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Restore a snapshot into a Redis/Valkey server.
+
+    Args:
+        snapshot: the snapshot folder or URL (ROOT/SNAPSHOT_ID), any fsspec URL.
+        target: a redis:// URL without password (use ?password_env=VAR) or a RedisConnection block name.
+        patterns: restore only rows matching these patterns; default: the whole snapshot scope.
+        ttl_policy: absolute (expire at the source's instant), relative (restart the captured TTL), none.
+        min_ttl_seconds: skip sessions that would expire within this many seconds of arriving.
+        on_conflict: replace existing keys, skip them, or fail before writing anything.
+        rename_prefix: [OLD, NEW]: keys starting with OLD are written with NEW instead.
+        batch_size: rows per pipelined round trip.
+        dry_run: write nothing; report what would be created, overwritten, skipped, expired.
+    """
+    if isinstance(min_ttl_seconds, bool) or not isinstance(min_ttl_seconds, (int, float)):
+        from session_migration.errors import InvalidParameter
+
+        raise InvalidParameter(f"min_ttl_seconds must be a number of seconds; got {min_ttl_seconds!r}.")
+    options = RestoreOptions(
+        patterns=tuple(patterns) if patterns else None,
+        ttl_policy=ttl_policy,
+        min_ttl_ms=int(min_ttl_seconds * 1000),
+        on_conflict=on_conflict,
+        rename_prefix=tuple(rename_prefix) if rename_prefix is not None else None,
+        batch_size=batch_size,
+        dry_run=dry_run,
+    )
+    check = check_restore_task(snapshot, target, options)
+    if dry_run:
+        plan = check.get("plan", {})
+        summary = {
+            "snapshot": check["snapshot"], "snapshot_id": check["snapshot_id"], "target": check["target"],
+            "server": check["server"], "dry_run": True, "parts": len(check["parts"]),
+            **{k: plan.get(k, 0) for k in ("rows", "not_selected", "expired_on_arrival", "below_min_ttl", *_PLAN_KEYS)},
+        }
+        _publish(summary)
+        return summary
+    reporter = ProgressReporter(key="restore-progress", description=f"Restore {check['snapshot_id']}")
+    resumed = rows = written = 0
+    parts = check["parts"]
+    for index, name in enumerate(parts, 1):
+        done = restore_part(snapshot, target, name, options)
+        resumed += bool(done["resumed"])
+        rows += done["rows"]
+        written += done["written"]
+        reporter(RestoreProgress(check["snapshot_id"], name, index, len(parts), rows, written, index / len(parts)))
+    reporter.done()
+    summary = finish_restore_task(snapshot, target, options, resumed, check["server"])
+    _publish(summary)
+    return summary
+
+
+def _publish(summary: dict[str, Any]) -> None:
+    keys = ("snapshot", "target", "server", "parts", "resumed_parts", "rows", "not_selected", "written", "created",
+            "overwritten", "skipped_existing", "expired_on_arrival", "below_min_ttl", "dump_restored",
+            "dump_fallbacks", "typed_writes", *_PLAN_KEYS)
+    rows = [{"metric": k, "value": summary[k]} for k in keys if k in summary]
+    create_table_artifact(
+        key="restore-dry-run" if summary.get("dry_run") else "restore-summary",
+        table=rows,
+        description=("Dry run: nothing written" if summary.get("dry_run") else f"Restore of snapshot {summary['snapshot_id']}"),
+    )

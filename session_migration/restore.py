@@ -1,0 +1,462 @@
+"""Restore a snapshot into a Redis/Valkey target: validate, plan, then write part by part.
+
+Order of work, so that nothing is written unless everything checks out:
+
+1. `validate_snapshot` (manifest, every part's sha256/rows/schema, duplicate and out-of-scope
+   rows). An invalid snapshot raises `SnapshotInvalid` listing its problems; nothing is written.
+2. A planning pass over the `key` and `expire_at_ms` columns (only when needed): a rename that
+   makes two keys collide is refused; with `on_conflict="fail"` pipelined EXISTS over every row
+   that would be written refuses the restore if any exists on the target; a dry run returns
+   the plan (would create / overwrite / skip / expire on arrival) and stops there.
+3. One part at a time: rows are selected by the restore's patterns, renamed, given their
+   expiry by the TTL policy, and written in pipelined batches by `RedisSink`. After each part
+   the checkpoint `<snapshot>/restores/<id>.json` records it (atomically); a re-run with the
+   same target and options skips the parts already done. Every write sets the whole key, so a
+   part interrupted half-way is simply written again.
+
+`run_restore` does all of it in one call; the Prefect flow calls `check_restore`,
+`restore_part` (one task per part) and `finish_restore` itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import fsspec
+
+from . import storage
+from .endpoints import RedisEndpoint
+from .errors import InvalidParameter, ScopeViolation, SnapshotInvalid, TerminalError
+from .options import RestoreOptions
+from .patterns import compile_scope
+from .record import KeyRecord, records_from_batch
+from .redaction import redact_key
+from .seen import SeenKeys
+from .sinks.redis import RedisSink, SinkCounts, WriteItem
+from .snapshot import PartInfo, Snapshot, open_snapshot, verify_part
+from .validation import validate_snapshot
+
+RESTORES = "restores"
+MAX_EXAMPLES = 5
+
+
+class RestoreConflict(TerminalError):
+    """`on_conflict="fail"` and keys the restore would write already exist on the target."""
+
+
+class RenameCollision(InvalidParameter):
+    """A rename would make two snapshot keys the same target key."""
+
+
+# -- counters, progress, result ----------------------------------------------------------------
+
+
+@dataclass
+class RestoreCounters:
+    rows: int = 0  # rows read from the snapshot's parts
+    not_selected: int = 0  # rows outside the restore's patterns (left alone)
+    written: int = 0  # keys written = created + overwritten
+    created: int = 0
+    overwritten: int = 0
+    skipped_existing: int = 0  # on_conflict="skip" (or a resumed "fail"): the target's key kept
+    expired_on_arrival: int = 0  # already expired by the TTL policy: not written
+    below_min_ttl: int = 0  # would expire within min_ttl_ms: not written
+    dump_restored: int = 0  # written by RESTORE of the DUMP payload
+    dump_fallbacks: int = 0  # payload refused by the target; written typed instead
+    typed_writes: int = 0  # written by SET / MULTI ... EXEC
+
+    def add(self, other: RestoreCounters) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def add_sink(self, counts: SinkCounts) -> None:
+        for name in ("written", "created", "overwritten", "skipped_existing", "dump_restored",
+                     "dump_fallbacks", "typed_writes"):
+            setattr(self, name, getattr(self, name) + getattr(counts, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RestoreCounters:
+        return cls(**{f.name: int(data.get(f.name, 0)) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class RestoreProgress:
+    snapshot_id: str
+    part: str
+    parts_done: int  # parts completed and recorded in the checkpoint
+    parts: int
+    keys: int  # rows processed so far in this run
+    written: int
+    fraction: float
+
+
+ProgressFn = Callable[[RestoreProgress], None]
+
+
+@dataclass
+class RestoreResult:
+    snapshot: str
+    snapshot_id: str
+    target: str
+    counters: RestoreCounters
+    dry_run: bool = False
+    parts: int = 0
+    resumed_parts: int = 0
+    checkpoint: str | None = None
+    plan: dict[str, int] | None = None
+    server: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "snapshot": self.snapshot,
+            "snapshot_id": self.snapshot_id,
+            "target": self.target,
+            "dry_run": self.dry_run,
+            "parts": self.parts,
+            "resumed_parts": self.resumed_parts,
+            **self.counters.as_dict(),
+        }
+        if self.server:
+            data["server"] = self.server
+        if self.checkpoint:
+            data["checkpoint"] = self.checkpoint
+        if self.plan is not None:
+            data.update(self.plan)
+        return data
+
+
+# -- per-row rules -------------------------------------------------------------------------------
+
+
+class _Rules:
+    """Scope, selection, rename and expiry for one restore."""
+
+    def __init__(self, manifest: dict[str, Any], options: RestoreOptions):
+        self.options = options
+        self.scope = compile_scope(manifest.get("scope", {}).get("patterns") or ["*"])
+        self.select = compile_scope(options.patterns) if options.patterns is not None else None
+        self.finished_ms = _iso_ms(manifest["finished_at"])
+        self.rename = (options.rename_prefix[0].encode(), options.rename_prefix[1].encode()) if options.rename_prefix else None
+
+    def selected(self, key: bytes, part: str) -> bool:
+        if not self.scope.fullmatch(key):
+            raise ScopeViolation(f"Row {redact_key(key)} in {part} is outside the snapshot's declared patterns; nothing of it is written.")
+        return self.select is None or bool(self.select.fullmatch(key))
+
+    def target_key(self, key: bytes) -> bytes:
+        if self.rename and key.startswith(self.rename[0]):
+            return self.rename[1] + key[len(self.rename[0]):]
+        return key
+
+    def expiry(self, expire_at_ms: int | None, now_ms: int) -> tuple[str, int | None]:
+        """("write", pxat) | ("expired", None) | ("below_min_ttl", None)."""
+        policy = self.options.ttl_policy
+        if expire_at_ms is None or policy == "none":
+            return "write", None
+        pxat = expire_at_ms if policy == "absolute" else now_ms + (expire_at_ms - self.finished_ms)
+        if pxat <= now_ms:
+            return "expired", None
+        if pxat - now_ms < self.options.min_ttl_ms:
+            return "below_min_ttl", None
+        return "write", pxat
+
+
+def _iso_ms(text: str) -> int:
+    try:
+        return int(dt.datetime.fromisoformat(text).timestamp() * 1000)
+    except (TypeError, ValueError):
+        raise SnapshotInvalid(f"The manifest's finished_at {text!r} is not an ISO time.") from None
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+# -- checkpoint ----------------------------------------------------------------------------------
+
+
+def _target_id(endpoint: RedisEndpoint) -> str:
+    """The target without credentials or how the password is passed: stable across runs."""
+    return replace(endpoint, password=None, password_env=None, username=None).display_url
+
+
+def checkpoint_path(snapshot: Snapshot, endpoint: RedisEndpoint, options: RestoreOptions) -> str:
+    ident = json.dumps({"target": _target_id(endpoint), "options": options.for_checkpoint()}, sort_keys=True)
+    return storage.join(snapshot.path, RESTORES, hashlib.sha256(ident.encode()).hexdigest()[:16] + ".json")
+
+
+@dataclass
+class RestoreCheckpoint:
+    snapshot_id: str
+    target: str
+    options: dict[str, Any]
+    started_at: str
+    preflight_passed: bool = False
+    parts: dict[str, dict[str, int]] = field(default_factory=dict)  # part name -> its counters
+    finished_at: str | None = None
+
+    def save(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
+        storage.write_atomic(fs, path, json.dumps(asdict(self), indent=1).encode())
+
+    @classmethod
+    def load(cls, fs: fsspec.AbstractFileSystem, path: str) -> RestoreCheckpoint | None:
+        raw = storage.read_bytes(fs, path)
+        if raw is None:
+            return None
+        try:
+            return cls(**json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            raise SnapshotInvalid(
+                f"The restore checkpoint {storage.unstrip(fs, path)} is unreadable ({exc}); delete it to restore from the start."
+            ) from None
+
+
+# -- the steps -----------------------------------------------------------------------------------
+
+
+def _resolve(snapshot: str | Snapshot, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    if isinstance(snapshot, Snapshot):
+        return snapshot.fs, snapshot.path
+    return storage.resolve(snapshot, storage_options)
+
+
+def _validated(snapshot: str | Snapshot, storage_options: dict[str, Any] | None = None) -> Snapshot:
+    fs, path = _resolve(snapshot, storage_options)
+    report = validate_snapshot(fs, path)
+    if not report.valid:
+        problems = " ".join(f"[{p.code}] {p.message}" for p in report.problems)
+        raise SnapshotInvalid(f"Snapshot {report.snapshot} is not valid; nothing was written. {problems}")
+    return open_snapshot(fs, path, verify=False)
+
+
+def check_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: RestoreOptions,
+                  *, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything before the first write: validation, rename collisions, the `fail` preflight,
+    the checkpoint (started or resumed). A dry run returns its plan here and writes nothing."""
+    snap = _validated(snapshot, storage_options)
+    sink = RedisSink(endpoint)
+    try:
+        ckpt_path = checkpoint_path(snap, endpoint, options)
+        checkpoint = None if options.dry_run else RestoreCheckpoint.load(snap.fs, ckpt_path)
+        if checkpoint is not None and checkpoint.finished_at is not None:
+            checkpoint = None  # a finished restore: this is a new one
+        resuming = checkpoint is not None and checkpoint.preflight_passed
+        need_conflicts = options.dry_run or (options.on_conflict == "fail" and not resuming)
+        plan = None
+        if options.rename_prefix or need_conflicts:
+            plan = _plan(snap, sink, options, probe=need_conflicts)
+        if options.on_conflict == "fail" and not resuming and not options.dry_run and plan["conflicts"]:
+            raise RestoreConflict(
+                f"{plan['conflicts']} key(s) this restore would write already exist on {endpoint.display_url}, "
+                f"e.g. {', '.join(plan['conflict_examples'])}; nothing was written. Restore with "
+                "on_conflict='replace' to overwrite them or 'skip' to keep them, or remove them from the target first."
+            )
+        if not options.dry_run:
+            if checkpoint is None:
+                checkpoint = RestoreCheckpoint(snapshot_id=snap.snapshot_id, target=_target_id(endpoint),
+                                               options=options.for_checkpoint(), started_at=_now_iso())
+            checkpoint.preflight_passed = True
+            checkpoint.save(snap.fs, ckpt_path)
+        info = sink.info
+    finally:
+        sink.close()
+    done = sorted(checkpoint.parts) if checkpoint else []
+    result = {
+        "snapshot": snap.url,
+        "snapshot_id": snap.snapshot_id,
+        "target": endpoint.display_url,
+        "server": f"{info.name} {info.version}",
+        "parts": [p.name for p in snap.parts],
+        "done": done,
+        "checkpoint": None if options.dry_run else storage.unstrip(snap.fs, ckpt_path),
+    }
+    if options.dry_run and plan is not None:
+        result["plan"] = {k: v for k, v in plan.items() if k != "conflict_examples"}
+    return result
+
+
+def _plan(snap: Snapshot, sink: RedisSink, options: RestoreOptions, *, probe: bool) -> dict[str, Any]:
+    """One pass over keys and expiries: rename collisions always; with `probe`, what would
+    happen to each row on this target (pipelined EXISTS, one round trip per batch)."""
+    rules = _Rules(snap.manifest, options)
+    seen = SeenKeys()
+    plan = {"rows": 0, "not_selected": 0, "expired_on_arrival": 0, "below_min_ttl": 0, "would_create": 0,
+            "would_overwrite": 0, "would_skip_existing": 0, "conflicts": 0}
+    examples: list[str] = []
+    collisions: list[str] = []
+    n_collisions = 0
+    for part in snap.parts:
+        one = Snapshot(fs=snap.fs, path=snap.path, manifest=snap.manifest, parts=[part])
+        for batch in one.iter_batches(columns=["key", "expire_at_ms"], batch_size=options.batch_size):
+            keys = batch.column("key").to_pylist()
+            expiries = batch.column("expire_at_ms").to_pylist()
+            plan["rows"] += len(keys)
+            chosen = [(rules.target_key(k), k, e) for k, e in zip(keys, expiries) if rules.selected(k, part.name)]
+            plan["not_selected"] += len(keys) - len(chosen)
+            if rules.rename:
+                fresh = seen.add_new([t for t, _, _ in chosen])
+                for (target, original, _), new in zip(chosen, fresh):
+                    if not new:
+                        n_collisions += 1
+                        if len(collisions) < MAX_EXAMPLES:
+                            collisions.append(f"{redact_key(original)} -> {redact_key(target)}")
+            if not probe or not chosen:
+                continue
+            now, exists = sink.probe([t for t, _, _ in chosen])
+            for (target, _, expire_at), present in zip(chosen, exists):
+                status, _ = rules.expiry(expire_at, now)
+                if status == "expired":
+                    plan["expired_on_arrival"] += 1
+                elif status == "below_min_ttl":
+                    plan["below_min_ttl"] += 1
+                elif not present:
+                    plan["would_create"] += 1
+                elif options.on_conflict == "replace":
+                    plan["would_overwrite"] += 1
+                else:
+                    plan["would_skip_existing"] += 1
+                    plan["conflicts"] += 1
+                    if len(examples) < MAX_EXAMPLES:
+                        examples.append(redact_key(target))
+    if n_collisions:
+        old, new = options.rename_prefix
+        raise RenameCollision(
+            f"Renaming {old!r} to {new!r} makes {n_collisions} key(s) collide with other keys of the snapshot, "
+            f"e.g. {', '.join(collisions)}; nothing was written. Narrow the restore with patterns or choose another prefix."
+        )
+    plan["conflict_examples"] = examples
+    return plan
+
+
+def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: str, options: RestoreOptions,
+                 *, progress: ProgressFn | None = None, verify: bool = True,
+                 storage_options: dict[str, Any] | None = None, _sink: RedisSink | None = None) -> dict[str, Any]:
+    """Write one part (after `check_restore`). A part the checkpoint records is skipped and its
+    recorded counters returned with `"resumed": True`."""
+    if options.dry_run:
+        raise InvalidParameter("restore_part writes; a dry run stops after check_restore.")
+    if isinstance(snapshot, Snapshot):
+        snap = snapshot
+    else:
+        fs, path = storage.resolve(snapshot, storage_options)
+        snap = open_snapshot(fs, path, verify=False)
+    parts = {p.name: p for p in snap.parts}
+    if part_name not in parts:
+        raise InvalidParameter(f"The snapshot {snap.url} has no part named {part_name!r}.")
+    part: PartInfo = parts[part_name]
+    ckpt_path = checkpoint_path(snap, endpoint, options)
+    checkpoint = RestoreCheckpoint.load(snap.fs, ckpt_path)
+    if checkpoint is None or not checkpoint.preflight_passed or checkpoint.finished_at is not None:
+        raise InvalidParameter(f"No restore of {snap.url} to {endpoint.display_url} with these options is under way; run check_restore first.")
+    if part_name in checkpoint.parts:
+        return {"part": part_name, "resumed": True, **checkpoint.parts[part_name]}
+    if verify:
+        verify_part(snap.fs, snap.part_path(part), part)
+    rules = _Rules(snap.manifest, options)
+    replace_existing = options.on_conflict == "replace"
+    counters = RestoreCounters()
+    sink = _sink or RedisSink(endpoint)
+    index = [p.name for p in snap.parts].index(part_name)
+    try:
+        one = Snapshot(fs=snap.fs, path=snap.path, manifest=snap.manifest, parts=[part])
+        for batch in one.iter_batches(batch_size=options.batch_size):
+            records = list(records_from_batch(batch))
+            counters.rows += len(records)
+            chosen: list[KeyRecord] = [r for r in records if rules.selected(r.key, part_name)]
+            counters.not_selected += len(records) - len(chosen)
+            if chosen:
+                targets = [rules.target_key(r.key) for r in chosen]
+                now, exists = sink.probe(targets)
+                items, present = [], []
+                for rec, target, there in zip(chosen, targets, exists):
+                    status, pxat = rules.expiry(rec.expire_at_ms, now)
+                    if status == "expired":
+                        counters.expired_on_arrival += 1
+                    elif status == "below_min_ttl":
+                        counters.below_min_ttl += 1
+                    else:
+                        items.append(WriteItem(target, rec, pxat))
+                        present.append(there)
+                if items:
+                    counters.add_sink(sink.write(items, present, replace=replace_existing))
+            if progress:
+                progress(RestoreProgress(snap.snapshot_id, part_name, len(checkpoint.parts), len(snap.parts),
+                                         counters.rows, counters.written,
+                                         (index + min(1.0, counters.rows / max(1, part.rows))) / len(snap.parts)))
+    finally:
+        if _sink is None:
+            sink.close()
+    checkpoint.parts[part_name] = counters.as_dict()
+    checkpoint.save(snap.fs, ckpt_path)
+    if progress:
+        progress(RestoreProgress(snap.snapshot_id, part_name, len(checkpoint.parts), len(snap.parts),
+                                 counters.rows, counters.written, len(checkpoint.parts) / len(snap.parts)))
+    return {"part": part_name, "resumed": False, **counters.as_dict()}
+
+
+def finish_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: RestoreOptions,
+                   *, storage_options: dict[str, Any] | None = None, resumed_parts: int = 0,
+                   server: str | None = None) -> RestoreResult:
+    """Check every part is done, mark the checkpoint finished (kept as a record) and total up."""
+    if isinstance(snapshot, Snapshot):
+        snap = snapshot
+    else:
+        fs, path = storage.resolve(snapshot, storage_options)
+        snap = open_snapshot(fs, path, verify=False)
+    ckpt_path = checkpoint_path(snap, endpoint, options)
+    checkpoint = RestoreCheckpoint.load(snap.fs, ckpt_path)
+    missing = [p.name for p in snap.parts if checkpoint is None or p.name not in checkpoint.parts]
+    if missing:
+        raise InvalidParameter(f"The restore of {snap.url} is not complete: {len(missing)} part(s) not written, e.g. {missing[0]}.")
+    totals = RestoreCounters()
+    for counts in checkpoint.parts.values():
+        totals.add(RestoreCounters.from_dict(counts))
+    if checkpoint.finished_at is None:
+        checkpoint.finished_at = _now_iso()
+        checkpoint.save(snap.fs, ckpt_path)
+    return RestoreResult(snapshot=snap.url, snapshot_id=snap.snapshot_id, target=endpoint.display_url,
+                         counters=totals, parts=len(snap.parts), resumed_parts=resumed_parts,
+                         checkpoint=storage.unstrip(snap.fs, ckpt_path), server=server)
+
+
+def run_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: RestoreOptions,
+                progress: ProgressFn | None = None, *, storage_options: dict[str, Any] | None = None) -> RestoreResult:
+    """Restore a snapshot into `endpoint`: validate, plan, write part by part, resumable."""
+    fs, path = _resolve(snapshot, storage_options)
+    check = check_restore(snapshot, endpoint, options, storage_options=storage_options)
+    snap = open_snapshot(fs, path, verify=False)
+    if options.dry_run:
+        plan = check.get("plan", {})
+        counters = RestoreCounters(rows=plan.get("rows", 0), not_selected=plan.get("not_selected", 0),
+                                   expired_on_arrival=plan.get("expired_on_arrival", 0),
+                                   below_min_ttl=plan.get("below_min_ttl", 0))
+        return RestoreResult(snapshot=snap.url, snapshot_id=snap.snapshot_id, target=endpoint.display_url,
+                             counters=counters, dry_run=True, parts=len(snap.parts), server=check["server"],
+                             plan={k: plan.get(k, 0) for k in ("would_create", "would_overwrite", "would_skip_existing")})
+    sink = RedisSink(endpoint)
+    resumed = 0
+    try:
+        for name in check["parts"]:
+            done = restore_part(snap, endpoint, name, options, progress=progress, verify=False, _sink=sink)
+            resumed += bool(done["resumed"])
+    finally:
+        sink.close()
+    return finish_restore(snap, endpoint, options, resumed_parts=resumed, server=check["server"])
+
+
+def restore(snapshot: str | Snapshot, target: str | RedisEndpoint, *, storage_options: dict[str, Any] | None = None,
+            progress: ProgressFn | None = None, **options: Any) -> RestoreResult:
+    """Restore without Prefect: `restore("snapshots/ID", "redis://localhost:6379/0", on_conflict="skip")`."""
+    endpoint = target if isinstance(target, RedisEndpoint) else RedisEndpoint.from_url(target)
+    for name in ("patterns", "rename_prefix"):
+        if options.get(name) is not None and not isinstance(options[name], str):
+            options[name] = tuple(options[name])
+    return run_restore(snapshot, endpoint, RestoreOptions(**options), progress, storage_options=storage_options)

@@ -1,0 +1,109 @@
+"""The restore flow under a real Prefect server: per-part tasks, artifacts, dry run, parameters."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from session_migration import backup
+from session_migration.errors import InvalidParameter
+
+pytestmark = [pytest.mark.flows, pytest.mark.integration]
+
+
+def _latest():
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+            tasks = await client.read_task_runs()
+            artifacts = await client.read_artifacts()
+            return runs[0], [t for t in tasks if t.flow_run_id == runs[0].id], artifacts
+
+    return asyncio.run(read())
+
+
+def test_restore_flow_one_task_per_part(prefect_harness, valkey, tmp_path):
+    from flows.restore import restore_sessions
+
+    r = valkey.client()
+    for i in range(250):
+        r.set(f"laravel_database_laravel_cache:s{i}", f"v{i}", ex=3600)
+    r.hset("laravel_database_laravel_cache:h", mapping={"a": "1"})
+    snap = backup(valkey.url, str(tmp_path), patterns=["laravel_database_laravel_cache:*"], part_rows=100,
+                  batch_size=50).url
+    r.flushall()
+    r.set("laravel_database_laravel_cache_s1", "exists")
+
+    plan = restore_sessions(snapshot=snap, target=valkey.url, dry_run=True,
+                            rename_prefix=["laravel_database_laravel_cache:", "laravel_database_laravel_cache_"])
+    assert plan["dry_run"] and plan["would_create"] == 250 and plan["would_overwrite"] == 1
+    assert r.dbsize() == 1
+
+    summary = restore_sessions(snapshot=snap, target=valkey.url, on_conflict="skip", min_ttl_seconds=60,
+                               rename_prefix=["laravel_database_laravel_cache:", "laravel_database_laravel_cache_"])
+    assert summary["rows"] == 251 and summary["created"] == 250 and summary["skipped_existing"] == 1
+    assert summary["parts"] >= 2 and summary["server"].startswith("valkey")
+    assert r.get("laravel_database_laravel_cache_s1") == b"exists"
+    assert r.get("laravel_database_laravel_cache_s2") == b"v2" and r.ttl("laravel_database_laravel_cache_s2") > 3000
+    assert not r.keys("laravel_database_laravel_cache:*")
+
+    run, task_runs, artifacts = _latest()
+    assert run.state.is_completed()
+    names = sorted(t.name for t in task_runs)
+    assert [n for n in names if n.startswith("restore-part")] == [
+        f"restore-part-{i:05d}.parquet" for i in range(summary["parts"])]
+    keys = {a.key for a in artifacts}
+    assert {"restore-summary", "restore-dry-run", "restore-progress"} <= keys
+
+
+def test_restore_flow_refuses_bad_parameters_and_passwords(prefect_harness, valkey, tmp_path):
+    from flows.restore import restore_sessions
+
+    valkey.client().set("sess:x", "1")
+    snap = backup(valkey.url, str(tmp_path), patterns=["sess:*"]).url
+    with pytest.raises(InvalidParameter, match="ttl_policy"):
+        restore_sessions(snapshot=snap, target=valkey.url, ttl_policy="sometimes")
+    with pytest.raises(InvalidParameter, match="password inside a flow parameter"):
+        restore_sessions(snapshot=snap, target=f"redis://:pw-secret@127.0.0.1:{valkey.port}/0")
+
+
+@pytest.mark.slow
+def test_cli_restore_with_password_and_rename(valkey, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from servers import start_server
+
+    r = valkey.client()
+    for i in range(30):
+        r.set(f"laravel_database_laravel_cache:s{i}", f"v{i}", ex=3600)
+    snap = backup(valkey.url, str(tmp_path), patterns=["laravel_database_laravel_cache:*"]).url
+    server = start_server("redis", password="restore-secret-5")
+    try:
+        def cli(*args):
+            return subprocess.run([sys.executable, "-m", "session_migration.cli", "restore", snap, server.url, *args],
+                                  capture_output=True, text=True, env=dict(os.environ), timeout=300)
+
+        dry = cli("--dry-run", "--json")
+        assert dry.returncode == 0, dry.stderr
+        assert json.loads(dry.stdout.strip().splitlines()[-1])["would_create"] == 30
+        assert server.client().dbsize() == 0
+        done = cli("--rename-prefix", "laravel_database_laravel_cache:", "laravel_database_laravel_cache_",
+                   "--min-ttl", "60", "--ttl-policy", "relative", "--json", "--verbose")
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        assert summary["created"] == 30 and summary["written"] == 30
+        assert "restore-secret-5" not in done.stdout + done.stderr
+        assert server.client().get("laravel_database_laravel_cache_s7") == b"v7"
+        bad = cli("--on-conflict", "fail", "--json", "--rename-prefix", "laravel_database_laravel_cache:",
+                  "laravel_database_laravel_cache_")
+        assert bad.returncode == 1
+        assert "already exist" in json.loads(bad.stdout.strip().splitlines()[-1])["error"]
+    finally:
+        server.stop()
