@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -149,13 +150,57 @@ def _print_backup(summary: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command()
-def snapshots(
-    root: str = typer.Argument(..., help="Snapshot root: a folder or an fsspec URL."),
-    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON on the last line of stdout."),
+def verify(
+    a: str = typer.Argument(..., help="A: a Redis URL, a RedisConnection block name, or a snapshot folder/URL."),
+    b: str = typer.Argument(..., help="B: the same kinds; at least one side is a store."),
+    pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Key pattern (repeatable). Default: the snapshot's scope or every known store."),
+    ttl_tolerance: float = typer.Option(2.0, help="Allowed expiry difference in seconds (TTLs count down during a copy)."),
+    ignore_ttl: bool = typer.Option(False, "--ignore-ttl", help="Do not compare expiry times."),
+    sample: Optional[float] = typer.Option(None, help="Compare only this fraction of the keys (0-1], reproducibly."),
+    batch_size: int = typer.Option(1000, help="Keys per SCAN page and pipelined read."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on the last line of stdout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
-    """List the committed snapshots under ROOT, oldest first, with their totals."""
+    """Compare A and B key by key, both directions. Exit 0 when equal, 1 on any mismatch."""
+    _quiet_prefect(verbose)
+    try:
+        a = _password_free(a, "SESSION_MIGRATION_A_PASSWORD")
+        b = _password_free(b, "SESSION_MIGRATION_B_PASSWORD")
+    except ValueError as exc:
+        _fail(exc, as_json)
+    from flows.verify import verify_sessions
+
+    report = _run(verify_sessions, as_json, a=a, b=b, patterns=pattern or None, sample=sample, batch_size=batch_size,
+                  ttl_tolerance_ms=None if ignore_ttl else int(ttl_tolerance * 1000))
+    table = Table(title=f"{'OK' if report['ok'] else 'MISMATCH'}: {report['a']} vs {report['b']}")
+    table.add_column("category")
+    table.add_column("keys", justify="right")
+    table.add_column("examples")
+    for category, count in report["counts"].items():
+        table.add_row(category, f"{count:,}", ", ".join(report["examples"].get(category, [])))
+    (err if as_json else out).print(table)
+    if as_json:
+        print(json.dumps(report))
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
+@app.command()
+def snapshots(
+    args: list[str] = typer.Argument(..., metavar="[prune] ROOT", help="ROOT lists the committed snapshots; 'prune ROOT' applies retention."),
+    keep_last: Optional[int] = typer.Option(None, help="prune: keep the newest N snapshots."),
+    keep_days: Optional[float] = typer.Option(None, help="prune: keep snapshots younger than D days."),
+    apply: bool = typer.Option(False, "--apply", help="prune: really delete (default: dry run)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on the last line of stdout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """List the committed snapshots under ROOT (oldest first), or prune them: `snapshots prune ROOT --keep-last 7`."""
+    if len(args) == 2 and args[0] == "prune":
+        return _prune(args[1], keep_last, keep_days, apply, as_json, verbose)
+    if len(args) != 1:
+        _fail(ValueError("Give ROOT to list snapshots, or 'prune ROOT' to apply retention."), as_json)
     from session_migration.snapshot import list_snapshots
 
+    root = args[0]
     try:
         found = list_snapshots(root)
     except ValueError as exc:
@@ -179,6 +224,67 @@ def snapshots(
     out.print(table)
 
 
+def _prune(root: str, keep_last, keep_days, apply: bool, as_json: bool, verbose: bool) -> None:
+    _quiet_prefect(verbose)
+    from flows.retention import prune_snapshots
+
+    plan = _run(prune_snapshots, as_json, backup_path=root, keep_last=keep_last, keep_days=keep_days, dry_run=not apply)
+    console = err if as_json else out
+    verb = "would delete" if plan["dry_run"] else "deleted"
+    console.print(f"keep {len(plan['keep'])}, {verb} {len(plan['delete'])} snapshot(s) in {plan['root']}", highlight=False)
+    for s in plan["delete"]:
+        console.print(f"  {verb}: {s['snapshot_id']} ({s['finished_at']}, {s['keys']:,} keys)", highlight=False)
+    if plan["protected"]:
+        console.print(f"  kept {plan['protected']}: the newest snapshot that passes its checksums", highlight=False)
+    for name in plan["unfinished"]:
+        console.print(f"  left alone: {name} (unfinished backup)", highlight=False)
+    if plan["dry_run"] and plan["delete"]:
+        console.print("Dry run: nothing deleted. Add --apply to delete.")
+    if as_json:
+        print(json.dumps(plan))
+
+
+TARGET_PASSWORD_ENV = "SESSION_MIGRATION_TARGET_PASSWORD"
+
+
+@app.command()
+def restore(
+    snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
+    target: str = typer.Argument(..., help="redis://[user[:password]@]host:port/db, rediss://..., unix:///sock?db=N, or a RedisConnection block name."),
+    pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Restore only keys matching this pattern (repeatable). Default: the whole snapshot."),
+    ttl_policy: str = typer.Option("absolute", help="absolute: expire at the source's instant; relative: restart the captured TTL; none: no expiry."),
+    min_ttl: int = typer.Option(0, "--min-ttl", metavar="SECONDS", help="Skip sessions that would expire within this many seconds."),
+    on_conflict: str = typer.Option("replace", help="replace existing keys, skip them, or fail before writing anything."),
+    rename_prefix: Optional[tuple[str, str]] = typer.Option(None, "--rename-prefix", metavar="OLD NEW", help="Write keys starting with OLD under NEW instead."),
+    batch_size: int = typer.Option(1000, help="Rows per pipelined round trip."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report what would be created, overwritten, skipped, expired."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line of stdout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Restore a snapshot into a Redis/Valkey server (the restore_sessions flow). Resumable."""
+    _quiet_prefect(verbose)
+    try:
+        target = _password_free(target, TARGET_PASSWORD_ENV)
+    except ValueError as exc:
+        _fail(exc, as_json)
+    from flows.restore import restore_sessions
+
+    rename = list(rename_prefix) if rename_prefix and all(rename_prefix) else None
+    with _Bar("restore", enabled=not as_json):
+        summary = _run(
+            restore_sessions, as_json, snapshot=snapshot, target=target, patterns=pattern or None,
+            ttl_policy=ttl_policy, min_ttl_seconds=min_ttl, on_conflict=on_conflict, rename_prefix=rename,
+            batch_size=batch_size, dry_run=dry_run,
+        )
+    table = Table(title="Dry run: nothing written" if summary["dry_run"] else "Restore done", show_header=False)
+    for key, value in summary.items():
+        if key not in ("dry_run", "snapshot_id"):
+            table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+    (err if as_json else out).print(table)
+    if as_json:
+        print(json.dumps(summary, default=str))
+
+
 @app.command()
 def validate(
     snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
@@ -198,7 +304,46 @@ def validate(
     else:
         console.print(f"[red]INVALID[/]: {report['snapshot']}", highlight=False)
         for p in report["problems"]:
-            console.print(f"  - [{p['code']}] {p['message']}", highlight=False)
+            console.print("  - " + escape(f"[{p['code']}] {p['message']}"), highlight=False)
+    if as_json:
+        print(json.dumps(report))
+    raise typer.Exit(0 if report["valid"] else 1)
+
+
+@app.command()
+def audit(
+    snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder or fsspec URL for the report files. Default: SNAPSHOT/audit."),
+    as_json: bool = typer.Option(False, "--json", help="Print report.json's content plus `files` as one JSON object on the last line of stdout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Write an audit report (HTML, Markdown, JSON, findings CSV). Exit 0 when the snapshot is valid, 1 when not."""
+    _quiet_prefect(verbose)
+    from rich.markup import escape
+
+    from flows.audit import audit_report
+
+    report = _run(audit_report, as_json, snapshot=snapshot, output=output)
+    console = err if as_json else out
+    status = "[green]valid[/]" if report["valid"] else "[red]INVALID[/]"
+    console.print(f"{status}: {escape(report['snapshot']['url'])}", highlight=False)
+    for p in report["validation"]["problems"]:
+        console.print("  - " + escape(f"[{p['code']}] {p['message']}"), highlight=False)
+    if report["stats_available"]:
+        table = Table(title="Keys by store and status")
+        for col in ("store", *report["by_status"], "total"):
+            table.add_column(col, justify="left" if col == "store" else "right")
+        for store, counts in report["by_store"].items():
+            table.add_row(store, *(f"{v:,}" for v in counts.values()), f"{sum(counts.values()):,}")
+        table.add_row("total", *(f"{v:,}" for v in report["by_status"].values()), f"{report['keys']:,}", style="bold")
+        console.print(table)
+        console.print(f"without TTL {report['without_ttl']:,}, expiring within 1 h {report['expiring_within_1h']:,}, "
+                      f"within 24 h {report['expiring_within_24h']:,}; findings {report['findings']['total']:,}", highlight=False)
+    for c in report["controls"]:
+        console.print(f"{c['control']} {c['title']}: {c['check']}", highlight=False)
+    console.print("Report files:", highlight=False)
+    for url in report["files"].values():
+        console.print(f"  {escape(url)}", highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps(report))
     raise typer.Exit(0 if report["valid"] else 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from .seen import SeenKeys
 from .sinks.parquet import PartWriter
 from .snapshot import MANIFEST, PARTS, Snapshot, manifest_bytes, new_snapshot_id, open_snapshot, snapshot_dir
 from .prefetch import prefetch
-from .sources.redis import Chunk, RedisSource
+from .sources.redis import Chunk, RedisSource, ServerInfo
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def run_backup(
         checkpoint = _start_or_resume(job, fs, path, snapshot_id, endpoint, options)
         resumed_parts = len(checkpoint.parts)
         _copy(job, fs, path, checkpoint)
-        manifest = _commit(fs, path, checkpoint, source, endpoint, options)
+        manifest = _commit(fs, path, checkpoint, source.info, endpoint, options)
     finally:
         source.close()
     return BackupResult(
@@ -215,7 +215,7 @@ def _copy(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
             part.abort()
 
 
-def _commit(fs, path: str, checkpoint: BackupCheckpoint, source: RedisSource, endpoint: RedisEndpoint,
+def _commit(fs, path: str, checkpoint: BackupCheckpoint, info: ServerInfo, endpoint: RedisEndpoint,
             options: BackupOptions) -> dict[str, Any]:
     """Remove stray part files, write the manifest (the commit marker), drop the checkpoint."""
     listed = {p.name for p in checkpoint.parts}
@@ -231,7 +231,7 @@ def _commit(fs, path: str, checkpoint: BackupCheckpoint, source: RedisSource, en
         "finished_at": _now(),
         "tool": "redis-session-migration",
         "tool_version": __version__,
-        "source": {"url": endpoint.display_url, **source.info.as_dict()},
+        "source": {"url": endpoint.display_url, **info.as_dict()},
         "scope": {"patterns": list(options.patterns), "dbs": [endpoint.db]},
         "options": options.for_manifest(),
         "parts": [p.as_dict() for p in checkpoint.parts],
@@ -241,6 +241,44 @@ def _commit(fs, path: str, checkpoint: BackupCheckpoint, source: RedisSource, en
     storage.write_atomic(fs, storage.join(path, MANIFEST), manifest_bytes(manifest))
     remove_checkpoint(fs, path)
     return open_snapshot(fs, path, verify=False).manifest
+
+
+def write_snapshot(
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    batches: Iterable[tuple[str, pa.RecordBatch]],
+    endpoint: RedisEndpoint,
+    info: ServerInfo,
+    options: BackupOptions,
+) -> BackupResult:
+    """Commit already-read rows (pattern, batch) as a snapshot: the pre-image of a cleanup or a
+    migration. Not resumable: these snapshots are small and written just before a change."""
+    snapshot_id = options.snapshot_id or new_snapshot_id()
+    path = snapshot_dir(root, snapshot_id)
+    storage.check_writable(fs, root)
+    check_snapshot_free(fs, root, snapshot_id)
+    checkpoint = BackupCheckpoint(snapshot_id=snapshot_id, started_at=_now(), source=endpoint.display_url,
+                                  options=options.for_manifest())
+    part: PartWriter | None = None
+    try:
+        for pattern, batch in batches:
+            checkpoint.counters.add_batch(pattern, batch)
+            part = part or PartWriter(fs, path, len(checkpoint.parts), compression=options.compression,
+                                      row_group_rows=options.row_group_rows)
+            part.write(batch)
+            if part.rows >= options.part_rows:
+                checkpoint.parts.append(part.finish())
+                part = None
+        if part is not None or not checkpoint.parts:
+            part = part or PartWriter(fs, path, 0, compression=options.compression)
+            checkpoint.parts.append(part.finish())
+            part = None
+    finally:
+        if part is not None:
+            part.abort()
+    manifest = _commit(fs, path, checkpoint, info, endpoint, options)
+    return BackupResult(snapshot_id=snapshot_id, url=storage.unstrip(fs, path), counters=checkpoint.counters,
+                        manifest=manifest)
 
 
 # How many rows of a dry run are compressed for real to estimate the snapshot's size.
