@@ -79,6 +79,7 @@ class RedisSource:
         self.client = client or endpoint.connect()
         with translate_redis_errors(endpoint):
             self.info = server_info(self.client)
+            self.no_touch = _no_touch(self.client)
 
     def close(self) -> None:
         self.client.close()
@@ -244,6 +245,17 @@ class RedisSource:
             pipe.dump(rows.key[i])
         for i, payload in zip(wanted, pipe.execute()):
             rows.dump[i] = payload
+
+
+def _no_touch(client: redis.Redis) -> bool:
+    """Ask the server not to count our reads as use (Redis >= 7.2, Valkey), so a backup leaves
+    the LRU/LFU eviction order and OBJECT IDLETIME of the sessions as they were. Older servers
+    refuse the command; then reads do touch the keys."""
+    try:
+        client.execute_command("CLIENT", "NO-TOUCH", "ON")
+        return True
+    except redis.exceptions.ResponseError:
+        return False
 
 
 def _queue_typed_read(pipe, key: bytes, rtype: str) -> None:

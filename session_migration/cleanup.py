@@ -1,0 +1,310 @@
+"""Expired-session cleanup: classify, snapshot what will go, then compare-and-delete.
+
+Categories (expired is always in; the others are opt-in):
+
+    expired   the store itself would refuse the session (TTL or payload expiry passed), or it
+              has no TTL and has been idle longer than the operator's max age for its store
+    stale     payload expiry passed but not enforced, or no TTL where the store always sets one
+    corrupt   the store could not decode it
+    locks     phpredis `<key>_LOCK` keys without a TTL (never released)
+    orphans   Spring Session companion keys whose session is gone
+
+Safety: a dry run by default; nothing outside the configured patterns is touched; a run that
+would delete more than `max_delete` keys is refused before deleting anything; before the
+first delete the doomed keys are written to a snapshot (restore it to undo the run); each
+key is deleted only if it is unchanged since it was read (same expiry and, for strings, same
+value digest), so a session the application refreshed meanwhile survives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+
+from .endpoints import RedisEndpoint, translate_redis_errors
+from .errors import InvalidParameter, ScopeViolation, TerminalError
+from .options import BackupOptions
+from .patterns import DEFAULT_PATTERNS, check_patterns, compile_scope
+from .pipeline import write_snapshot
+from .record import records_from_batch
+from .redaction import redact_key
+from .sessions import SessionStatus, classify
+from .sources.redis import RedisSource
+
+CATEGORIES = ("expired", "stale", "corrupt", "locks", "orphans")
+OPTIONAL = frozenset(CATEGORIES) - {"expired"}
+MAX_EXAMPLES = 5
+
+# Deletes KEYS[i] only if its absolute expiry is still ARGV[2i-1] and, when ARGV[2i] is not
+# empty, its string value still has that SHA-1. Replies per key: 1 deleted, 0 changed, -1 gone.
+_COMPARE_AND_DELETE = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local expected = tonumber(ARGV[2 * i - 1])
+  local digest = ARGV[2 * i]
+  local now = redis.call('PEXPIRETIME', key)
+  if now == -2 then
+    out[i] = -1
+  elseif now ~= expected then
+    out[i] = 0
+  elseif digest ~= '' and redis.sha1hex(redis.call('GET', key) or '') ~= digest then
+    out[i] = 0
+  else
+    redis.call('UNLINK', key)
+    out[i] = 1
+  end
+end
+return out
+"""
+
+
+class CleanupCapExceeded(TerminalError):
+    pass
+
+
+@dataclass(frozen=True)
+class CleanupOptions:
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    include: frozenset[str] = frozenset()  # optional categories on top of "expired"
+    max_age_ms: Mapping[str, int] = field(default_factory=dict)  # store -> idle limit for keys without TTL
+    max_delete: int = 10_000
+    apply: bool = False
+    batch_size: int = 500
+    max_rate: float | None = 5_000.0  # keys deleted per second at most; None = unlimited
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patterns", check_patterns(self.patterns))
+        object.__setattr__(self, "include", frozenset(self.include))
+        unknown = self.include - OPTIONAL
+        if unknown:
+            raise InvalidParameter(f"Unknown cleanup categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(sorted(unknown))}; "
+                                   f"choose from {', '.join(sorted(OPTIONAL))} (expired is always in).")
+        if isinstance(self.max_delete, bool) or not isinstance(self.max_delete, int) or self.max_delete < 1:
+            raise InvalidParameter(f"max_delete must be a whole number >= 1; got {self.max_delete!r}.")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 10_000:
+            raise InvalidParameter(f"batch_size must be a whole number from 1 to 10,000; got {self.batch_size!r}.")
+        if self.max_rate is not None and (not isinstance(self.max_rate, (int, float)) or self.max_rate <= 0):
+            raise InvalidParameter(f"max_rate must be > 0 keys per second; got {self.max_rate!r}.")
+        for store, limit in self.max_age_ms.items():
+            if not isinstance(limit, int) or limit <= 0:
+                raise InvalidParameter(f"max age for {store} must be a positive duration; got {limit!r}.")
+
+
+@dataclass
+class CleanupReport:
+    source: str
+    dry_run: bool
+    scanned: int = 0
+    candidates: Counter = field(default_factory=Counter)  # category -> keys
+    by_store: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    deleted: int = 0
+    changed: int = 0  # refreshed by the application after we read them: kept
+    gone: int = 0  # already deleted or expired by the time we got there
+    pre_image: str | None = None  # snapshot of the deleted keys: restore it to undo
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "dry_run": self.dry_run, "scanned": self.scanned,
+            "candidates": {c: self.candidates[c] for c in CATEGORIES}, "total": sum(self.candidates.values()),
+            "by_store": dict(self.by_store), "examples": self.examples, "deleted": self.deleted,
+            "changed": self.changed, "gone": self.gone, "pre_image": self.pre_image,
+        }
+
+
+@dataclass
+class _Candidates:
+    """The rows chosen for deletion, as Arrow batches (pattern, batch) ready for the pre-image."""
+
+    batches: list[tuple[str, pa.RecordBatch]] = field(default_factory=list)
+    count: int = 0
+
+
+def run_cleanup(endpoint: RedisEndpoint, options: CleanupOptions, *, fs: fsspec.AbstractFileSystem | None = None,
+                root: str | None = None, now_ms: int | None = None) -> CleanupReport:
+    """Find what to delete; with `options.apply`, snapshot it under `root` and delete it."""
+    if options.apply and (fs is None or root is None):
+        raise InvalidParameter("Deleting needs a backup path for the pre-image snapshot (--backup-path).")
+    report = CleanupReport(source=endpoint.display_url, dry_run=not options.apply)
+    source = RedisSource(endpoint)
+    try:
+        if not source.info.has_pexpiretime:
+            raise InvalidParameter(f"{endpoint.display_url} runs {source.info.name} {source.info.version}; cleanup needs PEXPIRETIME (Redis >= 7.0 or Valkey).")
+        if options.max_age_ms and not source.no_touch:
+            raise InvalidParameter(
+                f"A max age is judged by idle time, which reading would reset on {source.info.name} {source.info.version}; "
+                "it needs CLIENT NO-TOUCH (Redis >= 7.2 or Valkey)."
+            )
+        chosen = _choose(source, options, report, now_ms or int(time.time() * 1000))
+        if chosen.count > options.max_delete:
+            raise CleanupCapExceeded(
+                f"This cleanup would delete {chosen.count:,} keys, more than the cap of {options.max_delete:,}; "
+                "check the dry-run report and raise --max-delete to allow it. Nothing was deleted."
+            )
+        if options.apply and chosen.count:
+            pre = write_snapshot(fs, root, chosen.batches, endpoint, source.info,
+                                 BackupOptions(patterns=options.patterns, part_rows=100_000))
+            report.pre_image = pre.url
+            _delete(source, chosen, options, report)
+    finally:
+        source.close()
+    return report
+
+
+def _choose(source: RedisSource, options: CleanupOptions, report: CleanupReport, now_ms: int) -> _Candidates:
+    wanted = {"expired"} | options.include
+    chosen = _Candidates()
+    spring_sessions: list[tuple[str, pa.RecordBatch, int, bytes]] = []  # companion rows to check later
+    for chunk in source.read_chunks(options.patterns, options.batch_size):
+        report.scanned += chunk.scanned
+        if chunk.result is None:
+            continue
+        batch = chunk.result.batch
+        pattern = options.patterns[chunk.pattern_index]
+        keep = [False] * batch.num_rows
+        idle_checks: list[tuple[int, str | None, str | None]] = []  # (row, store, category otherwise)
+        for i, record in enumerate(records_from_batch(batch)):
+            verdict = classify(record, now_ms, options.max_age_ms)
+            category = _category(record.key, verdict)
+            if category == "orphans-check":
+                spring_sessions.append((pattern, batch, i, _spring_session_key(record.key)))
+                continue
+            if record.expire_at_ms is None and verdict.store in options.max_age_ms and category in (None, "stale"):
+                idle_checks.append((i, verdict.store, category))  # judged by idle time, below
+                continue
+            if category in wanted:
+                keep[i] = True
+                _note(report, category, verdict.store, record.key)
+        idle = _idle_ms(source, [batch.column("key")[i].as_py() for i, _, _ in idle_checks])
+        for (i, store, otherwise), idle_ms in zip(idle_checks, idle):
+            too_old = idle_ms is not None and idle_ms > options.max_age_ms[store]
+            category = "expired" if too_old else otherwise
+            if category in wanted:
+                keep[i] = True
+                _note(report, category, store, batch.column("key")[i].as_py())
+        if any(keep):
+            chosen.batches.append((pattern, batch.filter(pa.array(keep))))
+            chosen.count += sum(keep)
+    if "orphans" in wanted and spring_sessions:
+        _orphans(source, spring_sessions, chosen, report)
+    return chosen
+
+
+def _category(key: bytes, verdict) -> str | None:
+    if verdict.store == "spring" and b":sessions:expires:" in key:
+        return "orphans-check"  # an expiry marker is an orphan when its session hash is gone
+    if verdict.store == "php" and key.endswith(b"_LOCK"):
+        return "locks" if verdict.status is SessionStatus.STALE else None
+    return {
+        SessionStatus.EXPIRED: "expired", SessionStatus.STALE: "stale", SessionStatus.CORRUPT: "corrupt",
+    }.get(verdict.status)
+
+
+def _spring_session_key(expires_key: bytes) -> bytes:
+    return expires_key.replace(b":sessions:expires:", b":sessions:", 1)
+
+
+def _orphans(source: RedisSource, rows, chosen: _Candidates, report: CleanupReport) -> None:
+    with translate_redis_errors(source.endpoint):
+        pipe = source.client.pipeline(transaction=False)
+        for _pattern, _batch, _i, session_key in rows:
+            pipe.exists(session_key)
+        alive = pipe.execute()
+    for (pattern, batch, i, _session_key), exists in zip(rows, alive):
+        if not exists:
+            chosen.batches.append((pattern, batch.slice(i, 1)))
+            chosen.count += 1
+            _note(report, "orphans", "spring", batch.column("key")[i].as_py())
+
+
+def _idle_ms(source: RedisSource, keys: list[bytes]) -> list[int | None]:
+    if not keys:
+        return []
+    with translate_redis_errors(source.endpoint):
+        pipe = source.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.object("idletime", key)
+        replies = pipe.execute(raise_on_error=False)
+    return [r * 1000 if isinstance(r, int) else None for r in replies]  # LFU servers answer an error
+
+
+def _note(report: CleanupReport, category: str, store: str | None, key: bytes) -> None:
+    report.candidates[category] += 1
+    report.by_store[store or "unknown"] += 1
+    shown = report.examples.setdefault(category, [])
+    if len(shown) < MAX_EXAMPLES:
+        shown.append(redact_key(key))
+
+
+def _rows(chosen: _Candidates) -> Iterator[tuple[bytes, int | None, bytes | None]]:
+    for _pattern, batch in chosen.batches:
+        yield from zip(batch.column("key").to_pylist(), batch.column("expire_at_ms").to_pylist(),
+                       batch.column("value").to_pylist())
+
+
+def _delete(source: RedisSource, chosen: _Candidates, options: CleanupOptions, report: CleanupReport) -> None:
+    scope = compile_scope(options.patterns)
+    rows = list(_rows(chosen))
+    for key, _, _ in rows:  # belt and braces: SCAN MATCH chose them, the scope check proves it
+        if not scope.fullmatch(key):
+            raise ScopeViolation(f"{redact_key(key)} is outside the cleanup patterns; nothing more will be deleted.")
+    script = source.client.register_script(_COMPARE_AND_DELETE)
+    started = time.monotonic()
+    for start in range(0, len(rows), options.batch_size):
+        batch = rows[start:start + options.batch_size]
+        args: list[Any] = []
+        for _key, expire_at, value in batch:
+            args += [-1 if expire_at is None else expire_at,
+                     hashlib.sha1(value).hexdigest() if value is not None else ""]  # noqa: S324 - matches redis.sha1hex
+        with translate_redis_errors(source.endpoint):
+            outcome = script(keys=[k for k, _, _ in batch], args=args)
+        report.deleted += sum(1 for r in outcome if r == 1)
+        report.changed += sum(1 for r in outcome if r == 0)
+        report.gone += sum(1 for r in outcome if r == -1)
+        if options.max_rate:
+            ahead = (start + len(batch)) / options.max_rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)  # rate limit: stay under max_rate deletes per second
+
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """'90s', '30m', '12h', '7d', '500ms' or plain seconds -> milliseconds."""
+    value = str(text).strip().lower()
+    for unit in ("ms", "s", "m", "h", "d"):
+        if value.endswith(unit) and value[: -len(unit)].replace(".", "", 1).isdigit():
+            return int(float(value[: -len(unit)]) * _UNITS_MS[unit])
+    if value.replace(".", "", 1).isdigit():
+        return int(float(value) * 1000)
+    raise InvalidParameter(f"{text!r} is not a duration; use e.g. 90s, 30m, 12h or 7d.")
+
+
+def parse_max_age(items: Mapping[str, str] | list[str] | None) -> dict[str, int]:
+    """`{"express": "30d"}` or `["express=30d"]` -> store -> ms, with known store names only."""
+    from .sessions import STORES
+
+    if not items:
+        return {}
+    pairs = items.items() if isinstance(items, Mapping) else [_split(item) for item in items]
+    result = {}
+    for store, duration in pairs:
+        if store not in STORES:
+            raise InvalidParameter(f"Unknown store {store!r} in a max age; stores are {', '.join(STORES)}.")
+        result[store] = parse_duration_ms(duration)
+    return result
+
+
+def _split(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise InvalidParameter(f"{item!r} is not STORE=DURATION (for example express=30d).")
+    store, duration = item.split("=", 1)
+    return store.strip(), duration.strip()
