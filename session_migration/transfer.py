@@ -1,0 +1,531 @@
+"""Transfer sessions from one live Redis/Valkey server to another, streamed and resumable.
+
+    source --SCAN + pipelined reads--> record batches --RedisSink (pipelined writes)--> target
+
+No MIGRATE (it blocks the source ~12 ms per 1000-key call and needs the target reachable from
+the source) and no blocking command on the source: only SCAN pages, MGET, PEXPIRETIME and, for
+the few non-string keys, TYPE plus a typed read. Writes go through the restore writer
+(`RedisSink`): the same TTL policies, on_conflict, rename, RESTORE fast path (streams) with
+typed fallback when the target refuses a newer server's DUMP payload.
+
+Order of work:
+
+1. Refuse source == target (same host, port and db) and unreachable servers (ServerUnavailable).
+2. Planning, only when needed: a rename that makes two source keys one target key is refused;
+   with on_conflict="fail", pipelined EXISTS over every target name refuses the transfer before
+   the first write; a dry run returns its plan and writes nothing, not even a checkpoint.
+3. Copy: chunks of SCAN pages are read, written, and every `checkpoint_every` keys the SCAN
+   position `(pattern_index, cursor)` after the last written chunk and the counters are saved
+   atomically to `<root>/transfers/<sha>.json`. A re-run with the same source, target and options
+   resumes there; keys written after the checkpoint are written again, which is harmless
+   because every write sets the whole key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import fsspec
+
+from . import storage
+from .endpoints import RedisEndpoint, translate_redis_errors
+from .errors import InvalidParameter, SnapshotInvalid, TerminalError
+from .options import RestoreOptions
+from .patterns import DEFAULT_PATTERNS
+from .pipeline import scan_fraction
+from .prefetch import prefetch
+from .record import records_from_batch
+from .redaction import redact_key
+from .seen import SeenKeys
+from .sinks.redis import RedisSink, SinkCounts, WriteItem
+from .sources import resp
+from .sources.redis import NO_EXPIRY, NO_KEY, Chunk, RedisSource
+
+TRANSFERS = "transfers"
+DEFAULT_CHECKPOINT_ROOT = "./.session-migration"
+CHECKPOINT_EVERY_KEYS = 10_000
+MAX_EXAMPLES = 5
+
+
+class TransferConflict(TerminalError):
+    """`on_conflict="fail"` and keys the transfer would write already exist on the target."""
+
+
+class RenameCollision(InvalidParameter):
+    """A rename would make two source keys the same target key."""
+
+
+@dataclass(frozen=True)
+class TransferOptions(RestoreOptions):
+    """RestoreOptions, with `patterns` required (default: every known session store)."""
+
+    patterns: tuple[str, ...] | None = DEFAULT_PATTERNS
+
+    def __post_init__(self) -> None:
+        if self.patterns is None:
+            object.__setattr__(self, "patterns", DEFAULT_PATTERNS)
+        super().__post_init__()
+
+
+# -- counters, progress, result ----------------------------------------------------------------
+
+
+@dataclass
+class TransferCounters:
+    scanned: int = 0  # keys SCAN returned, repeats included
+    vanished: int = 0  # deleted or expired between SCAN and read: not written
+    duplicates: int = 0  # SCAN repeats (and keys matching two patterns): written once
+    keys: int = 0  # distinct keys read from the source
+    written: int = 0  # = created + overwritten
+    created: int = 0
+    overwritten: int = 0
+    skipped_existing: int = 0
+    expired_on_arrival: int = 0
+    below_min_ttl: int = 0
+    dump_restored: int = 0
+    dump_fallbacks: int = 0
+    typed_writes: int = 0
+
+    def add_sink(self, counts: SinkCounts) -> None:
+        for name in ("written", "created", "overwritten", "skipped_existing", "dump_restored",
+                     "dump_fallbacks", "typed_writes"):
+            setattr(self, name, getattr(self, name) + getattr(counts, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransferCounters:
+        return cls(**{f.name: int(data.get(f.name, 0)) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class TransferProgress:
+    keys: int  # keys read so far (whole transfer, including before a resume)
+    written: int
+    scanned: int
+    pattern_index: int
+    patterns: int
+    cursor: int
+    checkpoints: int  # checkpoints saved by this run
+    fraction: float  # rough 0..1 estimate
+
+ProgressFn = Callable[[TransferProgress], None]
+
+
+@dataclass
+class TransferResult:
+    source: str
+    target: str
+    counters: TransferCounters
+    dry_run: bool = False
+    resumed: bool = False
+    checkpoints: int = 0
+    checkpoint: str | None = None
+    plan: dict[str, int] | None = None
+    source_server: str | None = None
+    target_server: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "source": self.source,
+            "target": self.target,
+            "source_server": self.source_server,
+            "target_server": self.target_server,
+            "dry_run": self.dry_run,
+            "resumed": self.resumed,
+            "checkpoints": self.checkpoints,
+            **self.counters.as_dict(),
+        }
+        if self.checkpoint:
+            data["checkpoint"] = self.checkpoint
+        if self.plan is not None:
+            data.update(self.plan)
+        return data
+
+
+# -- checkpoint ----------------------------------------------------------------------------------
+
+
+def _endpoint_id(endpoint: RedisEndpoint) -> str:
+    """An endpoint without credentials or how the password is passed: stable across runs."""
+    return replace(endpoint, password=None, password_env=None, username=None).display_url
+
+
+def _options_id(options: TransferOptions) -> dict[str, Any]:
+    return {**options.for_checkpoint(), "batch_size": options.batch_size}
+
+
+def checkpoint_file(root: str, source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions) -> str:
+    """`<root>/transfers/<16 hex>.json`, named by a sha256 of source, target and options."""
+    ident = json.dumps({"source": _endpoint_id(source), "target": _endpoint_id(target),
+                        "options": _options_id(options)}, sort_keys=True)
+    return storage.join(root, TRANSFERS, hashlib.sha256(ident.encode()).hexdigest()[:16] + ".json")
+
+
+@dataclass
+class TransferCheckpoint:
+    source: str
+    target: str
+    options: dict[str, Any]
+    started_at: str
+    preflight_passed: bool = False
+    pattern_index: int = 0  # the pattern to continue with ...
+    cursor: int = 0  # ... from this SCAN cursor (0 = from its start)
+    counters: dict[str, int] = field(default_factory=dict)
+    source_run_id: str | None = None  # a SCAN cursor means nothing to a restarted source
+    updated_at: str | None = None
+    finished_at: str | None = None
+
+    def save(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
+        self.updated_at = _now_iso()
+        storage.write_atomic(fs, path, json.dumps(asdict(self), indent=1).encode())
+
+    @classmethod
+    def load(cls, fs: fsspec.AbstractFileSystem, path: str) -> TransferCheckpoint | None:
+        raw = storage.read_bytes(fs, path)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            ckpt = cls(**data)
+            ckpt.pattern_index, ckpt.cursor = int(ckpt.pattern_index), int(ckpt.cursor)
+            return ckpt
+        except (ValueError, TypeError) as exc:
+            raise SnapshotInvalid(
+                f"The transfer checkpoint {storage.unstrip(fs, path)} is unreadable ({exc}); delete it to transfer from the start."
+            ) from None
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+# -- per-key rules -------------------------------------------------------------------------------
+
+
+class _Rules:
+    def __init__(self, options: TransferOptions):
+        self.options = options
+        self.rename = (options.rename_prefix[0].encode(), options.rename_prefix[1].encode()) if options.rename_prefix else None
+
+    def target_key(self, key: bytes) -> bytes:
+        if self.rename and key.startswith(self.rename[0]):
+            return self.rename[1] + key[len(self.rename[0]):]
+        return key
+
+    def expiry(self, expire_at_ms: int | None, target_now: int, source_now: int | None) -> tuple[str, int | None]:
+        """("write", pxat) | ("expired", None) | ("below_min_ttl", None).
+
+        absolute: the source's instant (PEXPIRETIME); relative: the TTL left at read time,
+        started again at the target's now (differs from absolute only by clock skew and the
+        time between read and write); none: no expiry.
+        """
+        policy = self.options.ttl_policy
+        if expire_at_ms is None or policy == "none":
+            return "write", None
+        if policy == "absolute" or source_now is None:
+            pxat = expire_at_ms
+        else:
+            pxat = target_now + (expire_at_ms - source_now)
+        if pxat <= target_now:
+            return "expired", None
+        if pxat - target_now < self.options.min_ttl_ms:
+            return "below_min_ttl", None
+        return "write", pxat
+
+
+def _source_now(source: RedisSource) -> int:
+    with translate_redis_errors(source.endpoint):
+        sec, usec = source.client.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def _expiries(source: RedisSource, keys: list[bytes]) -> list[int | None | bool]:
+    """Absolute expiry of each key (None = none), or False when the key has vanished."""
+    with_time = not source.info.has_pexpiretime
+    command = b"PEXPIRETIME" if source.info.has_pexpiretime else b"PTTL"
+    packed = (resp.pack([b"TIME"]) if with_time else b"") + resp.pack_per_key(command, keys)
+    with translate_redis_errors(source.endpoint):
+        replies = resp.execute(source.client, packed, len(keys) + with_time)
+    now = None
+    if with_time:
+        sec, usec = replies.pop(0)
+        now = int(sec) * 1000 + int(usec) // 1000
+    out: list[int | None | bool] = []
+    for reply in replies:
+        if reply == NO_KEY:
+            out.append(False)
+        elif reply == NO_EXPIRY:
+            out.append(None)
+        else:
+            out.append(int(reply) if now is None else now + int(reply))
+    return out
+
+
+# -- the steps -----------------------------------------------------------------------------------
+
+
+def _check_endpoints(source: RedisEndpoint, target: RedisEndpoint) -> None:
+    if source.same_server(target):
+        raise InvalidParameter(
+            f"Source and target are the same database ({target.display_url}); a transfer needs two different ones."
+        )
+
+
+def _resolve_root(checkpoint_fs: fsspec.AbstractFileSystem | None, checkpoint_path: str | None
+                  ) -> tuple[fsspec.AbstractFileSystem, str]:
+    if checkpoint_fs is not None:
+        return checkpoint_fs, (checkpoint_path or DEFAULT_CHECKPOINT_ROOT).rstrip("/") or "/"
+    return storage.resolve(checkpoint_path or DEFAULT_CHECKPOINT_ROOT)
+
+
+def _plan(source: RedisSource, sink: RedisSink, options: TransferOptions, *, probe: bool) -> dict[str, Any]:
+    """One SCAN pass: rename collisions always; with `probe`, what would happen to each key on
+    the target (source expiries and target EXISTS, one pipelined round trip each per page)."""
+    rules = _Rules(options)
+    seen = SeenKeys()
+    targets = SeenKeys()
+    relative = options.ttl_policy == "relative"
+    plan = {"scanned": 0, "keys": 0, "vanished": 0, "duplicates": 0, "expired_on_arrival": 0, "below_min_ttl": 0,
+            "would_create": 0, "would_overwrite": 0, "would_skip_existing": 0, "conflicts": 0}
+    examples: list[str] = []
+    collisions: list[str] = []
+    n_collisions = 0
+    for _index, _cursor, keys in source.key_chunks(options.patterns, options.batch_size):
+        plan["scanned"] += len(keys)
+        if not keys:
+            continue
+        fresh_mask = seen.add_new(keys).tolist()
+        fresh = [k for k, f in zip(keys, fresh_mask) if f]
+        plan["duplicates"] += len(keys) - len(fresh)
+        if not fresh:
+            continue
+        names = [rules.target_key(k) for k in fresh]
+        if rules.rename:
+            for original, name, new in zip(fresh, names, targets.add_new(names).tolist()):
+                if not new:
+                    n_collisions += 1
+                    if len(collisions) < MAX_EXAMPLES:
+                        collisions.append(f"{redact_key(original)} -> {redact_key(name)}")
+        if not probe:
+            plan["keys"] += len(fresh)
+            continue
+        expiries = _expiries(source, fresh) if options.ttl_policy != "none" else [None] * len(fresh)
+        source_now = _source_now(source) if relative else None
+        now, exists = sink.probe(names)
+        for name, expire_at, present in zip(names, expiries, exists):
+            if expire_at is False:
+                plan["vanished"] += 1
+                continue
+            plan["keys"] += 1
+            status, _ = rules.expiry(expire_at, now, source_now)
+            if status == "expired":
+                plan["expired_on_arrival"] += 1
+            elif status == "below_min_ttl":
+                plan["below_min_ttl"] += 1
+            elif not present:
+                plan["would_create"] += 1
+            elif options.on_conflict == "replace":
+                plan["would_overwrite"] += 1
+            else:
+                plan["would_skip_existing"] += 1
+                plan["conflicts"] += 1
+                if len(examples) < MAX_EXAMPLES:
+                    examples.append(redact_key(name))
+    if n_collisions:
+        old, new = options.rename_prefix
+        raise RenameCollision(
+            f"Renaming {old!r} to {new!r} makes {n_collisions} key(s) collide with other source keys, "
+            f"e.g. {', '.join(collisions)}; nothing was written. Narrow the transfer with patterns or choose another prefix."
+        )
+    plan["conflict_examples"] = examples
+    return plan
+
+
+def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, *,
+                   checkpoint_fs: fsspec.AbstractFileSystem | None = None,
+                   checkpoint_path: str | None = None) -> dict[str, Any]:
+    """Everything before the first write: endpoints, rename collisions, the `fail` preflight,
+    the checkpoint (started or resumed). A dry run returns its plan and writes nothing."""
+    _check_endpoints(source, target)
+    fs, root = _resolve_root(checkpoint_fs, checkpoint_path)
+    ckpt_path = checkpoint_file(root, source, target, options)
+    src = RedisSource(source, preserve_ttl=options.ttl_policy != "none")
+    try:
+        sink = RedisSink(target)
+        try:
+            checkpoint = None if options.dry_run else TransferCheckpoint.load(fs, ckpt_path)
+            if checkpoint is not None and checkpoint.finished_at is not None:
+                checkpoint = None  # a finished transfer: this is a new one
+            resuming = checkpoint is not None and checkpoint.preflight_passed
+            need_probe = options.dry_run or (options.on_conflict == "fail" and not resuming)
+            plan = None
+            if need_probe or (options.rename_prefix and not resuming):
+                plan = _plan(src, sink, options, probe=need_probe)
+            if options.on_conflict == "fail" and not resuming and not options.dry_run and plan["conflicts"]:
+                raise TransferConflict(
+                    f"{plan['conflicts']} key(s) this transfer would write already exist on {target.display_url}, "
+                    f"e.g. {', '.join(plan['conflict_examples'])}; nothing was written. Transfer with "
+                    "on_conflict='replace' to overwrite them or 'skip' to keep them, or remove them from the target first."
+                )
+            if not options.dry_run:
+                if checkpoint is None:
+                    checkpoint = TransferCheckpoint(source=_endpoint_id(source), target=_endpoint_id(target),
+                                                    options=_options_id(options), started_at=_now_iso())
+                checkpoint.preflight_passed = True
+                checkpoint.save(fs, ckpt_path)
+            target_info = sink.info
+        finally:
+            sink.close()
+        source_info = src.info
+    finally:
+        src.close()
+    result: dict[str, Any] = {
+        "source": source.display_url,
+        "target": target.display_url,
+        "source_server": f"{source_info.name} {source_info.version}",
+        "target_server": f"{target_info.name} {target_info.version}",
+        "resumed": bool(checkpoint is not None and (checkpoint.pattern_index, checkpoint.cursor) != (0, 0)),
+        "checkpoint": None if options.dry_run else storage.unstrip(fs, ckpt_path),
+    }
+    if checkpoint is not None:
+        result["position"] = [checkpoint.pattern_index, checkpoint.cursor]
+    if options.dry_run and plan is not None:
+        result["plan"] = {k: v for k, v in plan.items() if k != "conflict_examples"}
+    return result
+
+
+def run_transfer(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, *,
+                 checkpoint_fs: fsspec.AbstractFileSystem | None = None, checkpoint_path: str | None = None,
+                 progress: ProgressFn | None = None, checkpoint_every: int = CHECKPOINT_EVERY_KEYS) -> TransferResult:
+    """Copy the keys matching `options.patterns` from `source` to `target`; resumable.
+
+    `checkpoint_path` is the checkpoint root (default `./.session-migration`); the checkpoint is
+    `<root>/transfers/<sha of source+target+options>.json`.
+    """
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise InvalidParameter(f"checkpoint_every must be a whole number >= 1; got {checkpoint_every!r}.")
+    check = check_transfer(source, target, options, checkpoint_fs=checkpoint_fs, checkpoint_path=checkpoint_path)
+    if options.dry_run:
+        plan = check.get("plan", {})
+        counters = TransferCounters(**{k: plan.get(k, 0) for k in ("scanned", "keys", "vanished", "duplicates",
+                                                                    "expired_on_arrival", "below_min_ttl")})
+        return TransferResult(source=check["source"], target=check["target"], counters=counters, dry_run=True,
+                              plan={k: plan.get(k, 0) for k in ("would_create", "would_overwrite", "would_skip_existing")},
+                              source_server=check["source_server"], target_server=check["target_server"])
+    fs, root = _resolve_root(checkpoint_fs, checkpoint_path)
+    ckpt_path = checkpoint_file(root, source, target, options)
+    checkpoint = TransferCheckpoint.load(fs, ckpt_path)
+    if checkpoint is None or not checkpoint.preflight_passed or checkpoint.finished_at is not None:
+        raise InvalidParameter(f"No transfer from {source.display_url} to {target.display_url} with these options is under way.")
+    resumed = (checkpoint.pattern_index, checkpoint.cursor) != (0, 0)  # a copy was under way
+    saved = _copy(source, target, options, fs, ckpt_path, checkpoint, progress, checkpoint_every)
+    return TransferResult(source=check["source"], target=check["target"],
+                          counters=TransferCounters.from_dict(checkpoint.counters), resumed=resumed,
+                          checkpoints=saved, checkpoint=storage.unstrip(fs, ckpt_path),
+                          source_server=check["source_server"], target_server=check["target_server"])
+
+
+def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, fs, ckpt_path: str,
+          checkpoint: TransferCheckpoint, progress: ProgressFn | None, checkpoint_every: int) -> int:
+    """The copy loop; returns how many checkpoints it saved. Marks the checkpoint finished."""
+    rules = _Rules(options)
+    replace_existing = options.on_conflict == "replace"
+    relative = options.ttl_policy == "relative"
+    seen = SeenKeys()
+    n_patterns = len(options.patterns)
+    saves = 0
+    since = 0
+    src = RedisSource(source, preserve_ttl=options.ttl_policy != "none")
+    try:
+        with translate_redis_errors(source):
+            run_id = str(src.client.info("server").get("run_id", ""))
+        if checkpoint.source_run_id not in (None, run_id):
+            # The source restarted since the checkpoint: its SCAN cursor is no longer a valid
+            # position, so start the walk again (every write is idempotent).
+            checkpoint.pattern_index, checkpoint.cursor, checkpoint.counters = 0, 0, {}
+        checkpoint.source_run_id = run_id
+        counters = TransferCounters.from_dict(checkpoint.counters)
+        sink = RedisSink(target)
+        try:
+            dbsize = src.dbsize()
+            start_pattern, start_cursor = checkpoint.pattern_index, checkpoint.cursor
+            chunks = src.read_chunks(options.patterns, options.batch_size, start_pattern, start_cursor) \
+                if start_pattern < n_patterns else iter(())
+            chunk: Chunk
+            best = 0.0
+            for chunk in prefetch(chunks, depth=2):
+                counters.scanned += chunk.scanned
+                if chunk.result is not None:
+                    counters.vanished += chunk.result.vanished
+                    since += _write_chunk(chunk, src, sink, rules, seen, counters, replace_existing, relative)
+                # the position after this chunk; a finished pattern moves on to the next one
+                position = (chunk.pattern_index, chunk.cursor) if chunk.cursor else (chunk.pattern_index + 1, 0)
+                if since >= checkpoint_every:
+                    checkpoint.pattern_index, checkpoint.cursor = position
+                    checkpoint.counters = counters.as_dict()
+                    checkpoint.save(fs, ckpt_path)
+                    saves += 1
+                    since = 0
+                if progress:
+                    frac = (min(position[0], n_patterns) + (scan_fraction(position[1], dbsize) if position[0] < n_patterns else 0)) / n_patterns
+                    best = max(best, frac)
+                    progress(TransferProgress(counters.keys, counters.written, counters.scanned, position[0],
+                                              n_patterns, position[1], saves, best))
+        finally:
+            sink.close()
+    finally:
+        src.close()
+    checkpoint.pattern_index, checkpoint.cursor = n_patterns, 0
+    checkpoint.counters = counters.as_dict()
+    checkpoint.finished_at = _now_iso()
+    checkpoint.save(fs, ckpt_path)
+    return saves + 1
+
+
+def _write_chunk(chunk: Chunk, src: RedisSource, sink: RedisSink, rules: _Rules, seen: SeenKeys,
+                 counters: TransferCounters, replace_existing: bool, relative: bool) -> int:
+    """Write one chunk's keys; returns how many distinct keys it held."""
+    batch = chunk.result.batch
+    records = list(records_from_batch(batch))
+    if not records:
+        return 0
+    fresh = seen.add_new([r.key for r in records]).tolist()
+    chosen = [r for r, f in zip(records, fresh) if f]
+    counters.duplicates += len(records) - len(chosen)
+    counters.keys += len(chosen)
+    if not chosen:
+        return 0
+    source_now = _source_now(src) if relative else None
+    names = [rules.target_key(r.key) for r in chosen]
+    now, exists = sink.probe(names)
+    items, present = [], []
+    for rec, name, there in zip(chosen, names, exists):
+        status, pxat = rules.expiry(rec.expire_at_ms, now, source_now)
+        if status == "expired":
+            counters.expired_on_arrival += 1
+        elif status == "below_min_ttl":
+            counters.below_min_ttl += 1
+        else:
+            items.append(WriteItem(name, rec, pxat))
+            present.append(there)
+    if items:
+        counters.add_sink(sink.write(items, present, replace=replace_existing))
+    return len(chosen)
+
+
+def transfer(source: str | RedisEndpoint, target: str | RedisEndpoint, *, checkpoint_path: str | None = None,
+             progress: ProgressFn | None = None, **options: Any) -> TransferResult:
+    """Transfer without Prefect: `transfer("redis://old:6379/0", "redis://new:6379/0", on_conflict="skip")`."""
+    src = source if isinstance(source, RedisEndpoint) else RedisEndpoint.from_url(source)
+    dst = target if isinstance(target, RedisEndpoint) else RedisEndpoint.from_url(target)
+    for name in ("patterns", "rename_prefix"):
+        if options.get(name) is not None and not isinstance(options[name], str):
+            options[name] = tuple(options[name])
+    return run_transfer(src, dst, TransferOptions(**options), checkpoint_path=checkpoint_path, progress=progress)
