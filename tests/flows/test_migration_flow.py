@@ -1,0 +1,156 @@
+"""The full_migration flow under a real Prefect server: happy path with audit and artifacts,
+a real verify failure (a key changed right after the restore) rolled back exactly, dry run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from session_migration.errors import TerminalError
+from session_migration.migration import MigrationFailed
+
+pytestmark = [pytest.mark.flows, pytest.mark.integration]
+
+PATTERNS = ["sess:*", "session:*"]
+
+
+def _latest():
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+            tasks = await client.read_task_runs()
+            artifacts = await client.read_artifacts()
+            return runs[0], [t for t in tasks if t.flow_run_id == runs[0].id], artifacts
+
+    return asyncio.run(read())
+
+
+@pytest.fixture
+def pair(valkey_server, redis_server):
+    from integration.test_migration import seed_source, seed_target
+
+    valkey_server.client().flushall()
+    redis_server.client().flushall()
+    seed_source(valkey_server.client())
+    seed_target(redis_server.client())
+    return valkey_server, redis_server
+
+
+def test_full_migration_flow_happy_path(prefect_harness, pair, tmp_path):
+    from flows import full_migration
+
+    src, dst = pair
+    summary = full_migration(source=src.url, target=dst.url, backup_path=str(tmp_path), patterns=PATTERNS)
+    json.dumps(summary)
+    assert summary["ok"] and summary["step"] == "done" and not summary["rolled_back"]
+    assert summary["verify"]["ok"] and summary["verify"]["counts"]["OK"] == 8
+    assert summary["verify"]["kept_target_only"] == 2 and summary["restore"]["written"] == 8
+    assert (tmp_path / summary["snapshot_id"] / "audit" / "report.html").is_file()
+    assert dst.client().get("sess:forever") == b"no ttl" and dst.client().get("cache:user:42") == b"{}"
+    run, task_runs, artifacts = _latest()
+    assert run.state.is_completed()
+    names = {t.name.rsplit("-", 1)[0] for t in task_runs}
+    assert {"check-migration", "back-up-sessions", "validate-snapshot", "take-pre-image", "check-restore",
+            "verify-sessions", "judge-verification", "write-audit-report"} <= names
+    assert {"migration-report", "migration-restore-progress"} <= {a.key for a in artifacts}
+
+
+def test_full_migration_flow_rolls_back_on_verify_failure(prefect_harness, pair, tmp_path):
+    from integration.test_migration import db_state
+
+    from flows import full_migration
+    from tasks.progress import subscribe
+
+    src, dst = pair
+    before = db_state(dst.client())
+    client = dst.client()
+
+    def tamper(event):  # the restore's last progress event: change a migrated key for real
+        if getattr(event, "fraction", 0) >= 1.0 and hasattr(event, "parts_done"):
+            client.set("sess:str", b"changed behind the flow's back")
+
+    unsubscribe = subscribe(tamper)
+    try:
+        with pytest.raises(MigrationFailed, match="rolled back"):
+            full_migration(source=src.url, target=dst.url, backup_path=str(tmp_path), patterns=PATTERNS)
+    finally:
+        unsubscribe()
+    assert db_state(dst.client()) == before
+    run, task_runs, artifacts = _latest()
+    assert run.state.is_failed()
+    assert any(t.name.startswith("handle-migration-failure") for t in task_runs)
+    state_file = next((tmp_path / "migrations").glob("*.json"))
+    state = json.loads(state_file.read_text())
+    assert state["step"] == "rolled_back" and state["rolled_back"] and state["rollback"]["stage"] == "done"
+
+
+def test_full_migration_flow_dry_run_and_refusal(prefect_harness, pair, tmp_path):
+    from integration.test_migration import db_state
+
+    from flows import full_migration
+
+    src, dst = pair
+    before = db_state(dst.client())
+    plan = full_migration(source=src.url, target=dst.url, backup_path=str(tmp_path / "r"), patterns=PATTERNS,
+                          dry_run=True)
+    assert plan["dry_run"] and plan["restore_plan"]["would_create"] == 6
+    with pytest.raises(TerminalError, match="already holds keys in scope"):
+        full_migration(source=src.url, target=dst.url, backup_path=str(tmp_path / "r"), patterns=PATTERNS,
+                       require_empty_target=True)
+    assert db_state(dst.client()) == before and not (tmp_path / "r").exists()
+
+
+def _cli(*args):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "session_migration.cli", *args], capture_output=True, text=True,
+                          env={**os.environ}, timeout=300)
+
+
+def test_cli_migrate_json_dry_run_refusal_and_passwords(prefect_harness, valkey_server, tmp_path):
+    from integration.test_migration import db_state, seed_source
+    from servers import start_server
+
+    secret = "pw-never-printed-7f3"
+    target = start_server("redis", password=secret)
+    try:
+        valkey_server.client().flushall()
+        seed_source(valkey_server.client())
+        root = str(tmp_path / "snaps")
+        plan = _cli("migrate", valkey_server.url, target.url, "--backup-path", root, "-p", "sess:*", "-p", "session:*",
+                    "--dry-run", "--json")
+        assert plan.returncode == 0, plan.stderr
+        assert json.loads(plan.stdout.strip().splitlines()[-1])["restore_plan"]["would_create"] == 8
+        assert target.client().dbsize() == 0
+
+        done = _cli("migrate", valkey_server.url, target.url, "--backup-path", root, "-p", "sess:*", "-p", "session:*",
+                    "--require-empty-target", "--json")
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        assert summary["ok"] and summary["verify"]["counts"]["OK"] == 8 and summary["audit"]["html"]
+        assert secret not in done.stdout + done.stderr + plan.stdout + plan.stderr
+        assert secret not in json.dumps(summary)
+        for path in (tmp_path / "snaps").rglob("*.json"):
+            assert secret not in path.read_text()
+
+        before = db_state(target.client())
+        refused = _cli("migrate", valkey_server.url, target.url, "--backup-path", root, "-p", "sess:*",
+                       "--require-empty-target", "--json")
+        assert refused.returncode == 1
+        error = json.loads(refused.stdout.strip().splitlines()[-1])
+        assert "already holds keys in scope" in error["error"] and error["kind"] == "MigrationRefused"
+        assert db_state(target.client()) == before
+
+        again = _cli("migrate", valkey_server.url, target.url, "--backup-path", root,
+                     "--resume-rollback", summary["migration_id"], "--json")
+        assert again.returncode == 0, again.stderr  # a finished migration is left alone
+        assert json.loads(again.stdout.strip().splitlines()[-1])["step"] == "done"
+    finally:
+        target.stop()
