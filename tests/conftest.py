@@ -79,38 +79,10 @@ def prefect_server(tmp_path_factory):
     Flows in this process and CLI subprocesses (through PREFECT_API_URL) report to it, so no
     run pays for starting an ephemeral server of its own.
     """
-    import subprocess
-    import time
-    import urllib.request
+    from servers import local_prefect_server
 
-    port = free_port()
-    home = tmp_path_factory.mktemp("prefect-home")
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_PORT": str(port),
-           "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"Prefect server did not start; see {home / 'server.log'}")
-        time.sleep(0.25)
-    yield url
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with local_prefect_server(tmp_path_factory.mktemp("prefect-home")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
