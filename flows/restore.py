@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
 from session_migration.options import RestoreOptions
+from session_migration.plan import PLAN_KEYS as _PLAN_KEYS
 from session_migration.restore import RestoreProgress
 from tasks.progress import ProgressReporter
 from tasks.restore import check_restore_task, finish_restore_task, restore_part
 
-_PLAN_KEYS = ("would_create", "would_overwrite", "would_skip_existing")
+from ._artifacts import publish_summary, write_options
 
 
 @flow(name="restore-sessions", log_prints=True)
@@ -40,19 +40,8 @@ def restore_sessions(
         batch_size: rows per pipelined round trip.
         dry_run: write nothing; report what would be created, overwritten, skipped, expired.
     """
-    if isinstance(min_ttl_seconds, bool) or not isinstance(min_ttl_seconds, (int, float)):
-        from session_migration.errors import InvalidParameter
-
-        raise InvalidParameter(f"min_ttl_seconds must be a number of seconds; got {min_ttl_seconds!r}.")
-    options = RestoreOptions(
-        patterns=tuple(patterns) if patterns else None,
-        ttl_policy=ttl_policy,
-        min_ttl_ms=int(min_ttl_seconds * 1000),
-        on_conflict=on_conflict,
-        rename_prefix=tuple(rename_prefix) if rename_prefix is not None else None,
-        batch_size=batch_size,
-        dry_run=dry_run,
-    )
+    options = write_options(RestoreOptions, patterns=patterns, ttl_policy=ttl_policy, min_ttl_seconds=min_ttl_seconds,
+                            on_conflict=on_conflict, rename_prefix=rename_prefix, batch_size=batch_size, dry_run=dry_run)
     check = check_restore_task(snapshot, target, options)
     if dry_run:
         plan = check.get("plan", {})
@@ -82,9 +71,4 @@ def _publish(summary: dict[str, Any]) -> None:
     keys = ("snapshot", "target", "server", "parts", "resumed_parts", "rows", "not_selected", "written", "created",
             "overwritten", "skipped_existing", "expired_on_arrival", "below_min_ttl", "dump_restored",
             "dump_fallbacks", "typed_writes", *_PLAN_KEYS)
-    rows = [{"metric": k, "value": summary[k]} for k in keys if k in summary]
-    create_table_artifact(
-        key="restore-dry-run" if summary.get("dry_run") else "restore-summary",
-        table=rows,
-        description=("Dry run: nothing written" if summary.get("dry_run") else f"Restore of snapshot {summary['snapshot_id']}"),
-    )
+    publish_summary(summary, keys, "restore", "Restore of snapshot {snapshot_id}")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
-from session_migration.errors import InvalidParameter
+from session_migration.plan import PLAN_KEYS as _PLAN_KEYS
 from session_migration.transfer import TransferOptions
 from tasks.transfer import check_transfer_task, transfer_task
 
-_PLAN_KEYS = ("would_create", "would_overwrite", "would_skip_existing")
+from ._artifacts import publish_summary, write_options
+
 _COUNT_KEYS = ("scanned", "keys", "vanished", "duplicates", "expired_on_arrival", "below_min_ttl")
 
 
@@ -43,17 +43,8 @@ def transfer_sessions(
         checkpoint_path: folder or fsspec URL for checkpoints (kept in its transfers/ folder);
             default ./.session-migration.
     """
-    if isinstance(min_ttl_seconds, bool) or not isinstance(min_ttl_seconds, (int, float)):
-        raise InvalidParameter(f"min_ttl_seconds must be a number of seconds; got {min_ttl_seconds!r}.")
-    options = TransferOptions(
-        patterns=tuple(patterns) if patterns else None,
-        ttl_policy=ttl_policy,
-        min_ttl_ms=int(min_ttl_seconds * 1000),
-        on_conflict=on_conflict,
-        rename_prefix=tuple(rename_prefix) if rename_prefix is not None else None,
-        batch_size=batch_size,
-        dry_run=dry_run,
-    )
+    options = write_options(TransferOptions, patterns=patterns, ttl_policy=ttl_policy, min_ttl_seconds=min_ttl_seconds,
+                            on_conflict=on_conflict, rename_prefix=rename_prefix, batch_size=batch_size, dry_run=dry_run)
     check = check_transfer_task(source, target, options, checkpoint_path)
     if dry_run:
         plan = check.get("plan", {})
@@ -72,10 +63,4 @@ def _publish(summary: dict[str, Any]) -> None:
     keys = ("source", "target", "source_server", "target_server", "resumed", "checkpoints", *_COUNT_KEYS,
             "written", "created", "overwritten", "skipped_existing", "dump_restored", "dump_fallbacks",
             "typed_writes", *_PLAN_KEYS)
-    rows = [{"metric": k, "value": summary[k]} for k in keys if k in summary]
-    create_table_artifact(
-        key="transfer-dry-run" if summary.get("dry_run") else "transfer-summary",
-        table=rows,
-        description="Dry run: nothing written" if summary.get("dry_run") else
-        f"Transfer {summary['source']} -> {summary['target']}",
-    )
+    publish_summary(summary, keys, "transfer", "Transfer {source} -> {target}")

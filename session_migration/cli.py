@@ -27,6 +27,15 @@ err = Console(stderr=True)
 out = Console()
 
 SOURCE_PASSWORD_ENV = "SESSION_MIGRATION_SOURCE_PASSWORD"
+TARGET_PASSWORD_ENV = "SESSION_MIGRATION_TARGET_PASSWORD"
+
+# Options several commands share, word for word.
+_VERBOSE = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs.")
+_JSON_SUMMARY = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line of stdout.")
+_MIN_TTL = typer.Option(0, "--min-ttl", metavar="SECONDS", help="Skip sessions that would expire within this many seconds.")
+_ON_CONFLICT = typer.Option("replace", help="replace existing keys, skip them, or fail before writing anything.")
+_RENAME_PREFIX = typer.Option(None, "--rename-prefix", metavar="OLD NEW", help="Write keys starting with OLD under NEW instead.")
+_DRY_RUN_PLAN = typer.Option(False, "--dry-run", help="Write nothing; report what would be created, overwritten, skipped, expired.")
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -51,6 +60,34 @@ def _password_free(url: str, env_name: str) -> str:
     return endpoint.without_password(env_name).display_url
 
 
+def _password_free_or_fail(url: str, env_name: str, as_json: bool) -> str:
+    """`_password_free`, failing the command on a URL it cannot read."""
+    try:
+        return _password_free(url, env_name)
+    except ValueError as exc:
+        _fail(exc, as_json)
+
+
+def _rename(rename_prefix: tuple[str, str] | None) -> list[str] | None:
+    return list(rename_prefix) if rename_prefix and all(rename_prefix) else None
+
+
+def _emit(table: Table, summary: dict[str, Any], as_json: bool) -> None:
+    """The table (on stderr with --json), then with --json the summary as the last line of stdout."""
+    (err if as_json else out).print(table)
+    if as_json:
+        print(json.dumps(summary, default=str))
+
+
+def _print_counts(summary: dict[str, Any], done_title: str, hidden: tuple[str, ...], as_json: bool) -> None:
+    """Every field of a restore's or transfer's summary but `hidden`, one row each."""
+    table = Table(title="Dry run: nothing written" if summary["dry_run"] else done_title, show_header=False)
+    for key, value in summary.items():
+        if key not in hidden:
+            table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+    _emit(table, summary, as_json)
+
+
 def _fail(exc: BaseException, as_json: bool) -> None:
     message = str(exc) or exc.__class__.__name__
     err.print(f"[bold red]error:[/] {message}", highlight=False)
@@ -66,6 +103,12 @@ def _run(fn, as_json: bool, **kwargs) -> Any:
         return fn(**kwargs)
     except (SessionMigrationError, ValueError) as exc:
         _fail(exc, as_json)
+
+
+def _run_with_bar(label: str, fn, as_json: bool, **kwargs) -> Any:
+    """`_run` under a progress bar (none with --json)."""
+    with _Bar(label, enabled=not as_json):
+        return _run(fn, as_json, **kwargs)
 
 
 class _Bar:
@@ -111,23 +154,19 @@ def backup(
     capture_dump: bool = typer.Option(False, help="Also store DUMP payloads (faster restore onto the same or newer server)."),
     part_rows: int = typer.Option(100_000, help="Rows per Parquet part (the checkpoint granularity)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report what would be written."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line of stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    as_json: bool = _JSON_SUMMARY,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Back up sessions into a Parquet snapshot (the backup_sessions flow)."""
     _quiet_prefect(verbose)
-    try:
-        source = _password_free(source, SOURCE_PASSWORD_ENV)
-    except ValueError as exc:
-        _fail(exc, as_json)
+    source = _password_free_or_fail(source, SOURCE_PASSWORD_ENV, as_json)
     from flows.backup import backup_sessions
 
-    with _Bar("backup", enabled=not as_json):
-        summary = _run(
-            backup_sessions, as_json, source=source, backup_path=dest, patterns=pattern or None,
-            batch_size=batch_size, preserve_ttl=not no_ttl, compression=compression, dry_run=dry_run,
-            snapshot_id=snapshot_id, capture_dump=capture_dump, part_rows=part_rows,
-        )
+    summary = _run_with_bar(
+        "backup", backup_sessions, as_json, source=source, backup_path=dest, patterns=pattern or None,
+        batch_size=batch_size, preserve_ttl=not no_ttl, compression=compression, dry_run=dry_run,
+        snapshot_id=snapshot_id, capture_dump=capture_dump, part_rows=part_rows,
+    )
     _print_backup(summary, as_json)
 
 
@@ -144,9 +183,7 @@ def _print_backup(summary: dict[str, Any], as_json: bool) -> None:
         table.add_row(f"pattern {pattern}", f"{counts['keys']:,} keys, {counts['bytes']:,} bytes")
     if summary["dry_run"]:
         table.add_row("estimated snapshot size", f"{summary.get('estimated_snapshot_bytes', 0):,} bytes")
-    (err if as_json else out).print(table)
-    if as_json:
-        print(json.dumps(summary, default=str))
+    _emit(table, summary, as_json)
 
 
 @app.command()
@@ -155,38 +192,27 @@ def transfer(
     target: str = typer.Argument(..., help="The server to copy to (a different database than SOURCE); the same kinds."),
     pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Transfer only keys matching this pattern (repeatable). Default: every known session store."),
     ttl_policy: str = typer.Option("absolute", help="absolute: expire at the source's instant; relative: the TTL left, from now; none: no expiry."),
-    min_ttl: int = typer.Option(0, "--min-ttl", metavar="SECONDS", help="Skip sessions that would expire within this many seconds."),
-    on_conflict: str = typer.Option("replace", help="replace existing keys, skip them, or fail before writing anything."),
-    rename_prefix: Optional[tuple[str, str]] = typer.Option(None, "--rename-prefix", metavar="OLD NEW", help="Write keys starting with OLD under NEW instead."),
+    min_ttl: int = _MIN_TTL,
+    on_conflict: str = _ON_CONFLICT,
+    rename_prefix: Optional[tuple[str, str]] = _RENAME_PREFIX,
     batch_size: int = typer.Option(1000, help="Keys per SCAN page and pipelined round trip."),
     checkpoint_path: Optional[str] = typer.Option(None, "--checkpoint-path", help="Folder or fsspec URL for the resume checkpoint (in its transfers/ folder). Default: ./.session-migration."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report what would be created, overwritten, skipped, expired."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line of stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    dry_run: bool = _DRY_RUN_PLAN,
+    as_json: bool = _JSON_SUMMARY,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Copy sessions from SOURCE to TARGET, live, without MIGRATE (the transfer_sessions flow). Resumable."""
     _quiet_prefect(verbose)
-    try:
-        source = _password_free(source, "SESSION_MIGRATION_SOURCE_PASSWORD")
-        target = _password_free(target, "SESSION_MIGRATION_TARGET_PASSWORD")
-    except ValueError as exc:
-        _fail(exc, as_json)
+    source = _password_free_or_fail(source, SOURCE_PASSWORD_ENV, as_json)
+    target = _password_free_or_fail(target, TARGET_PASSWORD_ENV, as_json)
     from flows.transfer import transfer_sessions
 
-    rename = list(rename_prefix) if rename_prefix and all(rename_prefix) else None
-    with _Bar("transfer", enabled=not as_json):
-        summary = _run(
-            transfer_sessions, as_json, source=source, target=target, patterns=pattern or None,
-            ttl_policy=ttl_policy, min_ttl_seconds=min_ttl, on_conflict=on_conflict, rename_prefix=rename,
-            batch_size=batch_size, dry_run=dry_run, checkpoint_path=checkpoint_path,
-        )
-    table = Table(title="Dry run: nothing written" if summary["dry_run"] else "Transfer done", show_header=False)
-    for key, value in summary.items():
-        if key != "dry_run":
-            table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
-    (err if as_json else out).print(table)
-    if as_json:
-        print(json.dumps(summary, default=str))
+    summary = _run_with_bar(
+        "transfer", transfer_sessions, as_json, source=source, target=target, patterns=pattern or None,
+        ttl_policy=ttl_policy, min_ttl_seconds=min_ttl, on_conflict=on_conflict, rename_prefix=_rename(rename_prefix),
+        batch_size=batch_size, dry_run=dry_run, checkpoint_path=checkpoint_path,
+    )
+    _print_counts(summary, "Transfer done", ("dry_run",), as_json)
 
 
 @app.command()
@@ -199,15 +225,12 @@ def verify(
     sample: Optional[float] = typer.Option(None, help="Compare only this fraction of the keys (0-1], reproducibly."),
     batch_size: int = typer.Option(1000, help="Keys per SCAN page and pipelined read."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on the last line of stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Compare A and B key by key, both directions. Exit 0 when equal, 1 on any mismatch."""
     _quiet_prefect(verbose)
-    try:
-        a = _password_free(a, "SESSION_MIGRATION_A_PASSWORD")
-        b = _password_free(b, "SESSION_MIGRATION_B_PASSWORD")
-    except ValueError as exc:
-        _fail(exc, as_json)
+    a = _password_free_or_fail(a, "SESSION_MIGRATION_A_PASSWORD", as_json)
+    b = _password_free_or_fail(b, "SESSION_MIGRATION_B_PASSWORD", as_json)
     from flows.verify import verify_sessions
 
     report = _run(verify_sessions, as_json, a=a, b=b, patterns=pattern or None, sample=sample, batch_size=batch_size,
@@ -236,12 +259,12 @@ def cleanup(
     batch_size: int = typer.Option(500, help="Keys per SCAN page and per delete batch."),
     max_rate: float = typer.Option(5_000.0, help="Deletes per second at most."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on the last line of stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Delete expired sessions (and, opted in, stale, corrupt, locks, orphans). Dry run unless --apply."""
     _quiet_prefect(verbose)
+    source = _password_free_or_fail(source, SOURCE_PASSWORD_ENV, as_json)
     try:
-        source = _password_free(source, SOURCE_PASSWORD_ENV)
         from session_migration.cleanup import parse_max_age
 
         max_age_map = {k: f"{v}ms" for k, v in parse_max_age(max_age).items()}
@@ -277,7 +300,7 @@ def snapshots(
     keep_days: Optional[float] = typer.Option(None, help="prune: keep snapshots younger than D days."),
     apply: bool = typer.Option(False, "--apply", help="prune: really delete (default: dry run)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on the last line of stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    verbose: bool = _VERBOSE,
 ) -> None:
     """List the committed snapshots under ROOT (oldest first), or prune them: `snapshots prune ROOT --keep-last 7`."""
     if len(args) == 2 and args[0] == "prune":
@@ -330,45 +353,31 @@ def _prune(root: str, keep_last, keep_days, apply: bool, as_json: bool, verbose:
         print(json.dumps(plan))
 
 
-TARGET_PASSWORD_ENV = "SESSION_MIGRATION_TARGET_PASSWORD"
-
-
 @app.command()
 def restore(
     snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
     target: str = typer.Argument(..., help="redis://[user[:password]@]host:port/db, rediss://..., unix:///sock?db=N, or a RedisConnection block name."),
     pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Restore only keys matching this pattern (repeatable). Default: the whole snapshot."),
     ttl_policy: str = typer.Option("absolute", help="absolute: expire at the source's instant; relative: restart the captured TTL; none: no expiry."),
-    min_ttl: int = typer.Option(0, "--min-ttl", metavar="SECONDS", help="Skip sessions that would expire within this many seconds."),
-    on_conflict: str = typer.Option("replace", help="replace existing keys, skip them, or fail before writing anything."),
-    rename_prefix: Optional[tuple[str, str]] = typer.Option(None, "--rename-prefix", metavar="OLD NEW", help="Write keys starting with OLD under NEW instead."),
+    min_ttl: int = _MIN_TTL,
+    on_conflict: str = _ON_CONFLICT,
+    rename_prefix: Optional[tuple[str, str]] = _RENAME_PREFIX,
     batch_size: int = typer.Option(1000, help="Rows per pipelined round trip."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report what would be created, overwritten, skipped, expired."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line of stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    dry_run: bool = _DRY_RUN_PLAN,
+    as_json: bool = _JSON_SUMMARY,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Restore a snapshot into a Redis/Valkey server (the restore_sessions flow). Resumable."""
     _quiet_prefect(verbose)
-    try:
-        target = _password_free(target, TARGET_PASSWORD_ENV)
-    except ValueError as exc:
-        _fail(exc, as_json)
+    target = _password_free_or_fail(target, TARGET_PASSWORD_ENV, as_json)
     from flows.restore import restore_sessions
 
-    rename = list(rename_prefix) if rename_prefix and all(rename_prefix) else None
-    with _Bar("restore", enabled=not as_json):
-        summary = _run(
-            restore_sessions, as_json, snapshot=snapshot, target=target, patterns=pattern or None,
-            ttl_policy=ttl_policy, min_ttl_seconds=min_ttl, on_conflict=on_conflict, rename_prefix=rename,
-            batch_size=batch_size, dry_run=dry_run,
-        )
-    table = Table(title="Dry run: nothing written" if summary["dry_run"] else "Restore done", show_header=False)
-    for key, value in summary.items():
-        if key not in ("dry_run", "snapshot_id"):
-            table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
-    (err if as_json else out).print(table)
-    if as_json:
-        print(json.dumps(summary, default=str))
+    summary = _run_with_bar(
+        "restore", restore_sessions, as_json, snapshot=snapshot, target=target, patterns=pattern or None,
+        ttl_policy=ttl_policy, min_ttl_seconds=min_ttl, on_conflict=on_conflict, rename_prefix=_rename(rename_prefix),
+        batch_size=batch_size, dry_run=dry_run,
+    )
+    _print_counts(summary, "Restore done", ("dry_run", "snapshot_id"), as_json)
 
 
 @app.command()
@@ -384,17 +393,14 @@ def migrate(
     require_empty_target: bool = typer.Option(False, "--require-empty-target", help="Refuse when the target already holds keys in scope."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report the backup's numbers and what the restore would do."),
     resume_rollback: Optional[str] = typer.Option(None, "--resume-rollback", metavar="MIGRATION_ID", help="Finish the interrupted rollback of this migration (from BACKUP_PATH/migrations/) instead of migrating."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line of stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    as_json: bool = _JSON_SUMMARY,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Move sessions SOURCE -> TARGET: backup, validate, pre-image of TARGET, restore, verify, audit;
     on failure after the first write, TARGET is rolled back (the full_migration flow)."""
     _quiet_prefect(verbose)
-    try:
-        source = _password_free(source, "SESSION_MIGRATION_SOURCE_PASSWORD")
-        target = _password_free(target, "SESSION_MIGRATION_TARGET_PASSWORD")
-    except ValueError as exc:
-        _fail(exc, as_json)
+    source = _password_free_or_fail(source, SOURCE_PASSWORD_ENV, as_json)
+    target = _password_free_or_fail(target, TARGET_PASSWORD_ENV, as_json)
     from session_migration.errors import SessionMigrationError
     from session_migration.migration import MigrationFailed
 
@@ -423,7 +429,6 @@ def migrate(
         raise typer.Exit(1)
     except (SessionMigrationError, ValueError) as exc:
         _fail(exc, as_json)
-    console = err if as_json else out
     if summary.get("dry_run"):
         plan = summary["restore_plan"]
         table = Table(title="Dry run: nothing written", show_header=False)
@@ -446,9 +451,7 @@ def migrate(
             table.add_row("target-only keys kept", f"{v['kept_target_only']:,}")
         for kind, url in (summary.get("audit") or {}).items():
             table.add_row(f"audit {kind}", url)
-    console.print(table)
-    if as_json:
-        print(json.dumps(summary, default=str))
+    _emit(table, summary, as_json)
 
 
 @app.command()
@@ -456,7 +459,7 @@ def validate(
     snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
     skip_rows: bool = typer.Option(False, "--skip-rows", help="Check files and checksums only, not duplicate or out-of-scope rows."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on the last line of stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Check a snapshot's integrity. Exit 0 when valid, 1 when not."""
     _quiet_prefect(verbose)
@@ -481,7 +484,7 @@ def audit(
     snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder or fsspec URL for the report files. Default: SNAPSHOT/audit."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json's content plus `files` as one JSON object on the last line of stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Write an audit report (HTML, Markdown, JSON, findings CSV). Exit 0 when the snapshot is valid, 1 when not."""
     _quiet_prefect(verbose)
@@ -519,8 +522,8 @@ def audit(
 def demo(
     output: Path = typer.Option(Path("demo-snapshots"), help="Folder for the demo's snapshots and reports."),
     copies: int = typer.Option(20, help="Sessions made from each captured real session."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line of stdout."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    as_json: bool = _JSON_SUMMARY,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Two throwaway Valkey servers: fill one with realistic sessions, migrate them to the other
     (backup, validate, pre-image, restore, verify, audit), then dry-run a cleanup."""

@@ -24,7 +24,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import fsspec
@@ -34,15 +34,16 @@ from .endpoints import RedisEndpoint
 from .errors import InvalidParameter, ScopeViolation, SnapshotInvalid, TerminalError
 from .options import RestoreOptions
 from .patterns import compile_scope
+from .plan import (
+    PLAN_KEYS, RenameCollisions, RunCheckpoint, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary, write_unexpired,
+)
 from .record import KeyRecord, records_from_batch
 from .redaction import redact_key
-from .seen import SeenKeys
-from .sinks.redis import RedisSink, SinkCounts, WriteItem
+from .sinks.redis import RedisSink, SinkTotals
 from .snapshot import PartInfo, Snapshot, open_snapshot, verify_part
 from .validation import validate_snapshot
 
 RESTORES = "restores"
-MAX_EXAMPLES = 5
 
 
 class RestoreConflict(TerminalError):
@@ -57,7 +58,7 @@ class RenameCollision(InvalidParameter):
 
 
 @dataclass
-class RestoreCounters:
+class RestoreCounters(SinkTotals):
     rows: int = 0  # rows read from the snapshot's parts
     not_selected: int = 0  # rows outside the restore's patterns (left alone)
     written: int = 0  # keys written = created + overwritten
@@ -73,18 +74,6 @@ class RestoreCounters:
     def add(self, other: RestoreCounters) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def add_sink(self, counts: SinkCounts) -> None:
-        for name in ("written", "created", "overwritten", "skipped_existing", "dump_restored",
-                     "dump_fallbacks", "typed_writes"):
-            setattr(self, name, getattr(self, name) + getattr(counts, name))
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RestoreCounters:
-        return cls(**{f.name: int(data.get(f.name, 0)) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -115,58 +104,27 @@ class RestoreResult:
     server: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "snapshot": self.snapshot,
-            "snapshot_id": self.snapshot_id,
-            "target": self.target,
-            "dry_run": self.dry_run,
-            "parts": self.parts,
-            "resumed_parts": self.resumed_parts,
-            **self.counters.as_dict(),
-        }
-        if self.server:
-            data["server"] = self.server
-        if self.checkpoint:
-            data["checkpoint"] = self.checkpoint
-        if self.plan is not None:
-            data.update(self.plan)
-        return data
+        head = {"snapshot": self.snapshot, "snapshot_id": self.snapshot_id, "target": self.target,
+                "dry_run": self.dry_run, "parts": self.parts, "resumed_parts": self.resumed_parts}
+        return run_summary(head, self.counters, checkpoint=self.checkpoint, plan=self.plan, server=self.server)
 
 
 # -- per-row rules -------------------------------------------------------------------------------
 
 
-class _Rules:
+class _Rules(WriteRules):
     """Scope, selection, rename and expiry for one restore."""
 
     def __init__(self, manifest: dict[str, Any], options: RestoreOptions):
-        self.options = options
+        super().__init__(options)
         self.scope = compile_scope(manifest.get("scope", {}).get("patterns") or ["*"])
         self.select = compile_scope(options.patterns) if options.patterns is not None else None
         self.finished_ms = _iso_ms(manifest["finished_at"])
-        self.rename = (options.rename_prefix[0].encode(), options.rename_prefix[1].encode()) if options.rename_prefix else None
 
     def selected(self, key: bytes, part: str) -> bool:
         if not self.scope.fullmatch(key):
             raise ScopeViolation(f"Row {redact_key(key)} in {part} is outside the snapshot's declared patterns; nothing of it is written.")
         return self.select is None or bool(self.select.fullmatch(key))
-
-    def target_key(self, key: bytes) -> bytes:
-        if self.rename and key.startswith(self.rename[0]):
-            return self.rename[1] + key[len(self.rename[0]):]
-        return key
-
-    def expiry(self, expire_at_ms: int | None, now_ms: int) -> tuple[str, int | None]:
-        """("write", pxat) | ("expired", None) | ("below_min_ttl", None)."""
-        policy = self.options.ttl_policy
-        if expire_at_ms is None or policy == "none":
-            return "write", None
-        pxat = expire_at_ms if policy == "absolute" else now_ms + (expire_at_ms - self.finished_ms)
-        if pxat <= now_ms:
-            return "expired", None
-        if pxat - now_ms < self.options.min_ttl_ms:
-            return "below_min_ttl", None
-        return "write", pxat
 
 
 def _iso_ms(text: str) -> int:
@@ -194,7 +152,7 @@ def checkpoint_path(snapshot: Snapshot, endpoint: RedisEndpoint, options: Restor
 
 
 @dataclass
-class RestoreCheckpoint:
+class RestoreCheckpoint(RunCheckpoint):
     snapshot_id: str
     target: str
     options: dict[str, Any]
@@ -203,20 +161,7 @@ class RestoreCheckpoint:
     parts: dict[str, dict[str, int]] = field(default_factory=dict)  # part name -> its counters
     finished_at: str | None = None
 
-    def save(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
-        storage.write_atomic(fs, path, json.dumps(asdict(self), indent=1).encode())
-
-    @classmethod
-    def load(cls, fs: fsspec.AbstractFileSystem, path: str) -> RestoreCheckpoint | None:
-        raw = storage.read_bytes(fs, path)
-        if raw is None:
-            return None
-        try:
-            return cls(**json.loads(raw))
-        except (ValueError, TypeError) as exc:
-            raise SnapshotInvalid(
-                f"The restore checkpoint {storage.unstrip(fs, path)} is unreadable ({exc}); delete it to restore from the start."
-            ) from None
+    run = "restore"
 
 
 # -- the steps -----------------------------------------------------------------------------------
@@ -253,12 +198,8 @@ def check_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: Re
         plan = None
         if options.rename_prefix or need_conflicts:
             plan = _plan(snap, sink, options, probe=need_conflicts)
-        if options.on_conflict == "fail" and not resuming and not options.dry_run and plan["conflicts"]:
-            raise RestoreConflict(
-                f"{plan['conflicts']} key(s) this restore would write already exist on {endpoint.display_url}, "
-                f"e.g. {', '.join(plan['conflict_examples'])}; nothing was written. Restore with "
-                "on_conflict='replace' to overwrite them or 'skip' to keep them, or remove them from the target first."
-            )
+        if options.on_conflict == "fail" and not resuming and not options.dry_run:
+            refuse_conflicts(RestoreConflict, plan, endpoint.display_url, "restore")
         if not options.dry_run:
             if checkpoint is None:
                 checkpoint = RestoreCheckpoint(snapshot_id=snap.snapshot_id, target=_target_id(endpoint),
@@ -287,12 +228,8 @@ def _plan(snap: Snapshot, sink: RedisSink, options: RestoreOptions, *, probe: bo
     """One pass over keys and expiries: rename collisions always; with `probe`, what would
     happen to each row on this target (pipelined EXISTS, one round trip per batch)."""
     rules = _Rules(snap.manifest, options)
-    seen = SeenKeys()
-    plan = {"rows": 0, "not_selected": 0, "expired_on_arrival": 0, "below_min_ttl": 0, "would_create": 0,
-            "would_overwrite": 0, "would_skip_existing": 0, "conflicts": 0}
-    examples: list[str] = []
-    collisions: list[str] = []
-    n_collisions = 0
+    collisions = RenameCollisions()
+    plan = new_plan("rows", "not_selected")
     for part in snap.parts:
         one = Snapshot(fs=snap.fs, path=snap.path, manifest=snap.manifest, parts=[part])
         for batch in one.iter_batches(columns=["key", "expire_at_ms"], batch_size=options.batch_size):
@@ -302,37 +239,13 @@ def _plan(snap: Snapshot, sink: RedisSink, options: RestoreOptions, *, probe: bo
             chosen = [(rules.target_key(k), k, e) for k, e in zip(keys, expiries) if rules.selected(k, part.name)]
             plan["not_selected"] += len(keys) - len(chosen)
             if rules.rename:
-                fresh = seen.add_new([t for t, _, _ in chosen])
-                for (target, original, _), new in zip(chosen, fresh):
-                    if not new:
-                        n_collisions += 1
-                        if len(collisions) < MAX_EXAMPLES:
-                            collisions.append(f"{redact_key(original)} -> {redact_key(target)}")
+                collisions.add([k for _, k, _ in chosen], [t for t, _, _ in chosen])
             if not probe or not chosen:
                 continue
             now, exists = sink.probe([t for t, _, _ in chosen])
             for (target, _, expire_at), present in zip(chosen, exists):
-                status, _ = rules.expiry(expire_at, now)
-                if status == "expired":
-                    plan["expired_on_arrival"] += 1
-                elif status == "below_min_ttl":
-                    plan["below_min_ttl"] += 1
-                elif not present:
-                    plan["would_create"] += 1
-                elif options.on_conflict == "replace":
-                    plan["would_overwrite"] += 1
-                else:
-                    plan["would_skip_existing"] += 1
-                    plan["conflicts"] += 1
-                    if len(examples) < MAX_EXAMPLES:
-                        examples.append(redact_key(target))
-    if n_collisions:
-        old, new = options.rename_prefix
-        raise RenameCollision(
-            f"Renaming {old!r} to {new!r} makes {n_collisions} key(s) collide with other keys of the snapshot, "
-            f"e.g. {', '.join(collisions)}; nothing was written. Narrow the restore with patterns or choose another prefix."
-        )
-    plan["conflict_examples"] = examples
+                count_outcome(plan, target, rules.expiry(expire_at, now, rules.finished_ms)[0], present, options.on_conflict)
+    collisions.check(RenameCollision, options, "other keys of the snapshot", "restore")
     return plan
 
 
@@ -375,18 +288,8 @@ def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: s
             if chosen:
                 targets = [rules.target_key(r.key) for r in chosen]
                 now, exists = sink.probe(targets)
-                items, present = [], []
-                for rec, target, there in zip(chosen, targets, exists):
-                    status, pxat = rules.expiry(rec.expire_at_ms, now)
-                    if status == "expired":
-                        counters.expired_on_arrival += 1
-                    elif status == "below_min_ttl":
-                        counters.below_min_ttl += 1
-                    else:
-                        items.append(WriteItem(target, rec, pxat))
-                        present.append(there)
-                if items:
-                    counters.add_sink(sink.write(items, present, replace=replace_existing))
+                write_unexpired(sink, chosen, targets, exists, lambda at: rules.expiry(at, now, rules.finished_ms), counters,
+                                replace=replace_existing)
             if progress:
                 progress(RestoreProgress(snap.snapshot_id, part_name, len(checkpoint.parts), len(snap.parts),
                                          counters.rows, counters.written,
@@ -440,7 +343,7 @@ def run_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: Rest
                                    below_min_ttl=plan.get("below_min_ttl", 0))
         return RestoreResult(snapshot=snap.url, snapshot_id=snap.snapshot_id, target=endpoint.display_url,
                              counters=counters, dry_run=True, parts=len(snap.parts), server=check["server"],
-                             plan={k: plan.get(k, 0) for k in ("would_create", "would_overwrite", "would_skip_existing")})
+                             plan={k: plan.get(k, 0) for k in PLAN_KEYS})
     sink = RedisSink(endpoint)
     resumed = 0
     try:

@@ -27,29 +27,30 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import fsspec
 
 from . import storage
 from .endpoints import RedisEndpoint, translate_redis_errors
-from .errors import InvalidParameter, SnapshotInvalid, TerminalError
+from .errors import InvalidParameter, TerminalError
 from .options import RestoreOptions
 from .patterns import DEFAULT_PATTERNS
 from .pipeline import scan_fraction
+from .plan import (
+    PLAN_KEYS, RenameCollisions, RunCheckpoint, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary, write_unexpired,
+)
 from .prefetch import prefetch
 from .record import records_from_batch
-from .redaction import redact_key
 from .seen import SeenKeys
-from .sinks.redis import RedisSink, SinkCounts, WriteItem
+from .sinks.redis import RedisSink, SinkTotals
 from .sources import resp
 from .sources.redis import NO_EXPIRY, NO_KEY, Chunk, RedisSource
 
 TRANSFERS = "transfers"
 DEFAULT_CHECKPOINT_ROOT = "./.session-migration"
 CHECKPOINT_EVERY_KEYS = 10_000
-MAX_EXAMPLES = 5
 
 
 class TransferConflict(TerminalError):
@@ -76,7 +77,7 @@ class TransferOptions(RestoreOptions):
 
 
 @dataclass
-class TransferCounters:
+class TransferCounters(SinkTotals):
     scanned: int = 0  # keys SCAN returned, repeats included
     vanished: int = 0  # deleted or expired between SCAN and read: not written
     duplicates: int = 0  # SCAN repeats (and keys matching two patterns): written once
@@ -90,18 +91,6 @@ class TransferCounters:
     dump_restored: int = 0
     dump_fallbacks: int = 0
     typed_writes: int = 0
-
-    def add_sink(self, counts: SinkCounts) -> None:
-        for name in ("written", "created", "overwritten", "skipped_existing", "dump_restored",
-                     "dump_fallbacks", "typed_writes"):
-            setattr(self, name, getattr(self, name) + getattr(counts, name))
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TransferCounters:
-        return cls(**{f.name: int(data.get(f.name, 0)) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -132,21 +121,10 @@ class TransferResult:
     target_server: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "source": self.source,
-            "target": self.target,
-            "source_server": self.source_server,
-            "target_server": self.target_server,
-            "dry_run": self.dry_run,
-            "resumed": self.resumed,
-            "checkpoints": self.checkpoints,
-            **self.counters.as_dict(),
-        }
-        if self.checkpoint:
-            data["checkpoint"] = self.checkpoint
-        if self.plan is not None:
-            data.update(self.plan)
-        return data
+        head = {"source": self.source, "target": self.target, "source_server": self.source_server,
+                "target_server": self.target_server, "dry_run": self.dry_run, "resumed": self.resumed,
+                "checkpoints": self.checkpoints}
+        return run_summary(head, self.counters, checkpoint=self.checkpoint, plan=self.plan)
 
 
 # -- checkpoint ----------------------------------------------------------------------------------
@@ -169,7 +147,7 @@ def checkpoint_file(root: str, source: RedisEndpoint, target: RedisEndpoint, opt
 
 
 @dataclass
-class TransferCheckpoint:
+class TransferCheckpoint(RunCheckpoint):
     source: str
     target: str
     options: dict[str, Any]
@@ -182,62 +160,22 @@ class TransferCheckpoint:
     updated_at: str | None = None
     finished_at: str | None = None
 
+    run = "transfer"
+
     def save(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
         self.updated_at = _now_iso()
-        storage.write_atomic(fs, path, json.dumps(asdict(self), indent=1).encode())
+        super().save(fs, path)
 
-    @classmethod
-    def load(cls, fs: fsspec.AbstractFileSystem, path: str) -> TransferCheckpoint | None:
-        raw = storage.read_bytes(fs, path)
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-            ckpt = cls(**data)
-            ckpt.pattern_index, ckpt.cursor = int(ckpt.pattern_index), int(ckpt.cursor)
-            return ckpt
-        except (ValueError, TypeError) as exc:
-            raise SnapshotInvalid(
-                f"The transfer checkpoint {storage.unstrip(fs, path)} is unreadable ({exc}); delete it to transfer from the start."
-            ) from None
+    def _checked(self) -> TransferCheckpoint:
+        self.pattern_index, self.cursor = int(self.pattern_index), int(self.cursor)
+        return self
 
 
 def _now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-# -- per-key rules -------------------------------------------------------------------------------
-
-
-class _Rules:
-    def __init__(self, options: TransferOptions):
-        self.options = options
-        self.rename = (options.rename_prefix[0].encode(), options.rename_prefix[1].encode()) if options.rename_prefix else None
-
-    def target_key(self, key: bytes) -> bytes:
-        if self.rename and key.startswith(self.rename[0]):
-            return self.rename[1] + key[len(self.rename[0]):]
-        return key
-
-    def expiry(self, expire_at_ms: int | None, target_now: int, source_now: int | None) -> tuple[str, int | None]:
-        """("write", pxat) | ("expired", None) | ("below_min_ttl", None).
-
-        absolute: the source's instant (PEXPIRETIME); relative: the TTL left at read time,
-        started again at the target's now (differs from absolute only by clock skew and the
-        time between read and write); none: no expiry.
-        """
-        policy = self.options.ttl_policy
-        if expire_at_ms is None or policy == "none":
-            return "write", None
-        if policy == "absolute" or source_now is None:
-            pxat = expire_at_ms
-        else:
-            pxat = target_now + (expire_at_ms - source_now)
-        if pxat <= target_now:
-            return "expired", None
-        if pxat - target_now < self.options.min_ttl_ms:
-            return "below_min_ttl", None
-        return "write", pxat
+# -- source time and expiries ---------------------------------------------------------------------
 
 
 def _source_now(source: RedisSource) -> int:
@@ -288,15 +226,11 @@ def _resolve_root(checkpoint_fs: fsspec.AbstractFileSystem | None, checkpoint_pa
 def _plan(source: RedisSource, sink: RedisSink, options: TransferOptions, *, probe: bool) -> dict[str, Any]:
     """One SCAN pass: rename collisions always; with `probe`, what would happen to each key on
     the target (source expiries and target EXISTS, one pipelined round trip each per page)."""
-    rules = _Rules(options)
+    rules = WriteRules(options)
     seen = SeenKeys()
-    targets = SeenKeys()
+    collisions = RenameCollisions()
     relative = options.ttl_policy == "relative"
-    plan = {"scanned": 0, "keys": 0, "vanished": 0, "duplicates": 0, "expired_on_arrival": 0, "below_min_ttl": 0,
-            "would_create": 0, "would_overwrite": 0, "would_skip_existing": 0, "conflicts": 0}
-    examples: list[str] = []
-    collisions: list[str] = []
-    n_collisions = 0
+    plan = new_plan("scanned", "keys", "vanished", "duplicates")
     for _index, _cursor, keys in source.key_chunks(options.patterns, options.batch_size):
         plan["scanned"] += len(keys)
         if not keys:
@@ -308,11 +242,7 @@ def _plan(source: RedisSource, sink: RedisSink, options: TransferOptions, *, pro
             continue
         names = [rules.target_key(k) for k in fresh]
         if rules.rename:
-            for original, name, new in zip(fresh, names, targets.add_new(names).tolist()):
-                if not new:
-                    n_collisions += 1
-                    if len(collisions) < MAX_EXAMPLES:
-                        collisions.append(f"{redact_key(original)} -> {redact_key(name)}")
+            collisions.add(fresh, names)
         if not probe:
             plan["keys"] += len(fresh)
             continue
@@ -324,27 +254,8 @@ def _plan(source: RedisSource, sink: RedisSink, options: TransferOptions, *, pro
                 plan["vanished"] += 1
                 continue
             plan["keys"] += 1
-            status, _ = rules.expiry(expire_at, now, source_now)
-            if status == "expired":
-                plan["expired_on_arrival"] += 1
-            elif status == "below_min_ttl":
-                plan["below_min_ttl"] += 1
-            elif not present:
-                plan["would_create"] += 1
-            elif options.on_conflict == "replace":
-                plan["would_overwrite"] += 1
-            else:
-                plan["would_skip_existing"] += 1
-                plan["conflicts"] += 1
-                if len(examples) < MAX_EXAMPLES:
-                    examples.append(redact_key(name))
-    if n_collisions:
-        old, new = options.rename_prefix
-        raise RenameCollision(
-            f"Renaming {old!r} to {new!r} makes {n_collisions} key(s) collide with other source keys, "
-            f"e.g. {', '.join(collisions)}; nothing was written. Narrow the transfer with patterns or choose another prefix."
-        )
-    plan["conflict_examples"] = examples
+            count_outcome(plan, name, rules.expiry(expire_at, now, source_now)[0], present, options.on_conflict)
+    collisions.check(RenameCollision, options, "other source keys", "transfer")
     return plan
 
 
@@ -368,12 +279,8 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
             plan = None
             if need_probe or (options.rename_prefix and not resuming):
                 plan = _plan(src, sink, options, probe=need_probe)
-            if options.on_conflict == "fail" and not resuming and not options.dry_run and plan["conflicts"]:
-                raise TransferConflict(
-                    f"{plan['conflicts']} key(s) this transfer would write already exist on {target.display_url}, "
-                    f"e.g. {', '.join(plan['conflict_examples'])}; nothing was written. Transfer with "
-                    "on_conflict='replace' to overwrite them or 'skip' to keep them, or remove them from the target first."
-                )
+            if options.on_conflict == "fail" and not resuming and not options.dry_run:
+                refuse_conflicts(TransferConflict, plan, target.display_url, "transfer")
             if not options.dry_run:
                 if checkpoint is None:
                     checkpoint = TransferCheckpoint(source=_endpoint_id(source), target=_endpoint_id(target),
@@ -417,7 +324,7 @@ def run_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transfer
         counters = TransferCounters(**{k: plan.get(k, 0) for k in ("scanned", "keys", "vanished", "duplicates",
                                                                     "expired_on_arrival", "below_min_ttl")})
         return TransferResult(source=check["source"], target=check["target"], counters=counters, dry_run=True,
-                              plan={k: plan.get(k, 0) for k in ("would_create", "would_overwrite", "would_skip_existing")},
+                              plan={k: plan.get(k, 0) for k in PLAN_KEYS},
                               source_server=check["source_server"], target_server=check["target_server"])
     fs, root = _resolve_root(checkpoint_fs, checkpoint_path)
     ckpt_path = checkpoint_file(root, source, target, options)
@@ -435,7 +342,7 @@ def run_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transfer
 def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, fs, ckpt_path: str,
           checkpoint: TransferCheckpoint, progress: ProgressFn | None, checkpoint_every: int) -> int:
     """The copy loop; returns how many checkpoints it saved. Marks the checkpoint finished."""
-    rules = _Rules(options)
+    rules = WriteRules(options)
     replace_existing = options.on_conflict == "replace"
     relative = options.ttl_policy == "relative"
     seen = SeenKeys()
@@ -489,7 +396,7 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
     return saves + 1
 
 
-def _write_chunk(chunk: Chunk, src: RedisSource, sink: RedisSink, rules: _Rules, seen: SeenKeys,
+def _write_chunk(chunk: Chunk, src: RedisSource, sink: RedisSink, rules: WriteRules, seen: SeenKeys,
                  counters: TransferCounters, replace_existing: bool, relative: bool) -> int:
     """Write one chunk's keys; returns how many distinct keys it held."""
     batch = chunk.result.batch
@@ -505,18 +412,8 @@ def _write_chunk(chunk: Chunk, src: RedisSource, sink: RedisSink, rules: _Rules,
     source_now = _source_now(src) if relative else None
     names = [rules.target_key(r.key) for r in chosen]
     now, exists = sink.probe(names)
-    items, present = [], []
-    for rec, name, there in zip(chosen, names, exists):
-        status, pxat = rules.expiry(rec.expire_at_ms, now, source_now)
-        if status == "expired":
-            counters.expired_on_arrival += 1
-        elif status == "below_min_ttl":
-            counters.below_min_ttl += 1
-        else:
-            items.append(WriteItem(name, rec, pxat))
-            present.append(there)
-    if items:
-        counters.add_sink(sink.write(items, present, replace=replace_existing))
+    write_unexpired(sink, chosen, names, exists, lambda at: rules.expiry(at, now, source_now), counters,
+                    replace=replace_existing)
     return len(chosen)
 
 

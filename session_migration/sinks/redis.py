@@ -13,7 +13,8 @@ never seen half-written. Every write sets the whole key, so writing it again is 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import hiredis
 import redis
@@ -49,6 +50,24 @@ class SinkCounts:
     dump_fallbacks: int = 0
     typed_writes: int = 0
     refused_examples: list[str] = field(default_factory=list)
+
+
+SINK_TOTALS = tuple(f.name for f in fields(SinkCounts) if f.name != "refused_examples")
+
+
+class SinkTotals:
+    """For a dataclass of int counters that includes every count of `SinkCounts`."""
+
+    def add_sink(self, counts: SinkCounts) -> None:
+        for name in SINK_TOTALS:
+            setattr(self, name, getattr(self, name) + getattr(counts, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        return cls(**{f.name: int(data.get(f.name, 0)) for f in fields(cls)})
 
 
 class RedisSink:

@@ -3,11 +3,11 @@ a real verify failure (a key changed right after the restore) rolled back exactl
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
+from helpers import latest_flow_run as _latest
 from session_migration.errors import TerminalError
 from session_migration.migration import MigrationFailed
 
@@ -16,28 +16,11 @@ pytestmark = [pytest.mark.flows, pytest.mark.integration]
 PATTERNS = ["sess:*", "session:*"]
 
 
-def _latest():
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    async def read():
-        async with get_client() as client:
-            runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-            tasks = await client.read_task_runs()
-            artifacts = await client.read_artifacts()
-            return runs[0], [t for t in tasks if t.flow_run_id == runs[0].id], artifacts
-
-    return asyncio.run(read())
-
-
 @pytest.fixture
 def pair(valkey_server, redis_server):
-    from integration.test_migration import seed_source, seed_target
+    from integration.test_migration import seeded
 
-    valkey_server.client().flushall()
-    redis_server.client().flushall()
-    seed_source(valkey_server.client())
-    seed_target(redis_server.client())
+    seeded(valkey_server, redis_server)
     return valkey_server, redis_server
 
 

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
+from helpers import latest_flow_run as _latest
 from session_migration import backup
 from session_migration.errors import InvalidParameter
 
 pytestmark = [pytest.mark.flows, pytest.mark.integration]
-
-
-def _latest():
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    async def read():
-        async with get_client() as client:
-            runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-            tasks = await client.read_task_runs()
-            artifacts = await client.read_artifacts()
-            return runs[0], [t for t in tasks if t.flow_run_id == runs[0].id], artifacts
-
-    return asyncio.run(read())
 
 
 def test_restore_flow_one_task_per_part(prefect_harness, valkey, tmp_path):

@@ -3,7 +3,6 @@ a target killed and restarted mid-run (the task's retry resumes from the checkpo
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -13,26 +12,13 @@ import time
 
 import pytest
 
+from helpers import latest_flow_run as _latest
 from servers import _binary, start_server, wait_ready
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import InvalidParameter
 from session_migration.verify import verify
 
 pytestmark = [pytest.mark.flows, pytest.mark.integration]
-
-
-def _latest():
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    async def read():
-        async with get_client() as client:
-            runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-            tasks = await client.read_task_runs()
-            artifacts = await client.read_artifacts()
-            return runs[0], [t for t in tasks if t.flow_run_id == runs[0].id], artifacts
-
-    return asyncio.run(read())
 
 
 def _seed(r, n, prefix="sess:"):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import HOUR_MS
+from helpers import state as db_state
 from session_migration import storage
 from session_migration.endpoints import RedisEndpoint
 from session_migration.migration import (
@@ -22,7 +24,6 @@ from session_migration.migration import (
 
 pytestmark = pytest.mark.integration
 
-HOUR_MS = 3600 * 1000
 PATTERNS = ("sess:*", "session:*")
 
 
@@ -54,27 +55,19 @@ def seed_target(r) -> None:
     r.rpush("queue:jobs", b"j1")
 
 
-def db_state(r) -> dict:
-    """Every key of the database: type, value and absolute expiry (no DUMP involved)."""
-    out = {}
-    for key in r.scan_iter(count=1000):
-        kind = r.type(key).decode()
-        if kind == "string":
-            value = r.get(key)
-        elif kind == "hash":
-            value = sorted(r.hgetall(key).items())
-        elif kind == "list":
-            value = r.lrange(key, 0, -1)
-        elif kind == "set":
-            value = sorted(r.smembers(key))
-        elif kind == "zset":
-            value = r.zrange(key, 0, -1, withscores=True)
-        elif kind == "stream":
-            value = r.xrange(key)
-        else:
-            value = None
-        out[key] = (kind, value, r.execute_command("PEXPIRETIME", key))
-    return out
+def seeded(src, dst) -> dict:
+    """Empty both servers, seed the source and the target; return the target's state."""
+    src.client().flushall()
+    dst.client().flushall()
+    seed_source(src.client())
+    seed_target(dst.client())
+    return db_state(dst.client())
+
+
+def migrate(src, dst, fs, root, progress=None, **options):
+    """run_migration of PATTERNS from `src` to `dst` with these MigrationOptions."""
+    return run_migration(endpoint(src), endpoint(dst), fs, root, MigrationOptions(patterns=PATTERNS, **options),
+                         progress=progress)
 
 
 def tamper_after_restore(server):
@@ -91,14 +84,10 @@ def tamper_after_restore(server):
 def test_migration_happy_path_both_ways(direction, valkey_server, redis_server, tmp_path):
     servers = {"valkey": valkey_server, "redis": redis_server}
     src, dst = servers[direction[0]], servers[direction[1]]
-    src.client().flushall()
-    dst.client().flushall()
-    seed_source(src.client())
-    seed_target(dst.client())
+    seeded(src, dst)
     fs, root = storage.resolve(str(tmp_path / "snaps"))
     steps = []
-    result = run_migration(endpoint(src), endpoint(dst), fs, root, MigrationOptions(patterns=PATTERNS),
-                           progress=lambda s, i: steps.append(s))
+    result = migrate(src, dst, fs, root, progress=lambda s, i: steps.append(s))
     summary = result.summary()
     json.dumps(summary)  # JSON-safe
     assert result.ok and summary["rolled_back"] is False and summary["step"] == "done"
@@ -123,11 +112,7 @@ def test_migration_happy_path_both_ways(direction, valkey_server, redis_server, 
 
 def test_forced_verify_failure_rolls_target_back_exactly(valkey_server, redis_server, tmp_path):
     src, dst = valkey_server, redis_server
-    src.client().flushall()
-    dst.client().flushall()
-    seed_source(src.client())
-    seed_target(dst.client())
-    before = db_state(dst.client())
+    before = seeded(src, dst)
     fs, root = storage.resolve(str(tmp_path / "snaps"))
     steps = []
 
@@ -136,7 +121,7 @@ def test_forced_verify_failure_rolls_target_back_exactly(valkey_server, redis_se
         tamper_after_restore(dst)(step, info)
 
     with pytest.raises(MigrationFailed) as failed:
-        run_migration(endpoint(src), endpoint(dst), fs, root, MigrationOptions(patterns=PATTERNS), progress=progress)
+        migrate(src, dst, fs, root, progress=progress)
     assert "rolled back" in str(failed.value) and "VALUE 1" in str(failed.value)
     summary = failed.value.summary
     assert summary["rolled_back"] is True and summary["step"] == "rolled_back"
@@ -149,10 +134,7 @@ def test_forced_verify_failure_rolls_target_back_exactly(valkey_server, redis_se
 def test_rollback_removes_keys_whose_preimage_expired_meanwhile(valkey_server, redis_server, tmp_path):
     """A target key that expires during the migration stays gone after the rollback."""
     src, dst = redis_server, valkey_server
-    src.client().flushall()
-    dst.client().flushall()
-    seed_source(src.client())
-    seed_target(dst.client())
+    seeded(src, dst)
     dst.client().set("sess:shared", b"short-lived", px=300)  # the source overwrites it with a 1 h TTL
     fs, root = storage.resolve(str(tmp_path / "snaps"))
     client = dst.client()
@@ -165,7 +147,7 @@ def test_rollback_removes_keys_whose_preimage_expired_meanwhile(valkey_server, r
             client.set("sess:str", b"tampered")
 
     with pytest.raises(MigrationFailed):
-        run_migration(endpoint(src), endpoint(dst), fs, root, MigrationOptions(patterns=PATTERNS), progress=progress)
+        migrate(src, dst, fs, root, progress=progress)
     assert client.exists("sess:shared") == 0
     assert client.get("sess:target-only") == b"kept" and client.exists("sess:str") == 0
 
@@ -200,11 +182,7 @@ KILLER = textwrap.dedent("""
 ])
 def test_killed_run_is_rolled_back_on_resume(kill_at, step, stage, valkey_server, redis_server, tmp_path):
     src, dst = valkey_server, redis_server
-    src.client().flushall()
-    dst.client().flushall()
-    seed_source(src.client())
-    seed_target(dst.client())
-    before = db_state(dst.client())
+    before = seeded(src, dst)
     root = str(tmp_path / "snaps")
     proc = subprocess.run([sys.executable, "-c", KILLER, src.url, dst.url, root, kill_at], capture_output=True,
                           env={**os.environ}, timeout=120)
@@ -215,7 +193,7 @@ def test_killed_run_is_rolled_back_on_resume(kill_at, step, stage, valkey_server
     assert db_state(dst.client()) != before  # the target is not back yet
     # A new migration onto the same target is refused until the rollback is finished.
     with pytest.raises(MigrationRefused, match="resume_rollback"):
-        run_migration(endpoint(src), endpoint(dst), fs, path, MigrationOptions(patterns=PATTERNS))
+        migrate(src, dst, fs, path)
     done = resume_rollback(endpoint(dst), fs, path, state.migration_id)
     assert done.step == "rolled_back" and done.rolled_back
     assert db_state(dst.client()) == before
@@ -226,15 +204,10 @@ def test_killed_run_is_rolled_back_on_resume(kill_at, step, stage, valkey_server
 
 def test_no_rollback_leaves_target_then_resume_rolls_back(valkey_server, redis_server, tmp_path):
     src, dst = valkey_server, redis_server
-    src.client().flushall()
-    dst.client().flushall()
-    seed_source(src.client())
-    seed_target(dst.client())
-    before = db_state(dst.client())
+    before = seeded(src, dst)
     fs, root = storage.resolve(str(tmp_path / "snaps"))
     with pytest.raises(MigrationFailed, match="NOT rolled back") as failed:
-        run_migration(endpoint(src), endpoint(dst), fs, root,
-                      MigrationOptions(patterns=PATTERNS, rollback_on_failure=False), progress=tamper_after_restore(dst))
+        migrate(src, dst, fs, root, progress=tamper_after_restore(dst), rollback_on_failure=False)
     assert failed.value.summary["rolled_back"] is False
     assert dst.client().get("sess:forever") == b"no ttl"  # the migration's writes are still there
     resume_rollback(endpoint(dst), fs, root, failed.value.summary["migration_id"])
@@ -252,57 +225,43 @@ def test_refuses_same_source_and_target(valkey_server, tmp_path):
     before = db_state(valkey_server.client())
     fs, root = storage.resolve(str(tmp_path / "snaps"))
     with pytest.raises(MigrationRefused, match="same database"):
-        run_migration(endpoint(valkey_server), endpoint(valkey_server), fs, root, MigrationOptions(patterns=PATTERNS))
+        migrate(valkey_server, valkey_server, fs, root)
     _nothing_written(tmp_path / "snaps", valkey_server, before)
 
 
 def test_refuses_unwritable_backup_path(valkey_server, redis_server, tmp_path):
     src, dst = valkey_server, redis_server
-    src.client().flushall()
-    dst.client().flushall()
-    seed_source(src.client())
-    seed_target(dst.client())
-    before = db_state(dst.client())
+    before = seeded(src, dst)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     fs, root = storage.resolve(str(blocker / "snaps"))
     from session_migration.errors import DestinationNotWritable
 
     with pytest.raises(DestinationNotWritable):
-        run_migration(endpoint(src), endpoint(dst), fs, root, MigrationOptions(patterns=PATTERNS))
+        migrate(src, dst, fs, root)
     assert blocker.read_text() == "not a folder"
     assert db_state(dst.client()) == before
 
 
 def test_refuses_non_empty_target_when_required(valkey_server, redis_server, tmp_path):
     src, dst = valkey_server, redis_server
-    src.client().flushall()
-    dst.client().flushall()
-    seed_source(src.client())
-    seed_target(dst.client())
-    before = db_state(dst.client())
+    before = seeded(src, dst)
     fs, root = storage.resolve(str(tmp_path / "snaps"))
     with pytest.raises(MigrationRefused, match="already holds keys in scope"):
-        run_migration(endpoint(src), endpoint(dst), fs, root,
-                      MigrationOptions(patterns=PATTERNS, require_empty_target=True))
+        migrate(src, dst, fs, root, require_empty_target=True)
     _nothing_written(tmp_path / "snaps", dst, before)
     # Out-of-scope keys alone do not count: only keys in scope make a target "not empty".
     dst.client().flushall()
     dst.client().set("cache:user:42", b"{}")
-    result = run_migration(endpoint(src), endpoint(dst), fs, root,
-                           MigrationOptions(patterns=PATTERNS, require_empty_target=True))
+    result = migrate(src, dst, fs, root, require_empty_target=True)
     assert result.ok and result.summary()["pre_image_keys"] == 0
 
 
 def test_dry_run_writes_nothing(valkey_server, redis_server, tmp_path):
     src, dst = valkey_server, redis_server
-    src.client().flushall()
-    dst.client().flushall()
-    seed_source(src.client())
-    seed_target(dst.client())
-    before = db_state(dst.client())
+    before = seeded(src, dst)
     fs, root = storage.resolve(str(tmp_path / "snaps"))
-    result = run_migration(endpoint(src), endpoint(dst), fs, root, MigrationOptions(patterns=PATTERNS, dry_run=True))
+    result = migrate(src, dst, fs, root, dry_run=True)
     plan = result.summary()
     assert plan["dry_run"] is True and plan["backup"]["keys"] == 8
     assert plan["restore_plan"] == {"would_create": 6, "would_overwrite": 2, "target_keys_in_scope": 4,

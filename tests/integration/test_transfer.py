@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from helpers import HOUR_MS, seed_all_types, state
 from servers import _binary, free_port, start_server, wait_ready
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import InvalidParameter, ServerUnavailable
@@ -23,44 +24,6 @@ from session_migration.transfer import (
 from session_migration.verify import VerifyOptions, verify
 
 pytestmark = pytest.mark.integration
-
-HOUR_MS = 3600 * 1000
-
-
-def seed_all_types(r, prefix="sess:"):
-    r.set(f"{prefix}str", b"\x00binary\xffvalue", px=2 * HOUR_MS)
-    r.set(f"{prefix}forever", b"no ttl")
-    r.hset(f"{prefix}hash", mapping={b"a": b"1", b"b\x00": b"\xff2"})
-    r.pexpire(f"{prefix}hash", HOUR_MS)
-    r.rpush(f"{prefix}list", b"x", b"y", b"x", b"")
-    r.sadd(f"{prefix}set", b"m1", b"m2", b"m3")
-    r.pexpire(f"{prefix}set", 3 * HOUR_MS)
-    r.zadd(f"{prefix}zset", {b"a": 1.5, b"b": -2.0, b"c": 1e16, b"d": float("inf"), b"e": 0.1})
-    r.xadd(f"{prefix}stream", {b"f": b"v"}, id=b"1-1")
-    r.xadd(f"{prefix}stream", {b"g": b"w", b"h": b"z"}, id=b"2-5")
-    r.pexpire(f"{prefix}stream", 5 * HOUR_MS)
-    r.set("other:key", b"outside the scope")
-
-
-def state(r, pattern="*"):
-    """key -> (type, value, expiretime ms) for every key matching pattern."""
-    out = {}
-    for key in r.scan_iter(match=pattern, count=1000):
-        kind = r.type(key).decode()
-        if kind == "string":
-            value = r.get(key)
-        elif kind == "hash":
-            value = sorted(r.hgetall(key).items())
-        elif kind == "list":
-            value = r.lrange(key, 0, -1)
-        elif kind == "set":
-            value = sorted(r.smembers(key))
-        elif kind == "zset":
-            value = r.zrange(key, 0, -1, withscores=True)
-        else:
-            value = r.xrange(key)
-        out[key] = (kind, value, r.pexpiretime(key))
-    return out
 
 
 def ep(server) -> RedisEndpoint:
