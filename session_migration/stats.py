@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from fsspec.implementations.memory import MemoryFileSystem
 
 from .record import records_from_batch
 from .redaction import redact_key
@@ -101,8 +105,9 @@ class SnapshotStats:
 class _Accumulator:
     """The running aggregates of one pass; `finish` turns them into `SnapshotStats`."""
 
-    def __init__(self, snapshot: Snapshot, now_ms: int, max_findings: int) -> None:
+    def __init__(self, snapshot: Snapshot, now_ms: int, max_findings: int, first_row: int = 0) -> None:
         self.stats = SnapshotStats(snapshot_id=snapshot.snapshot_id, as_of_ms=now_ms, max_findings=max_findings)
+        self.first_row = first_row  # row number of this accumulator's first row in the whole snapshot
         self.now_ms = now_ms
         # Sized from the manifest (rows were verified by open/validate); grown if ever short.
         self.sizes = np.empty(sum(p.rows for p in snapshot.parts), dtype=np.int64)
@@ -167,12 +172,33 @@ class _Accumulator:
         sizes = frame["size"].to_numpy()
         picks = np.argpartition(sizes, -TOP_K)[-TOP_K:] if len(sizes) > TOP_K else np.arange(len(sizes))
         for i in picks.tolist():
-            item = (int(sizes[i]), -(start + i))
+            item = (int(sizes[i]), -(self.first_row + start + i))
             if len(self.top) == TOP_K and item <= self.top[0][:2]:
                 continue
             entry = {"redacted_key": redact_key(batch.column("key")[i].as_py()), "size_bytes": item[0],
                      "type": frame["type"].iat[i], "store": frame["store"].iat[i]}
             (heapq.heapreplace if len(self.top) == TOP_K else heapq.heappush)(self.top, (*item, entry))
+
+    def merge(self, other: _Accumulator) -> None:
+        """Fold in the accumulator of the parts that follow this one's."""
+        s, o = self.stats, other.stats
+        self._store_sizes(s.keys, other.sizes[: o.keys])
+        s.keys += o.keys
+        s.bytes += o.bytes
+        s.expiring_within_1h += o.expiring_within_1h
+        s.expiring_within_24h += o.expiring_within_24h
+        s.findings_total += o.findings_total
+        s.findings.extend(o.findings[: max(0, s.max_findings - len(s.findings))])
+        self.by_type.update(other.by_type)
+        self.pairs.update(other.pairs)
+        self.reasons.update(other.reasons)
+        self.ttl += other.ttl
+        self.size_hist += other.size_hist
+        for item in other.top:
+            if len(self.top) < TOP_K:
+                heapq.heappush(self.top, item)
+            elif item[:2] > self.top[0][:2]:
+                heapq.heapreplace(self.top, item)
 
     def finish(self, snapshot: Snapshot) -> SnapshotStats:
         s = self.stats
@@ -210,16 +236,53 @@ def compute_stats(
     *,
     max_findings: int = MAX_FINDINGS,
     batch_size: int = BATCH_ROWS,
+    workers: int | None = None,
 ) -> SnapshotStats:
     """Stream every part of `snapshot` once and return its audit statistics.
 
     `now_ms` (default: now) is the instant TTLs and session expiry are judged against;
     `max_age_ms` passes per-store maximum ages to `classify` (e.g. aiohttp's max_age).
     Only the parts listed in `snapshot.parts` are read, so a caller may leave out parts that
-    failed validation.
+    failed validation. `workers` processes (default: one per core) share the parts.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
-    acc = _Accumulator(snapshot, now_ms, max_findings)
-    for batch in snapshot.iter_batches(columns=COLUMNS, batch_size=batch_size):
+    groups = _part_groups(snapshot, workers if workers is not None else (os.cpu_count() or 1))
+    if len(groups) < 2 or isinstance(snapshot.fs, MemoryFileSystem):  # memory:// lives in this process only
+        acc = _accumulate(snapshot, snapshot.parts, 0, now_ms, max_age_ms, max_findings, batch_size)
+        return acc.finish(snapshot)
+    # classify is pure Python: one process per core over disjoint groups of parts, merged in order.
+    context = multiprocessing.get_context("spawn")  # never fork a process that runs Prefect's threads
+    with ProcessPoolExecutor(max_workers=len(groups), mp_context=context) as pool:
+        futures = [pool.submit(_accumulate, snapshot, parts, first_row, now_ms, max_age_ms, max_findings, batch_size)
+                   for parts, first_row in groups]
+        accs = [f.result() for f in futures]
+    for other in accs[1:]:
+        accs[0].merge(other)
+    return accs[0].finish(snapshot)
+
+
+def _part_groups(snapshot: Snapshot, workers: int) -> list[tuple[list, int]]:
+    """Split the parts into at most `workers` contiguous groups of similar row counts."""
+    parts = list(snapshot.parts)
+    if workers < 2 or len(parts) < 2:
+        return [(parts, 0)]
+    total = sum(p.rows for p in parts)
+    groups, current, first_row, seen = [], [], 0, 0
+    for part in parts:
+        current.append(part)
+        seen += part.rows
+        if len(groups) < workers - 1 and seen >= total * (len(groups) + 1) / workers:
+            groups.append((current, first_row))
+            current, first_row = [], seen
+    if current:
+        groups.append((current, first_row))
+    return groups
+
+
+def _accumulate(snapshot: Snapshot, parts: list, first_row: int, now_ms: int, max_age_ms, max_findings: int,
+                batch_size: int) -> _Accumulator:
+    subset = Snapshot(fs=snapshot.fs, path=snapshot.path, manifest=snapshot.manifest, parts=list(parts))
+    acc = _Accumulator(subset, now_ms, max_findings, first_row)
+    for batch in subset.iter_batches(columns=COLUMNS, batch_size=batch_size):
         acc.add(batch, max_age_ms)
-    return acc.finish(snapshot)
+    return acc
