@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 
 import pyarrow as pa
 
@@ -29,30 +30,35 @@ class KeyRecord:
 
 
 def records_from_batch(batch: pa.RecordBatch | pa.Table) -> Iterator[KeyRecord]:
-    """Yield one `KeyRecord` per row; columns missing from a projection are left empty."""
-    cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+    """Yield one `KeyRecord` per row; columns missing from a projection are left empty.
+
+    Per-key hot path of restore, transfer, stats and cleanup: each column is converted once,
+    and all-null columns (the typed columns of a batch of strings) are not converted at all.
+    """
     n = batch.num_rows
-    empty = [None] * n
+    present = set(batch.schema.names)
 
-    def col(name):
-        return cols.get(name, empty)
+    def column(name: str):
+        if name not in present or batch.column(name).null_count == n:
+            return repeat(None, n)
+        return batch.column(name).to_pylist()
 
-    for i in range(n):
-        fields = col("fields")[i]
-        items = col("items")[i]
-        members = col("members")[i]
-        entries = col("entries")[i]
+    for key, kind, value, fields, items, members, entries, dump, expire_at_ms, size, db, store in zip(
+        column("key"), column("type"), column("value"), column("fields"), column("items"), column("members"),
+        column("entries"), column("dump"), column("expire_at_ms"), column("size_bytes"), column("db"),
+        column("store"),
+    ):
         yield KeyRecord(
-            key=col("key")[i],
-            type=col("type")[i],
-            value=col("value")[i],
-            fields=None if fields is None else tuple((p["field"], p["value"]) for p in fields),
-            items=None if items is None else tuple(items),
-            members=None if members is None else tuple((m["member"], m["score"]) for m in members),
-            entries=None if entries is None else tuple((e["id"], tuple(e["fields"])) for e in entries),
-            dump=col("dump")[i],
-            expire_at_ms=col("expire_at_ms")[i],
-            size_bytes=col("size_bytes")[i] or 0,
-            db=col("db")[i] or 0,
-            store=col("store")[i],
+            key,
+            kind,
+            value,
+            None if fields is None else tuple((p["field"], p["value"]) for p in fields),
+            None if items is None else tuple(items),
+            None if members is None else tuple((m["member"], m["score"]) for m in members),
+            None if entries is None else tuple((e["id"], tuple(e["fields"])) for e in entries),
+            dump,
+            expire_at_ms,
+            size or 0,
+            db or 0,
+            store,
         )

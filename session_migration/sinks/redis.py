@@ -216,7 +216,12 @@ def _typed_write(item: WriteItem, *, nx: bool) -> tuple[bytes, int]:
     rec = item.record
     key = item.key
     if rec.type == "string":
-        args = [b"SET", key, rec.value if rec.value is not None else b""]
+        value = rec.value if rec.value is not None else b""
+        if item.pxat is not None and not nx:  # the common case, packed in one step
+            pxat = b"%d" % item.pxat
+            return (b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$4\r\nPXAT\r\n$%d\r\n%s\r\n"
+                    % (len(key), key, len(value), value, len(pxat), pxat)), 1
+        args = [b"SET", key, value]
         if item.pxat is not None:
             args += [b"PXAT", b"%d" % item.pxat]
         if nx:
