@@ -28,6 +28,7 @@ redis-server:
 
 bench: $(STAMP) redis-server
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run_writes.py
 
 clean:
 	rm -rf $(VENV) demo-snapshots .pytest_cache
