@@ -26,8 +26,7 @@ def main() -> None:
     if mode == "backup":
         from session_migration import backup
 
-        result = {"keys": backup(args[0], args[1], patterns=["sess:*"]).counters.keys, "url": None}
-        result["url"] = None
+        result = {"keys": backup(args[0], args[1], patterns=["sess:*"]).counters.keys}
     elif mode == "audit":
         from session_migration import open_snapshot, storage
         from session_migration.stats import compute_stats
