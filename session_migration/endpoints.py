@@ -115,6 +115,12 @@ class RedisEndpoint:
             base = f"{self.scheme}://{user}{self.host}:{self.port}/{self.db}"
         return f"{base}?{urlencode(query)}" if query else base
 
+    @property
+    def identity(self) -> str:
+        """The server and database alone (no user, password or password_env): stable across
+        runs, so checkpoints and state files of the same target find each other."""
+        return replace(self, password=None, password_env=None, username=None).display_url
+
     def without_password(self, password_env: str) -> RedisEndpoint:
         """This endpoint with its password moved to an environment variable reference."""
         return replace(self, password=None, password_env=password_env)

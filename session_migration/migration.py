@@ -38,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import fsspec
@@ -130,9 +130,6 @@ class MigrationOptions:
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
-
-def _target_id(endpoint: RedisEndpoint) -> str:
-    return replace(endpoint, password=None, password_env=None, username=None).display_url
 
 
 # -- state file ---------------------------------------------------------------------------------
@@ -260,7 +257,7 @@ def preflight(source: RedisEndpoint, target: RedisEndpoint, fs: fsspec.AbstractF
             )
     if not options.dry_run:
         for state in list_migrations(fs, root) if fs.exists(root) else []:
-            if state.needs_rollback and state.target == _target_id(target):
+            if state.needs_rollback and state.target == target.identity:
                 raise MigrationRefused(
                     f"Migration {state.migration_id} onto {state.target} stopped at step {state.step!r} with writes "
                     "on the target; finish it first with resume_rollback (session-migration migrate "
@@ -284,7 +281,7 @@ def new_migration_id() -> str:
 def start_migration(source: RedisEndpoint, target: RedisEndpoint, fs, root: str, options: MigrationOptions,
                     migration_id: str | None = None) -> MigrationState:
     state = MigrationState(migration_id=migration_id or new_migration_id(), source=source.display_url,
-                           target=_target_id(target), options=options.as_dict(), started_at=_now())
+                           target=target.identity, options=options.as_dict(), started_at=_now())
     state.advance(fs, root, "started")
     return state
 
@@ -375,7 +372,7 @@ def rollback(target: RedisEndpoint, fs, root: str, state: MigrationState,
              progress: ProgressFn | None = None) -> dict[str, Any]:
     """Put the target back as the pre-image says. Resumable: each stage is idempotent and its
     completion recorded in the state file, so a re-run continues where the last one stopped."""
-    if state.target != _target_id(target):
+    if state.target != target.identity:
         raise InvalidParameter(f"Migration {state.migration_id} wrote to {state.target}, not {target.display_url}.")
     scope = compile_scope(state.patterns)
     batch_size = int(state.options.get("batch_size", 1000))

@@ -24,7 +24,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import fsspec
@@ -141,13 +141,9 @@ def _now_iso() -> str:
 # -- checkpoint ----------------------------------------------------------------------------------
 
 
-def _target_id(endpoint: RedisEndpoint) -> str:
-    """The target without credentials or how the password is passed: stable across runs."""
-    return replace(endpoint, password=None, password_env=None, username=None).display_url
-
 
 def checkpoint_path(snapshot: Snapshot, endpoint: RedisEndpoint, options: RestoreOptions) -> str:
-    ident = json.dumps({"target": _target_id(endpoint), "options": options.for_checkpoint()}, sort_keys=True)
+    ident = json.dumps({"target": endpoint.identity, "options": options.for_checkpoint()}, sort_keys=True)
     return storage.join(snapshot.path, RESTORES, hashlib.sha256(ident.encode()).hexdigest()[:16] + ".json")
 
 
@@ -202,7 +198,7 @@ def check_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: Re
             refuse_conflicts(RestoreConflict, plan, endpoint.display_url, "restore")
         if not options.dry_run:
             if checkpoint is None:
-                checkpoint = RestoreCheckpoint(snapshot_id=snap.snapshot_id, target=_target_id(endpoint),
+                checkpoint = RestoreCheckpoint(snapshot_id=snap.snapshot_id, target=endpoint.identity,
                                                options=options.for_checkpoint(), started_at=_now_iso())
             checkpoint.preflight_passed = True
             checkpoint.save(snap.fs, ckpt_path)

@@ -27,7 +27,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -130,10 +130,6 @@ class TransferResult:
 # -- checkpoint ----------------------------------------------------------------------------------
 
 
-def _endpoint_id(endpoint: RedisEndpoint) -> str:
-    """An endpoint without credentials or how the password is passed: stable across runs."""
-    return replace(endpoint, password=None, password_env=None, username=None).display_url
-
 
 def _options_id(options: TransferOptions) -> dict[str, Any]:
     return {**options.for_checkpoint(), "batch_size": options.batch_size}
@@ -141,7 +137,7 @@ def _options_id(options: TransferOptions) -> dict[str, Any]:
 
 def checkpoint_file(root: str, source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions) -> str:
     """`<root>/transfers/<16 hex>.json`, named by a sha256 of source, target and options."""
-    ident = json.dumps({"source": _endpoint_id(source), "target": _endpoint_id(target),
+    ident = json.dumps({"source": source.identity, "target": target.identity,
                         "options": _options_id(options)}, sort_keys=True)
     return storage.join(root, TRANSFERS, hashlib.sha256(ident.encode()).hexdigest()[:16] + ".json")
 
@@ -283,7 +279,7 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
                 refuse_conflicts(TransferConflict, plan, target.display_url, "transfer")
             if not options.dry_run:
                 if checkpoint is None:
-                    checkpoint = TransferCheckpoint(source=_endpoint_id(source), target=_endpoint_id(target),
+                    checkpoint = TransferCheckpoint(source=source.identity, target=target.identity,
                                                     options=_options_id(options), started_at=_now_iso())
                 checkpoint.preflight_passed = True
                 checkpoint.save(fs, ckpt_path)
