@@ -10,38 +10,40 @@ Memory stays flat whatever the snapshot size, except for two documented, bounded
   beyond that they are counted in `findings_total`, not kept.
 
 Everything else is aggregates (counters per store/type/status, TTL and size buckets) and a
-heap of the `TOP_K` largest keys. Counting, sizes and TTLs are vectorised over a small pandas
-DataFrame per batch; only `classify` runs per row. Keys leave this module redacted only.
+heap of the `TOP_K` largest keys. Counting, sizes and TTLs are vectorised over each Arrow
+batch; only the session judgement (`classify_batch`) runs per row. Runs of row groups are
+spread over one process per core (`parallel.map_ordered`) and their aggregates merged in row
+order, so the result does not depend on the number of processes. Keys leave this module
+redacted only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import heapq
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-from fsspec.implementations.memory import MemoryFileSystem
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from .record import records_from_batch
+from . import parallel, storage
 from .redaction import redact_key
-from .sessions import SessionStatus, classify
-from .snapshot import Snapshot
+from .sessions import SessionStatus
+from .sessions.registry import classify_batch
+from .snapshot import PARTS, READ_BUFFER_BYTES, PartInfo, Snapshot
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 TOP_K = 10
 MAX_FINDINGS = 100_000
 BATCH_ROWS = 10_000
+SLICES_PER_WORKER = 4  # tasks a process gets, at least (parts are cut into runs of row groups)
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in SessionStatus)
 UNKNOWN_STORE = "unknown"  # the name the manifest's by_store also uses for "no store"
@@ -103,16 +105,16 @@ class SnapshotStats:
 
 
 class _Accumulator:
-    """The running aggregates of one pass; `finish` turns them into `SnapshotStats`."""
+    """The running aggregates of consecutive rows (a slice of a part, or merged slices); `finish` makes `SnapshotStats`."""
 
-    def __init__(self, snapshot: Snapshot, now_ms: int, max_findings: int, first_row: int = 0) -> None:
-        self.stats = SnapshotStats(snapshot_id=snapshot.snapshot_id, as_of_ms=now_ms, max_findings=max_findings)
+    def __init__(self, snapshot_id: str, now_ms: int, max_findings: int, first_row: int = 0, rows: int = 0) -> None:
+        self.stats = SnapshotStats(snapshot_id=snapshot_id, as_of_ms=now_ms, max_findings=max_findings)
         self.first_row = first_row  # row number of this accumulator's first row in the whole snapshot
         self.now_ms = now_ms
-        # Sized from the manifest (rows were verified by open/validate); grown if ever short.
-        self.sizes = np.empty(sum(p.rows for p in snapshot.parts), dtype=np.int64)
+        # Sized from the row counts of the manifest or the Parquet footer; grown if ever short.
+        self.sizes = np.empty(rows, dtype=np.int64)
         self.by_type: Counter[str] = Counter()
-        self.pairs: Counter[tuple[str, str]] = Counter()
+        self.pairs: Counter[tuple[str | None, SessionStatus]] = Counter()
         self.reasons: Counter[tuple[str, str, str]] = Counter()
         self.ttl = np.zeros(len(TTL_BUCKETS), dtype=np.int64)
         self.size_hist = np.zeros(len(SIZE_BUCKETS), dtype=np.int64)
@@ -120,43 +122,38 @@ class _Accumulator:
 
     def add(self, batch: pa.RecordBatch, max_age_ms: Mapping[str, int] | None) -> None:
         start, n = self.stats.keys, batch.num_rows
-        stores, statuses = self._classify(batch, max_age_ms)
-        frame = pd.DataFrame({
-            "type": batch.column("type").to_numpy(zero_copy_only=False),
-            "size": batch.column("size_bytes").to_numpy(zero_copy_only=False).astype(np.int64, copy=False),
-            "expire": batch.column("expire_at_ms").to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get),
-            "store": stores,
-            "status": statuses,
-        })
-        self.by_type.update(frame["type"].value_counts().to_dict())
-        self.pairs.update(frame.groupby(["store", "status"]).size().to_dict())
-        self._ttl(frame["expire"])
-        sizes = frame["size"].to_numpy()
+        verdicts = classify_batch(batch, self.now_ms, max_age_ms)
+        stores = verdicts.stores
+        self.pairs.update(zip(stores, verdicts.statuses))  # store None and enum statuses: named in `finish`
+        self._findings(batch, stores, verdicts.statuses, verdicts.reasons)
+        types = pc.value_counts(batch.column("type"))
+        self.by_type.update(dict(zip(types.field("values").to_pylist(), types.field("counts").to_pylist())))
+        self._ttl(batch.column("expire_at_ms"))
+        sizes = batch.column("size_bytes").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         self.size_hist += np.bincount(np.searchsorted(_SIZE_EDGES, sizes, side="right"), minlength=len(SIZE_BUCKETS))
         self._store_sizes(start, sizes)
-        self._top(batch, frame, start)
+        self._top(batch, sizes, stores, start)
         self.stats.keys += n
         self.stats.bytes += int(sizes.sum())
 
-    def _classify(self, batch: pa.RecordBatch, max_age_ms: Mapping[str, int] | None) -> tuple[list[str], list[str]]:
-        stores, statuses = [], []
+    def _findings(self, batch: pa.RecordBatch, stores: list[str | None], statuses: list[SessionStatus],
+                  reasons: list[str]) -> None:
+        if statuses.count(SessionStatus.VALID) == len(statuses):  # the usual batch: one pass in C
+            return
         findings, cap = self.stats.findings, self.stats.max_findings
-        for record in records_from_batch(batch):
-            verdict = classify(record, self.now_ms, max_age_ms)
-            store, status = verdict.store or UNKNOWN_STORE, verdict.status.value
-            stores.append(store)
-            statuses.append(status)
-            if verdict.status is not SessionStatus.VALID:
-                self.stats.findings_total += 1
-                self.reasons[(store, status, verdict.reason)] += 1
-                if len(findings) < cap:
-                    findings.append({"redacted_key": redact_key(record.key), "store": store,
-                                     "status": status, "reason": verdict.reason})
-        return stores, statuses
+        for i, status in enumerate(statuses):
+            if status is SessionStatus.VALID:
+                continue
+            store = stores[i] or UNKNOWN_STORE
+            self.stats.findings_total += 1
+            self.reasons[(store, status.value, reasons[i])] += 1
+            if len(findings) < cap:
+                findings.append({"redacted_key": redact_key(batch.column("key")[i].as_py()), "store": store,
+                                 "status": status.value, "reason": reasons[i]})
 
-    def _ttl(self, expire: pd.Series) -> None:
-        has = expire.notna().to_numpy()
-        remaining = expire[has].to_numpy(dtype=np.int64) - self.now_ms
+    def _ttl(self, expire: pa.Array) -> None:
+        has = np.asarray(expire.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        remaining = pc.fill_null(expire, 0).to_numpy()[has] - self.now_ms
         self.ttl[:-1] += np.bincount(np.searchsorted(_TTL_EDGES, remaining, side="right"), minlength=len(TTL_BUCKETS) - 1)
         self.ttl[-1] += int((~has).sum())
         self.stats.expiring_within_1h += int(((remaining > 0) & (remaining <= HOUR_MS)).sum())
@@ -168,19 +165,22 @@ class _Accumulator:
             self.sizes = np.resize(self.sizes, max(end, 2 * len(self.sizes)))
         self.sizes[start:end] = sizes
 
-    def _top(self, batch: pa.RecordBatch, frame: pd.DataFrame, start: int) -> None:
-        sizes = frame["size"].to_numpy()
-        picks = np.argpartition(sizes, -TOP_K)[-TOP_K:] if len(sizes) > TOP_K else np.arange(len(sizes))
+    def _top(self, batch: pa.RecordBatch, sizes: np.ndarray, stores: list[str | None], start: int) -> None:
+        picks = np.arange(len(sizes))
+        if len(sizes) > TOP_K:  # the batch's own top K, ties to the earliest rows (as the heap breaks them)
+            kth = np.partition(sizes, -TOP_K)[-TOP_K]
+            above = np.flatnonzero(sizes > kth)
+            picks = np.concatenate([above, np.flatnonzero(sizes == kth)[: TOP_K - len(above)]])
         for i in picks.tolist():
             item = (int(sizes[i]), -(self.first_row + start + i))
             if len(self.top) == TOP_K and item <= self.top[0][:2]:
                 continue
             entry = {"redacted_key": redact_key(batch.column("key")[i].as_py()), "size_bytes": item[0],
-                     "type": frame["type"].iat[i], "store": frame["store"].iat[i]}
+                     "type": batch.column("type")[i].as_py(), "store": stores[i] or UNKNOWN_STORE}
             (heapq.heapreplace if len(self.top) == TOP_K else heapq.heappush)(self.top, (*item, entry))
 
     def merge(self, other: _Accumulator) -> None:
-        """Fold in the accumulator of the parts that follow this one's."""
+        """Fold in the accumulator of the rows that follow this one's."""
         s, o = self.stats, other.stats
         self._store_sizes(s.keys, other.sizes[: o.keys])
         s.keys += o.keys
@@ -206,7 +206,10 @@ class _Accumulator:
         s.by_type = dict(sorted(self.by_type.items()))
         s.by_status = {status: 0 for status in STATUSES}
         s.by_store = {}
-        for (store, status), count in sorted(self.pairs.items()):
+        pairs: Counter[tuple[str, str]] = Counter()
+        for (store, status), count in self.pairs.items():
+            pairs[(store or UNKNOWN_STORE, status.value)] += count
+        for (store, status), count in sorted(pairs.items()):
             s.by_store.setdefault(store, {st: 0 for st in STATUSES})[status] = int(count)
             s.by_status[status] += int(count)
         s.ttl_buckets = dict(zip(TTL_BUCKETS, (int(x) for x in self.ttl)))
@@ -243,46 +246,37 @@ def compute_stats(
     `now_ms` (default: now) is the instant TTLs and session expiry are judged against;
     `max_age_ms` passes per-store maximum ages to `classify` (e.g. aiohttp's max_age).
     Only the parts listed in `snapshot.parts` are read, so a caller may leave out parts that
-    failed validation. `workers` processes (default: one per core) share the parts.
+    failed validation. `workers` processes (default: one per core, one process for small
+    snapshots) share runs of row groups; the result is the same whatever their number.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
-    groups = _part_groups(snapshot, workers if workers is not None else (os.cpu_count() or 1))
-    if len(groups) < 2 or isinstance(snapshot.fs, MemoryFileSystem):  # memory:// lives in this process only
-        acc = _accumulate(snapshot, snapshot.parts, 0, now_ms, max_age_ms, max_findings, batch_size)
-        return acc.finish(snapshot)
-    # classify is pure Python: one process per core over disjoint groups of parts, merged in order.
-    context = multiprocessing.get_context("spawn")  # never fork a process that runs Prefect's threads
-    with ProcessPoolExecutor(max_workers=len(groups), mp_context=context) as pool:
-        futures = [pool.submit(_accumulate, snapshot, parts, first_row, now_ms, max_age_ms, max_findings, batch_size)
-                   for parts, first_row in groups]
-        accs = [f.result() for f in futures]
-    for other in accs[1:]:
-        accs[0].merge(other)
-    return accs[0].finish(snapshot)
+    rows = sum(p.rows for p in snapshot.parts)
+    n = parallel.worker_count(workers, rows)
+    # Several slices a process, so a process slowed down by other work gets fewer of them.
+    slices = 1 if n < 2 else -(-SLICES_PER_WORKER * n // max(1, len(snapshot.parts)))
+    tasks, first_row = [], 0
+    for part in snapshot.parts:
+        tasks += [(snapshot.fs, snapshot.path, snapshot.snapshot_id, part, first_row, (k, slices), now_ms, max_age_ms,
+                   max_findings, batch_size) for k in range(slices)]
+        first_row += part.rows
+    total = _Accumulator(snapshot.snapshot_id, now_ms, max_findings, rows=rows)
+    for acc in parallel.map_ordered(_slice_stats, tasks, n, snapshot.fs):  # in row order: findings keep it
+        total.merge(acc)
+    return total.finish(snapshot)
 
 
-def _part_groups(snapshot: Snapshot, workers: int) -> list[tuple[list, int]]:
-    """Split the parts into at most `workers` contiguous groups of similar row counts."""
-    parts = list(snapshot.parts)
-    if workers < 2 or len(parts) < 2:
-        return [(parts, 0)]
-    total = sum(p.rows for p in parts)
-    groups, current, first_row, seen = [], [], 0, 0
-    for part in parts:
-        current.append(part)
-        seen += part.rows
-        if len(groups) < workers - 1 and seen >= total * (len(groups) + 1) / workers:
-            groups.append((current, first_row))
-            current, first_row = [], seen
-    if current:
-        groups.append((current, first_row))
-    return groups
-
-
-def _accumulate(snapshot: Snapshot, parts: list, first_row: int, now_ms: int, max_age_ms, max_findings: int,
-                batch_size: int) -> _Accumulator:
-    subset = Snapshot(fs=snapshot.fs, path=snapshot.path, manifest=snapshot.manifest, parts=list(parts))
-    acc = _Accumulator(subset, now_ms, max_findings, first_row)
-    for batch in subset.iter_batches(columns=COLUMNS, batch_size=batch_size):
-        acc.add(batch, max_age_ms)
+def _slice_stats(fs, path: str, snapshot_id: str, part: PartInfo, part_first_row: int, slice_: tuple[int, int],
+                 now_ms: int, max_age_ms, max_findings: int, batch_size: int) -> _Accumulator:
+    """The aggregates of slice k of n of a part (a contiguous run of its row groups)."""
+    k, n = slice_
+    with fs.open(storage.join(path, PARTS, part.name), "rb") as fh:
+        pf = pq.ParquetFile(fh, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
+        groups = pf.metadata.num_row_groups
+        mine = list(range(k * groups // n, (k + 1) * groups // n))
+        before = sum(pf.metadata.row_group(g).num_rows for g in range(mine[0] if mine else 0))
+        acc = _Accumulator(snapshot_id, now_ms, max_findings, part_first_row + before,
+                           rows=sum(pf.metadata.row_group(g).num_rows for g in mine))
+        if mine:
+            for batch in pf.iter_batches(batch_size=batch_size, columns=list(COLUMNS), row_groups=mine):
+                acc.add(batch, max_age_ms)
     return acc

@@ -2,9 +2,14 @@
 
 Checks, in order: the manifest (present, JSON, this format, known version, unedited), then
 every part (present, size, sha256, Parquet, schema, row count), files the manifest does not
-list, and finally the rows themselves (duplicate keys, keys outside the declared scope),
-streamed part by part with only the `key` column in memory. Restore and transfer run this
-before they write anything.
+list, and finally the rows themselves (duplicate keys, keys outside the declared scope).
+Restore and transfer run this before they write anything.
+
+Parts are checked by one process per core (`parallel.map_ordered`), each streaming only the
+`key` column of its part. The scope check is one regex over a whole batch of keys, with
+exactly Redis' MATCH semantics (`redis_glob`). Duplicates are found across all parts from a
+keyed 64-bit digest per key (8 bytes a row), sorted once; keys with equal digests are read
+back and compared, so the count is exact.
 """
 
 from __future__ import annotations
@@ -12,21 +17,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import fsspec
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import storage
-from .patterns import compile_scope
+from . import parallel, storage
 from .redaction import redact_key
+from .redis_glob import ScopeMatcher
 from .schema import FORMAT_NAME, FORMAT_VERSION, RECORD_SCHEMA
-from .seen import SeenKeys
 from .snapshot import CHECKPOINT, MANIFEST, PARTS, READ_BUFFER_BYTES, PartInfo, manifest_checksum
 
 MAX_EXAMPLES = 5  # redacted example keys kept per row-level problem
+KEY_BATCH_ROWS = 65_536  # keys decoded at a time (a few MB)
 
 
 @dataclass(frozen=True)
@@ -60,17 +68,32 @@ class ValidationReport:
         return data
 
 
-def validate_snapshot(fs: fsspec.AbstractFileSystem, path: str, *, check_rows: bool = True) -> ValidationReport:
+def validate_snapshot(fs: fsspec.AbstractFileSystem, path: str, *, check_rows: bool = True,
+                      workers: int | None = None) -> ValidationReport:
+    """Check `path` and report every problem found; never raises for bad data.
+
+    Parts are checked by `workers` processes (default: one per core, one process for small
+    snapshots); the report is the same whatever their number.
+    """
     where = storage.unstrip(fs, path)
     report = ValidationReport(snapshot=where, checked_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     manifest = _check_manifest(fs, path, report)
     if manifest is None:
         return report
     parts = _listed_parts(manifest, report)
-    good_parts = [p for p in parts if _check_part(fs, path, p, report)]
+    patterns = manifest.get("scope", {}).get("patterns") or ["*"]
+    hash_key = secrets.token_hex(8)  # unknown in advance: nobody can craft keys whose digests collide
+    tasks = [(fs, path, part, patterns if check_rows else None, hash_key) for part in parts]
+    n = parallel.worker_count(workers, sum(p.rows for p in parts))
+    checked = list(zip(parts, parallel.map_ordered(_check_part, tasks, n, fs)))  # in part order, as the report lists them
+    for _part, result in checked:
+        report.parts_checked += 1
+        report.checksums_verified += result.checksum_ok
+        report.problems.extend(result.problems)
     _check_unlisted(fs, path, {p.name for p in parts}, report)
-    if check_rows and good_parts:
-        _check_rows(fs, path, good_parts, manifest, report)
+    good = [(part, result) for part, result in checked if result.good]
+    if check_rows and good:
+        _report_rows(fs, path, good, report)
     return report
 
 
@@ -117,39 +140,70 @@ def _listed_parts(manifest: dict[str, Any], report: ValidationReport) -> list[Pa
     return parts
 
 
-def _check_part(fs, path: str, part: PartInfo, report: ValidationReport) -> bool:
+@dataclass
+class _PartResult:
+    """What one worker found in one part; `hashes` etc. are only set for a good part."""
+
+    problems: list[Problem] = field(default_factory=list)
+    checksum_ok: bool = False
+    good: bool = False
+    hashes: np.ndarray | None = None  # 64-bit keyed digest of every key, in row order
+    outside: int = 0  # rows out of scope
+    outside_examples: list[str] = field(default_factory=list)
+
+
+def _check_part(fs, path: str, part: PartInfo, patterns: list[str] | None, hash_key: str) -> _PartResult:
+    """Bytes, checksum, Parquet, schema and row count of one part; then its keys if `patterns`."""
+    result = _PartResult()
     file = storage.join(path, PARTS, part.name)
-    report.parts_checked += 1
+
+    def problem(code: str, message: str) -> _PartResult:
+        result.problems.append(Problem(code, message, part.name))
+        return result
+
     try:
         size = fs.size(file)
     except FileNotFoundError:
-        report.add("part-missing", f"{part.name} is listed in the manifest but missing.", part.name)
-        return False
+        return problem("part-missing", f"{part.name} is listed in the manifest but missing.")
     if size != part.bytes:
-        report.add("part-size", f"{part.name} has {size} bytes, the manifest says {part.bytes} (truncated or replaced).", part.name)
-        return False
+        return problem("part-size", f"{part.name} has {size} bytes, the manifest says {part.bytes} (truncated or replaced).")
     digest = hashlib.sha256()
     with fs.open(file, "rb") as fh:
         while chunk := fh.read(READ_BUFFER_BYTES):
             digest.update(chunk)
     if digest.hexdigest() != part.sha256:
-        report.add("part-checksum", f"{part.name} fails its sha256 check: its bytes were altered.", part.name)
-        return False
-    report.checksums_verified += 1
+        return problem("part-checksum", f"{part.name} fails its sha256 check: its bytes were altered.")
+    result.checksum_ok = True
     try:
         with fs.open(file, "rb") as fh:
             meta = pq.ParquetFile(fh)
             schema, rows = meta.schema_arrow, meta.metadata.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
-        report.add("part-not-parquet", f"{part.name} is not a readable Parquet file ({exc}).", part.name)
-        return False
+        return problem("part-not-parquet", f"{part.name} is not a readable Parquet file ({exc}).")
     if not schema.equals(RECORD_SCHEMA):
-        report.add("part-schema", f"{part.name} does not have the snapshot record schema.", part.name)
-        return False
+        return problem("part-schema", f"{part.name} does not have the snapshot record schema.")
     if rows != part.rows:
-        report.add("part-rows", f"{part.name} holds {rows} rows, the manifest says {part.rows}.", part.name)
-        return False
-    return True
+        return problem("part-rows", f"{part.name} holds {rows} rows, the manifest says {part.rows}.")
+    result.good = True
+    if patterns is not None:
+        _check_keys(fs, file, part, ScopeMatcher(patterns), hash_key, result)
+    return result
+
+
+def _check_keys(fs, file: str, part: PartInfo, scope: ScopeMatcher, hash_key: str, result: _PartResult) -> None:
+    """Scope of every key, and the digests the duplicate check compares across parts."""
+    hashes = []
+    with fs.open(file, "rb") as fh:
+        pf = pq.ParquetFile(fh, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
+        for batch in pf.iter_batches(batch_size=KEY_BATCH_ROWS, columns=["key"]):
+            keys = batch.column("key")
+            # siphash with a random key, in C over the whole batch; collisions are only candidates
+            hashes.append(pd.util.hash_array(keys.to_numpy(zero_copy_only=False), categorize=False, hash_key=hash_key))
+            outside = np.flatnonzero(~scope.mask(keys))
+            result.outside += len(outside)
+            for i in outside[: MAX_EXAMPLES - len(result.outside_examples)].tolist():
+                result.outside_examples.append(f"{redact_key(keys[i].as_py())} in {part.name}")
+    result.hashes = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
 
 
 def _check_unlisted(fs, path: str, listed: set[str], report: ValidationReport) -> None:
@@ -162,28 +216,45 @@ def _check_unlisted(fs, path: str, listed: set[str], report: ValidationReport) -
         report.add("part-unlisted", f"{name} is in parts/ but not listed in the manifest.", name)
 
 
-def _check_rows(fs, path: str, parts: list[PartInfo], manifest: dict[str, Any], report: ValidationReport) -> None:
-    scope = compile_scope(manifest.get("scope", {}).get("patterns") or ["*"])
-    seen = SeenKeys()
-    duplicates: list[str] = []
-    outside: list[str] = []
-    n_dup = n_out = 0
-    for part in parts:
-        with fs.open(storage.join(path, PARTS, part.name), "rb") as fh:
-            pf = pq.ParquetFile(fh, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
-            for batch in pf.iter_batches(batch_size=10_000, columns=["key"]):
-                keys = batch.column("key").to_pylist()
-                report.rows_checked += len(keys)
-                for key, new in zip(keys, seen.add_new(keys)):
-                    if not new:
-                        n_dup += 1
-                        if len(duplicates) < MAX_EXAMPLES:
-                            duplicates.append(f"{redact_key(key)} in {part.name}")
-                    if not scope.fullmatch(key):
-                        n_out += 1
-                        if len(outside) < MAX_EXAMPLES:
-                            outside.append(f"{redact_key(key)} in {part.name}")
+def _report_rows(fs, path: str, good: list[tuple[PartInfo, _PartResult]], report: ValidationReport) -> None:
+    report.rows_checked += sum(len(result.hashes) for _part, result in good)
+    n_dup, duplicates = _duplicates(fs, path, good)
     if n_dup:
         report.add("duplicate-keys", f"{n_dup} key(s) appear more than once, e.g. {', '.join(duplicates)}.")
+    n_out = sum(result.outside for _part, result in good)
     if n_out:
+        outside = [example for _part, result in good for example in result.outside_examples][:MAX_EXAMPLES]
         report.add("out-of-scope", f"{n_out} row(s) are outside the snapshot's declared patterns, e.g. {', '.join(outside)}.")
+
+
+def _duplicates(fs, path: str, good: list[tuple[PartInfo, _PartResult]]) -> tuple[int, list[str]]:
+    """Rows whose key an earlier row (in part order) already has: their count and first examples.
+
+    Equal digests only make candidates: their keys are read back and compared, so a digest
+    collision never reports a duplicate. Memory: 8 bytes a row, plus the candidates' keys.
+    """
+    hashes = np.concatenate([result.hashes for _part, result in good])
+    order = np.argsort(hashes, kind="stable")
+    equal = hashes[order[1:]] == hashes[order[:-1]]
+    if not equal.any():
+        return 0, []
+    candidate = np.zeros(len(hashes), dtype=bool)
+    candidate[order[1:][equal]] = True
+    candidate[order[:-1][equal]] = True
+    seen: set[bytes] = set()
+    count, examples, first = 0, [], 0
+    for part, result in good:  # in row order, so the first occurrence is the one kept
+        rows = np.flatnonzero(candidate[first:first + len(result.hashes)])
+        first += len(result.hashes)
+        if not len(rows):
+            continue
+        with fs.open(storage.join(path, PARTS, part.name), "rb") as fh:
+            keys = pq.ParquetFile(fh, pre_buffer=False).read(columns=["key"]).column("key").take(rows).to_pylist()
+        for key in keys:
+            if key in seen:
+                count += 1
+                if len(examples) < MAX_EXAMPLES:
+                    examples.append(f"{redact_key(key)} in {part.name}")
+            else:
+                seen.add(key)
+    return count, examples

@@ -7,23 +7,31 @@ no TTL (connect-redis `disableTTL`): then nothing will ever remove it -> stale.
 from __future__ import annotations
 
 from ..record import KeyRecord
-from .model import Context, Corrupt, Verdict, iso_to_ms, load_json_object, stale, valid
+from .model import Context, Corrupt, Verdict, datetime_to_ms, load_json_object, parse_iso, stale, valid
+
+
+_VALID = valid("JSON session with a cookie object")
 
 
 def judge(record: KeyRecord, ctx: Context) -> Verdict:
-    doc = load_json_object(record.value or b"")
+    return judge_value(record.value or b"", record.expire_at_ms, ctx)
+
+
+def judge_value(value: bytes, expire_at_ms: int | None, ctx: Context) -> Verdict:
+    """The judgement from the payload and TTL alone (what `classify_batch` calls per row)."""
+    doc = load_json_object(value)
     cookie = doc.get("cookie")
     if not isinstance(cookie, dict):
         raise Corrupt("JSON session has no cookie object")
     expires = cookie.get("expires")
-    expires_ms = None
-    if expires is not None:
-        if not isinstance(expires, str):
-            raise Corrupt("cookie.expires is not a string")
-        try:
-            expires_ms = iso_to_ms(expires)
-        except ValueError:
-            raise Corrupt("cookie.expires is not an ISO-8601 time") from None
-    if record.expire_at_ms is None and expires_ms is not None and expires_ms <= ctx.now_ms:
+    if expires is None:
+        return _VALID
+    if not isinstance(expires, str):
+        raise Corrupt("cookie.expires is not a string")
+    try:
+        moment = parse_iso(expires)  # checked even with a TTL: a malformed expiry is corrupt
+    except ValueError:
+        raise Corrupt("cookie.expires is not an ISO-8601 time") from None
+    if expire_at_ms is None and datetime_to_ms(moment) <= ctx.now_ms:
         return stale("cookie.expires has passed and the key has no TTL, so nothing removes it")
-    return valid("JSON session with a cookie object")
+    return _VALID

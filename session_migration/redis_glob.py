@@ -1,0 +1,139 @@
+"""Redis glob patterns (`SCAN ... MATCH`) as one regex, applied to a whole key column at once.
+
+    in_scope = scope_mask(batch.column("key"), ["sess:*", "session_[0-9]*"])   # numpy bool array
+
+The translation follows Redis' `stringmatchlen` (src/util.c) byte for byte, quirks included,
+because validation must say "out of scope" exactly when the server would not have matched:
+
+- `*` any bytes, `?` one byte, `\\x` the byte x; a trailing lone `\\` is a literal backslash.
+- `[...]` a set, `[^...]` its complement; inside, `\\x` is x and `a-z` a range whose ends may
+  come in either order. The first `]` ends the set (so `[]` is empty and `[^]` is any byte),
+  an unterminated `[` runs to the end of the pattern, and `a-]` is a range whose `]` does not
+  close the set. Range ends compare as C `char`, signed on the x86-64 and Linux builds servers
+  run (so `[a-\\xff]` means bytes 0xff and 0x00-0x61).
+- Pattern `*` alone matches every key, even the empty one (SCAN does not match then); any
+  other pattern needs at least one byte of key.
+
+Matching runs in Arrow (RE2, binary input is matched byte-wise); Python's `re` takes over if
+RE2 refuses the expression.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def glob_to_regex(pattern: str | bytes) -> str:
+    """The regex body (no anchors) matching exactly the keys Redis matches with `pattern`."""
+    pat = pattern.encode("utf-8") if isinstance(pattern, str) else bytes(pattern)
+    out: list[str] = []
+    i, n = 0, len(pat)
+    while i < n:
+        c = pat[i]
+        if c == 0x2A:  # '*': runs of stars are one star
+            while i + 1 < n and pat[i + 1] == 0x2A:
+                i += 1
+            out.append(".*")
+        elif c == 0x3F:  # '?'
+            out.append(".")
+        elif c == 0x5B:  # '['
+            members, i = _bracket(pat, i + 1)
+            out.append(_byte_class(members))
+        else:
+            if c == 0x5C and i + 1 < n:  # '\': the next byte is literal
+                i += 1
+            out.append(_byte(pat[i]))
+        i += 1
+    return "".join(out)
+
+
+def _bracket(pat: bytes, i: int) -> tuple[set[int], int]:
+    """Parse a set starting after its '['; return its bytes and the index of its last byte.
+
+    Mirrors the C loop step by step (including where it reads past the end), so every
+    malformed set means what it means to the server.
+    """
+    n = len(pat)
+    negate = i < n and pat[i] == 0x5E  # '^'
+    if negate:
+        i += 1
+    members: set[int] = set()
+    while True:
+        left = n - i
+        if left >= 2 and pat[i] == 0x5C:  # '\x' inside a set: x itself
+            i += 1
+            members.add(pat[i])
+        elif left >= 1 and pat[i] == 0x5D:  # ']' closes the set
+            break
+        elif left <= 0:  # unterminated: the set ends with the pattern
+            i -= 1
+            break
+        elif left >= 3 and pat[i + 1] == 0x2D:  # 'a-z'
+            lo, hi = sorted((_signed(pat[i]), _signed(pat[i + 2])))
+            members.update(b for b in range(256) if lo <= _signed(b) <= hi)
+            i += 2
+        else:
+            members.add(pat[i])
+        i += 1
+    return (set(range(256)) - members if negate else members), i
+
+
+def _signed(b: int) -> int:
+    return b - 256 if b >= 128 else b
+
+
+def _byte(b: int) -> str:
+    return chr(b) if chr(b).isascii() and chr(b).isalnum() else f"\\x{b:02x}"
+
+
+def _byte_class(members: set[int]) -> str:
+    if not members:
+        return "[^\\x00-\\xff]"  # matches nothing
+    runs, ordered = [], sorted(members)
+    start = prev = ordered[0]
+    for b in ordered[1:] + [None]:
+        if b is not None and b == prev + 1:
+            prev = b
+            continue
+        runs.append(f"\\x{start:02x}" if start == prev else f"\\x{start:02x}-\\x{prev:02x}")
+        if b is not None:
+            start = prev = b
+    return "[" + "".join(runs) + "]"
+
+
+def scope_regex(patterns: Iterable[str]) -> str:
+    """One regex body matching any of `patterns` (for a full match of the whole key)."""
+    return "|".join(f"(?:{glob_to_regex(p)})" for p in patterns)
+
+
+class ScopeMatcher:
+    """Which keys of an Arrow binary column the manifest's patterns cover, as Redis decides."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        body = scope_regex(patterns)
+        self._arrow = f"(?s)^(?:{body})$"  # RE2: `$` is the end of the text, never before a final newline
+        self._python = re.compile(f"(?s)(?:{body})".encode("ascii"))
+        self._empty_ok = "*" in patterns  # only the lone '*' covers the empty key
+        self._use_arrow = True
+
+    def fullmatch(self, key: bytes) -> bool:
+        return self._empty_ok if not key else self._python.fullmatch(key) is not None
+
+    def mask(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Boolean numpy array: True where the key is in scope."""
+        if self._use_arrow:
+            try:
+                matched = pc.match_substring_regex(keys, self._arrow)
+            except pa.ArrowInvalid:  # RE2 rejected the expression (e.g. too large): Python's re then
+                self._use_arrow = False
+            else:
+                result = np.asarray(matched.to_numpy(zero_copy_only=False), dtype=bool)
+                empty = np.asarray(pc.equal(pc.binary_length(keys), 0).to_numpy(zero_copy_only=False), dtype=bool)
+                result[empty] = self._empty_ok
+                return result
+        return np.fromiter((self.fullmatch(k) for k in keys.to_pylist()), dtype=bool, count=len(keys))
