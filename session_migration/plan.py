@@ -1,22 +1,26 @@
 """What restore and transfer share before and while they write: the dry-run plan (what each key
 would do on the target), rename collisions and conflicts that refuse a run before its first
-write, the per-batch split of records into expired / below min_ttl / written, the result
-summary and the JSON checkpoint.
+write, the per-batch split of rows into expired / below min_ttl / written (columnar: rename
+and TTL policy are Arrow/NumPy operations over the batch), the result summary and the JSON
+checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import storage
 from .errors import SnapshotInvalid
 from .options import RestoreOptions
-from .record import KeyRecord
+from .record import records_from_batch
 from .redaction import redact_key
 from .seen import SeenKeys
 from .sinks.redis import RedisSink, WriteItem
@@ -24,41 +28,55 @@ from .sinks.redis import RedisSink, WriteItem
 MAX_EXAMPLES = 5
 PLAN_KEYS = ("would_create", "would_overwrite", "would_skip_existing")
 _OUTCOMES = ("expired_on_arrival", "below_min_ttl", *PLAN_KEYS, "conflicts")
+_NEVER = np.iinfo(np.int64).max
 
-ExpiryFn = Callable[[int | None], tuple[str, int | None]]
+
+@dataclass
+class Expiries:
+    """What the TTL policy makes of a batch's rows."""
+
+    pxat: pa.Array  # int64 absolute expiry on the target, Unix ms; null = no expiry
+    expired: np.ndarray  # bool: already expired on arrival, not written
+    below_min_ttl: np.ndarray  # bool: would expire within min_ttl_ms, not written
+
+    @property
+    def kept(self) -> np.ndarray:
+        return ~(self.expired | self.below_min_ttl)
+
+    def statuses(self) -> list[str]:
+        """Per row: "expired", "below_min_ttl" or "write"."""
+        return np.where(self.expired, "expired", np.where(self.below_min_ttl, "below_min_ttl", "write")).tolist()
 
 
 class WriteRules:
-    """A run's rename and TTL policy, applied key by key."""
+    """A run's rename and TTL policy, applied to a batch's columns."""
 
     def __init__(self, options: RestoreOptions):
         self.options = options
         self.rename = (options.rename_prefix[0].encode(), options.rename_prefix[1].encode()) if options.rename_prefix else None
 
-    def target_key(self, key: bytes) -> bytes:
-        if self.rename and key.startswith(self.rename[0]):
-            return self.rename[1] + key[len(self.rename[0]):]
-        return key
+    def target_names(self, keys: pa.Array) -> pa.Array:
+        if not self.rename:
+            return keys
+        old, new = self.rename
+        renamed = pc.binary_join_element_wise(pa.scalar(new, pa.binary()), pc.binary_slice(keys, len(old), 2**31 - 1),
+                                              pa.scalar(b"", pa.binary()))
+        return pc.if_else(pc.starts_with(keys, old), renamed, keys)
 
-    def expiry(self, expire_at_ms: int | None, now_ms: int, since_ms: int | None) -> tuple[str, int | None]:
-        """("write", pxat) | ("expired", None) | ("below_min_ttl", None).
-
-        absolute: the source's instant; relative: the TTL `expire_at_ms` had at `since_ms` (the
-        snapshot's end, or the source's time at read), started again at the target's `now_ms`
-        (None: as absolute); none: no expiry.
-        """
+    def expiries(self, expire_at_ms: pa.Array, now_ms: int, since_ms: int | None) -> Expiries:
+        """absolute: the source's instant; relative: the TTL `expire_at_ms` had at `since_ms`
+        (the snapshot's end, or the source's time at read), started again at the target's
+        `now_ms` (None: as absolute); none: no expiry."""
         policy = self.options.ttl_policy
-        if expire_at_ms is None or policy == "none":
-            return "write", None
-        if policy == "absolute" or since_ms is None:
-            pxat = expire_at_ms
+        if policy == "none":
+            pxat = pa.nulls(len(expire_at_ms), pa.int64())
+        elif policy == "absolute" or since_ms is None:
+            pxat = expire_at_ms.cast(pa.int64())
         else:
-            pxat = now_ms + (expire_at_ms - since_ms)
-        if pxat <= now_ms:
-            return "expired", None
-        if pxat - now_ms < self.options.min_ttl_ms:
-            return "below_min_ttl", None
-        return "write", pxat
+            pxat = pc.add(expire_at_ms.cast(pa.int64()), now_ms - since_ms)
+        left = pc.fill_null(pc.subtract(pxat, now_ms), _NEVER).to_numpy()
+        expired = left <= 0
+        return Expiries(pxat, expired, ~expired & (left < self.options.min_ttl_ms))
 
 
 def new_plan(*counts: str) -> dict[str, Any]:
@@ -133,23 +151,39 @@ def run_summary(head: dict[str, Any], counters: Any, *, checkpoint: str | None, 
     return data
 
 
-def write_unexpired(sink: RedisSink, records: Sequence[KeyRecord], names: Sequence[bytes], exists: Sequence[bool],
-                    expiry: ExpiryFn, counters: Any, *, replace: bool) -> None:
-    """Write each record under its name with the expiry `expiry` gives it; count those it drops
-    (expired on arrival, below min_ttl) and the sink's writes in `counters`."""
-    items, present = [], []
-    for rec, name, there in zip(records, names, exists):
-        status, pxat = expiry(rec.expire_at_ms)
-        if status == "expired":
-            counters.expired_on_arrival += 1
-        elif status == "below_min_ttl":
-            counters.below_min_ttl += 1
-        else:
-            items.append(WriteItem(name, rec, pxat))
-            present.append(there)
-    if items:
-        counters.add_sink(sink.write(items, present, replace=replace))
+def write_batch(sink: RedisSink, batch: pa.RecordBatch, names: pa.Array, expiries: Expiries, counters: Any,
+                *, replace: bool) -> None:
+    """Write the rows of `batch` under `names` with their `expiries`; count the rows dropped
+    (expired on arrival, below min_ttl) and the sink's writes in `counters`.
 
+    Strings without a DUMP payload (sessions) go to the sink's columnar SET path; the others
+    (typed values, DUMP payloads) are probed and written key by key. Counts of the SETs still
+    in flight arrive with a later batch or with `sink.flush()`.
+    """
+    counters.expired_on_arrival += int(expiries.expired.sum())
+    counters.below_min_ttl += int(expiries.below_min_ttl.sum())
+    kept = expiries.kept
+    plain = kept & _plain_strings(batch)
+    keys, values, pxat = names, batch.column("value"), expiries.pxat
+    if not plain.all():
+        chosen = pa.array(plain)
+        keys, values, pxat = keys.filter(chosen), values.filter(chosen), pxat.filter(chosen)
+    counters.add_sink(sink.write_strings(keys, values, pxat, replace=replace))
+    others = kept & ~plain
+    if others.any():
+        chosen = pa.array(others)
+        targets = names.filter(chosen).to_pylist()
+        items = [WriteItem(name, rec, at) for name, rec, at
+                 in zip(targets, records_from_batch(batch.filter(chosen)), expiries.pxat.filter(chosen).to_pylist())]
+        _, exists = sink.probe(targets)
+        counters.add_sink(sink.write(items, exists, replace=replace))
+
+
+def _plain_strings(batch: pa.RecordBatch) -> np.ndarray:
+    plain = pc.equal(batch.column("type"), "string")
+    if "dump" in batch.schema.names:
+        plain = pc.and_(plain, pc.is_null(batch.column("dump")))
+    return plain.to_numpy(zero_copy_only=False)
 
 
 class RunCheckpoint:

@@ -1,7 +1,8 @@
 """`KeyRecord`: one row of the record schema as a plain Python object.
 
-Used where per-key logic is clearer than columnar code (session classification, verify,
-tests). The hot paths work on Arrow batches directly; `records_from_batch` converts.
+Used where per-key logic is clearer than columnar code (session classification, verify, the
+typed writes of restore and transfer, tests). The hot paths work on Arrow batches directly;
+`records_from_batch` converts.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ class KeyRecord:
 def records_from_batch(batch: pa.RecordBatch | pa.Table) -> Iterator[KeyRecord]:
     """Yield one `KeyRecord` per row; columns missing from a projection are left empty.
 
-    Per-key hot path of restore, transfer, stats and cleanup: each column is converted once,
-    and all-null columns (the typed columns of a batch of strings) are not converted at all.
+    Used per key by stats and cleanup, and by restore and transfer for the rows they do not
+    write column-wise (typed values, DUMP payloads): each column is converted once, and
+    all-null columns (the typed columns of a batch of strings) are not converted at all.
     """
     n = batch.num_rows
     present = set(batch.schema.names)

@@ -9,7 +9,8 @@ Order of work, so that nothing is written unless everything checks out:
    that would be written refuses the restore if any exists on the target; a dry run returns
    the plan (would create / overwrite / skip / expire on arrival) and stops there.
 3. One part at a time: rows are selected by the restore's patterns, renamed, given their
-   expiry by the TTL policy, and written in pipelined batches by `RedisSink`. After each part
+   expiry by the TTL policy (all columnar, per batch), and written by `RedisSink`: strings as
+   pipelined SETs sent without waiting for the replies of the batch before. After each part
    the checkpoint `<snapshot>/restores/<id>.json` records it (atomically); a re-run with the
    same target and options skips the parts already done. Every write sets the whole key, so a
    part interrupted half-way is simply written again.
@@ -28,17 +29,19 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import fsspec
+import numpy as np
+import pyarrow as pa
 
 from . import storage
 from .endpoints import RedisEndpoint
 from .errors import InvalidParameter, ScopeViolation, SnapshotInvalid, TerminalError
 from .options import RestoreOptions
-from .patterns import compile_scope
 from .plan import (
-    PLAN_KEYS, RenameCollisions, RunCheckpoint, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary, write_unexpired,
+    PLAN_KEYS, RenameCollisions, RunCheckpoint, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
+    write_batch,
 )
-from .record import KeyRecord, records_from_batch
 from .redaction import redact_key
+from .redis_glob import ScopeMatcher
 from .sinks.redis import RedisSink, SinkTotals
 from .snapshot import PartInfo, Snapshot, open_snapshot, verify_part
 from .validation import validate_snapshot
@@ -117,14 +120,21 @@ class _Rules(WriteRules):
 
     def __init__(self, manifest: dict[str, Any], options: RestoreOptions):
         super().__init__(options)
-        self.scope = compile_scope(manifest.get("scope", {}).get("patterns") or ["*"])
-        self.select = compile_scope(options.patterns) if options.patterns is not None else None
+        self.scope = ScopeMatcher(manifest.get("scope", {}).get("patterns") or ["*"])
+        self.select = ScopeMatcher(options.patterns) if options.patterns is not None else None
         self.finished_ms = _iso_ms(manifest["finished_at"])
 
-    def selected(self, key: bytes, part: str) -> bool:
-        if not self.scope.fullmatch(key):
+    def selected(self, batch: pa.RecordBatch, part: str) -> pa.RecordBatch:
+        """The rows of `batch` the restore's patterns select (Redis MATCH rules, as validation);
+        a row outside the snapshot's scope refuses the part."""
+        keys = batch.column("key")
+        outside = np.flatnonzero(~self.scope.mask(keys))
+        if len(outside):
+            key = keys[int(outside[0])].as_py()
             raise ScopeViolation(f"Row {redact_key(key)} in {part} is outside the snapshot's declared patterns; nothing of it is written.")
-        return self.select is None or bool(self.select.fullmatch(key))
+        if self.select is None:
+            return batch
+        return batch.filter(pa.array(self.select.mask(keys)))
 
 
 def _iso_ms(text: str) -> int:
@@ -229,18 +239,20 @@ def _plan(snap: Snapshot, sink: RedisSink, options: RestoreOptions, *, probe: bo
     for part in snap.parts:
         one = Snapshot(fs=snap.fs, path=snap.path, manifest=snap.manifest, parts=[part])
         for batch in one.iter_batches(columns=["key", "expire_at_ms"], batch_size=options.batch_size):
-            keys = batch.column("key").to_pylist()
-            expiries = batch.column("expire_at_ms").to_pylist()
-            plan["rows"] += len(keys)
-            chosen = [(rules.target_key(k), k, e) for k, e in zip(keys, expiries) if rules.selected(k, part.name)]
-            plan["not_selected"] += len(keys) - len(chosen)
-            if rules.rename:
-                collisions.add([k for _, k, _ in chosen], [t for t, _, _ in chosen])
-            if not probe or not chosen:
+            plan["rows"] += batch.num_rows
+            chosen = rules.selected(batch, part.name)
+            plan["not_selected"] += batch.num_rows - chosen.num_rows
+            if not chosen.num_rows:
                 continue
-            now, exists = sink.probe([t for t, _, _ in chosen])
-            for (target, _, expire_at), present in zip(chosen, exists):
-                count_outcome(plan, target, rules.expiry(expire_at, now, rules.finished_ms)[0], present, options.on_conflict)
+            names = rules.target_names(chosen.column("key")).to_pylist()
+            if rules.rename:
+                collisions.add(chosen.column("key").to_pylist(), names)
+            if not probe:
+                continue
+            now, exists = sink.probe(names)
+            statuses = rules.expiries(chosen.column("expire_at_ms"), now, rules.finished_ms).statuses()
+            for name, status, present in zip(names, statuses, exists):
+                count_outcome(plan, name, status, present, options.on_conflict)
     collisions.check(RenameCollision, options, "other keys of the snapshot", "restore")
     return plan
 
@@ -277,19 +289,18 @@ def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: s
     try:
         one = Snapshot(fs=snap.fs, path=snap.path, manifest=snap.manifest, parts=[part])
         for batch in one.iter_batches(batch_size=options.batch_size):
-            records = list(records_from_batch(batch))
-            counters.rows += len(records)
-            chosen: list[KeyRecord] = [r for r in records if rules.selected(r.key, part_name)]
-            counters.not_selected += len(records) - len(chosen)
-            if chosen:
-                targets = [rules.target_key(r.key) for r in chosen]
-                now, exists = sink.probe(targets)
-                write_unexpired(sink, chosen, targets, exists, lambda at: rules.expiry(at, now, rules.finished_ms), counters,
-                                replace=replace_existing)
+            counters.rows += batch.num_rows
+            chosen = rules.selected(batch, part_name)
+            counters.not_selected += batch.num_rows - chosen.num_rows
+            if chosen.num_rows:
+                expiries = rules.expiries(chosen.column("expire_at_ms"), sink.now_ms(), rules.finished_ms)
+                write_batch(sink, chosen, rules.target_names(chosen.column("key")), expiries, counters,
+                            replace=replace_existing)
             if progress:
                 progress(RestoreProgress(snap.snapshot_id, part_name, len(checkpoint.parts), len(snap.parts),
                                          counters.rows, counters.written,
                                          (index + min(1.0, counters.rows / max(1, part.rows))) / len(snap.parts)))
+        counters.add_sink(sink.flush())  # the part is recorded only once every write is answered
     finally:
         if _sink is None:
             sink.close()

@@ -4,7 +4,13 @@
 
 No MIGRATE (it blocks the source ~12 ms per 1000-key call and needs the target reachable from
 the source) and no blocking command on the source: only SCAN pages, MGET, PEXPIRETIME and, for
-the few non-string keys, TYPE plus a typed read. Writes go through the restore writer
+the few non-string keys, TYPE plus a typed read.
+
+The keyspace is walked once, with `SCAN ... MATCH *` (which the server does not glob-match),
+and the key names are matched against all the patterns here, by Redis' own MATCH rules
+(`redis_glob`). One `SCAN MATCH <pattern>` walk per pattern would make the source glob-match every
+key once per pattern: with the 15 default patterns that was most of the source's work. Only
+keys in scope are ever read or written. Writes go through the restore writer
 (`RedisSink`): the same TTL policies, on_conflict, rename, RESTORE fast path (streams) with
 typed fallback when the target refuses a newer server's DUMP payload.
 
@@ -15,7 +21,7 @@ Order of work:
    with on_conflict="fail", pipelined EXISTS over every target name refuses the transfer before
    the first write; a dry run returns its plan and writes nothing, not even a checkpoint.
 3. Copy: chunks of SCAN pages are read, written, and every `checkpoint_every` keys the SCAN
-   position `(pattern_index, cursor)` after the last written chunk and the counters are saved
+   cursor after the last chunk whose writes were all answered, and the counters, are saved
    atomically to `<root>/transfers/<sha>.json`. A re-run with the same source, target and options
    resumes there; keys written after the checkpoint are written again, which is harmless
    because every write sets the whole key.
@@ -26,11 +32,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 
 from . import storage
 from .endpoints import RedisEndpoint, translate_redis_errors
@@ -39,16 +46,18 @@ from .options import RestoreOptions
 from .patterns import DEFAULT_PATTERNS
 from .pipeline import scan_fraction
 from .plan import (
-    PLAN_KEYS, RenameCollisions, RunCheckpoint, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary, write_unexpired,
+    PLAN_KEYS, RenameCollisions, RunCheckpoint, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
+    write_batch,
 )
 from .prefetch import prefetch
-from .record import records_from_batch
+from .redis_glob import ScopeMatcher
 from .seen import SeenKeys
 from .sinks.redis import RedisSink, SinkTotals
 from .sources import resp
 from .sources.redis import NO_EXPIRY, NO_KEY, Chunk, RedisSource
 
 TRANSFERS = "transfers"
+KEYSPACE_WALK = "keyspace"  # the checkpoint's position is a cursor of one walk over every key
 DEFAULT_CHECKPOINT_ROOT = "./.session-migration"
 CHECKPOINT_EVERY_KEYS = 10_000
 
@@ -78,9 +87,9 @@ class TransferOptions(RestoreOptions):
 
 @dataclass
 class TransferCounters(SinkTotals):
-    scanned: int = 0  # keys SCAN returned, repeats included
+    scanned: int = 0  # keys in scope SCAN returned, repeats included
     vanished: int = 0  # deleted or expired between SCAN and read: not written
-    duplicates: int = 0  # SCAN repeats (and keys matching two patterns): written once
+    duplicates: int = 0  # SCAN repeats: written once
     keys: int = 0  # distinct keys read from the source
     written: int = 0  # = created + overwritten
     created: int = 0
@@ -98,8 +107,8 @@ class TransferProgress:
     keys: int  # keys read so far (whole transfer, including before a resume)
     written: int
     scanned: int
-    pattern_index: int
-    patterns: int
+    pattern_index: int  # 0 while the keyspace walk is under way, 1 once it is done
+    patterns: int  # how many patterns the walk matches keys against
     cursor: int
     checkpoints: int  # checkpoints saved by this run
     fraction: float  # rough 0..1 estimate
@@ -149,8 +158,9 @@ class TransferCheckpoint(RunCheckpoint):
     options: dict[str, Any]
     started_at: str
     preflight_passed: bool = False
-    pattern_index: int = 0  # the pattern to continue with ...
-    cursor: int = 0  # ... from this SCAN cursor (0 = from its start)
+    pattern_index: int = 0  # 1 once the walk is done (named when each pattern had a walk of its own)
+    cursor: int = 0  # the SCAN cursor to go on from (0 = from the start)
+    walk: str = "patterns"  # KEYSPACE_WALK; an older checkpoint (one walk per pattern) has no usable position
     counters: dict[str, int] = field(default_factory=dict)
     source_run_id: str | None = None  # a SCAN cursor means nothing to a restarted source
     updated_at: str | None = None
@@ -227,7 +237,7 @@ def _plan(source: RedisSource, sink: RedisSink, options: TransferOptions, *, pro
     collisions = RenameCollisions()
     relative = options.ttl_policy == "relative"
     plan = new_plan("scanned", "keys", "vanished", "duplicates")
-    for _index, _cursor, keys in source.key_chunks(options.patterns, options.batch_size):
+    for _cursor, keys in _key_chunks(source, ScopeMatcher(options.patterns), options.batch_size):
         plan["scanned"] += len(keys)
         if not keys:
             continue
@@ -236,23 +246,49 @@ def _plan(source: RedisSource, sink: RedisSink, options: TransferOptions, *, pro
         plan["duplicates"] += len(keys) - len(fresh)
         if not fresh:
             continue
-        names = [rules.target_key(k) for k in fresh]
+        names = rules.target_names(pa.array(fresh, pa.binary()))
         if rules.rename:
-            collisions.add(fresh, names)
+            collisions.add(fresh, names.to_pylist())
         if not probe:
             plan["keys"] += len(fresh)
             continue
         expiries = _expiries(source, fresh) if options.ttl_policy != "none" else [None] * len(fresh)
+        there = [at is not False for at in expiries]
+        plan["vanished"] += len(fresh) - sum(there)
+        plan["keys"] += sum(there)
+        names_there = names.filter(pa.array(there)).to_pylist()
         source_now = _source_now(source) if relative else None
-        now, exists = sink.probe(names)
-        for name, expire_at, present in zip(names, expiries, exists):
-            if expire_at is False:
-                plan["vanished"] += 1
-                continue
-            plan["keys"] += 1
-            count_outcome(plan, name, rules.expiry(expire_at, now, source_now)[0], present, options.on_conflict)
+        now, exists = sink.probe(names_there)
+        kept = pa.array([at for at in expiries if at is not False], pa.int64())
+        statuses = rules.expiries(kept, now, source_now).statuses()
+        for name, status, present in zip(names_there, statuses, exists):
+            count_outcome(plan, name, status, present, options.on_conflict)
     collisions.check(RenameCollision, options, "other source keys", "transfer")
     return plan
+
+
+def _key_chunks(source: RedisSource, scope: ScopeMatcher, batch_size: int, cursor: int = 0
+                ) -> Iterator[tuple[int, list[bytes]]]:
+    """(cursor after, keys in scope) of one walk over the keyspace from `cursor`, in chunks of
+    at least `batch_size` keys. A chunk ends at a SCAN page boundary, so the cursor after it is
+    a valid place to resume from; 0 ends the walk."""
+    keys: list[bytes] = []
+    while True:
+        cursor, page = source.scan_page("*", cursor, batch_size)
+        if page:
+            column = pa.array(page, pa.binary())
+            keys.extend(column.filter(pa.array(scope.mask(column))).to_pylist())
+        if len(keys) >= batch_size or cursor == 0:
+            yield cursor, keys
+            keys = []
+        if cursor == 0:
+            return
+
+
+def _read_chunks(source: RedisSource, scope: ScopeMatcher, batch_size: int, cursor: int) -> Iterator[Chunk]:
+    """`_key_chunks` with the keys read."""
+    for after, keys in _key_chunks(source, scope, batch_size, cursor):
+        yield Chunk(0, after, len(keys), source.read(keys) if keys else None)
 
 
 def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, *,
@@ -280,7 +316,8 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
             if not options.dry_run:
                 if checkpoint is None:
                     checkpoint = TransferCheckpoint(source=source.identity, target=target.identity,
-                                                    options=_options_id(options), started_at=_now_iso())
+                                                    options=_options_id(options), started_at=_now_iso(),
+                                                    walk=KEYSPACE_WALK)
                 checkpoint.preflight_passed = True
                 checkpoint.save(fs, ckpt_path)
             target_info = sink.info
@@ -342,25 +379,25 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
     replace_existing = options.on_conflict == "replace"
     relative = options.ttl_policy == "relative"
     seen = SeenKeys()
-    n_patterns = len(options.patterns)
     saves = 0
     since = 0
     src = RedisSource(source, preserve_ttl=options.ttl_policy != "none")
     try:
         with translate_redis_errors(source):
             run_id = str(src.client.info("server").get("run_id", ""))
-        if checkpoint.source_run_id not in (None, run_id):
-            # The source restarted since the checkpoint: its SCAN cursor is no longer a valid
-            # position, so start the walk again (every write is idempotent).
+        if checkpoint.source_run_id not in (None, run_id) or checkpoint.walk != KEYSPACE_WALK:
+            # The source restarted since the checkpoint (its SCAN cursor is no longer a valid
+            # position), or the checkpoint's position is not one of this walk: start the walk
+            # again (every write is idempotent).
             checkpoint.pattern_index, checkpoint.cursor, checkpoint.counters = 0, 0, {}
-        checkpoint.source_run_id = run_id
+        checkpoint.source_run_id, checkpoint.walk = run_id, KEYSPACE_WALK
         counters = TransferCounters.from_dict(checkpoint.counters)
         sink = RedisSink(target)
         try:
             dbsize = src.dbsize()
-            start_pattern, start_cursor = checkpoint.pattern_index, checkpoint.cursor
-            chunks = src.read_chunks(options.patterns, options.batch_size, start_pattern, start_cursor) \
-                if start_pattern < n_patterns else iter(())
+            scope = ScopeMatcher(options.patterns)
+            walked = checkpoint.pattern_index == 1
+            chunks = iter(()) if walked else _read_chunks(src, scope, options.batch_size, checkpoint.cursor)
             chunk: Chunk
             best = 0.0
             for chunk in prefetch(chunks, depth=2):
@@ -368,24 +405,24 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
                 if chunk.result is not None:
                     counters.vanished += chunk.result.vanished
                     since += _write_chunk(chunk, src, sink, rules, seen, counters, replace_existing, relative)
-                # the position after this chunk; a finished pattern moves on to the next one
-                position = (chunk.pattern_index, chunk.cursor) if chunk.cursor else (chunk.pattern_index + 1, 0)
+                done = int(chunk.cursor == 0)  # the position after this chunk: (walk done, cursor)
                 if since >= checkpoint_every:
-                    checkpoint.pattern_index, checkpoint.cursor = position
+                    counters.add_sink(sink.flush())  # the position covers only answered writes
+                    checkpoint.pattern_index, checkpoint.cursor = done, chunk.cursor
                     checkpoint.counters = counters.as_dict()
                     checkpoint.save(fs, ckpt_path)
                     saves += 1
                     since = 0
                 if progress:
-                    frac = (min(position[0], n_patterns) + (scan_fraction(position[1], dbsize) if position[0] < n_patterns else 0)) / n_patterns
-                    best = max(best, frac)
-                    progress(TransferProgress(counters.keys, counters.written, counters.scanned, position[0],
-                                              n_patterns, position[1], saves, best))
+                    best = max(best, 1.0 if done else scan_fraction(chunk.cursor, dbsize))
+                    progress(TransferProgress(counters.keys, counters.written, counters.scanned, done,
+                                              len(options.patterns), chunk.cursor, saves, best))
+            counters.add_sink(sink.flush())
         finally:
             sink.close()
     finally:
         src.close()
-    checkpoint.pattern_index, checkpoint.cursor = n_patterns, 0
+    checkpoint.pattern_index, checkpoint.cursor = 1, 0
     checkpoint.counters = counters.as_dict()
     checkpoint.finished_at = _now_iso()
     checkpoint.save(fs, ckpt_path)
@@ -396,21 +433,19 @@ def _write_chunk(chunk: Chunk, src: RedisSource, sink: RedisSink, rules: WriteRu
                  counters: TransferCounters, replace_existing: bool, relative: bool) -> int:
     """Write one chunk's keys; returns how many distinct keys it held."""
     batch = chunk.result.batch
-    records = list(records_from_batch(batch))
-    if not records:
+    if not batch.num_rows:
         return 0
-    fresh = seen.add_new([r.key for r in records]).tolist()
-    chosen = [r for r, f in zip(records, fresh) if f]
-    counters.duplicates += len(records) - len(chosen)
-    counters.keys += len(chosen)
-    if not chosen:
+    fresh = seen.add_new(batch.column("key").to_pylist())
+    if not fresh.all():
+        batch = batch.filter(pa.array(fresh))
+    counters.duplicates += len(fresh) - batch.num_rows
+    counters.keys += batch.num_rows
+    if not batch.num_rows:
         return 0
     source_now = _source_now(src) if relative else None
-    names = [rules.target_key(r.key) for r in chosen]
-    now, exists = sink.probe(names)
-    write_unexpired(sink, chosen, names, exists, lambda at: rules.expiry(at, now, source_now), counters,
-                    replace=replace_existing)
-    return len(chosen)
+    expiries = rules.expiries(batch.column("expire_at_ms"), sink.now_ms(), source_now)
+    write_batch(sink, batch, rules.target_names(batch.column("key")), expiries, counters, replace=replace_existing)
+    return batch.num_rows
 
 
 def transfer(source: str | RedisEndpoint, target: str | RedisEndpoint, *, checkpoint_path: str | None = None,

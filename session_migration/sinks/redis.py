@@ -1,6 +1,13 @@
 """Write record rows into a live Redis/Valkey server: the restore side of the pipeline.
 
-Fast path: a row with a `dump` payload becomes one pipelined
+Strings (the sessions): `write_strings` packs a whole batch of `SET key value [PXAT t] NX`
+with Arrow compute (no Python per key), sends it without waiting and reads the replies of the
+batch before while the server works on this one. The NX tells created from existing without a
+probe: with on_conflict="replace" the keys that answered nil are sent again without NX and
+counted as overwritten; with "skip" they are counted as skipped. Every SET reply is one line,
+so a batch whose replies are exactly `+OK\r\n` * n is checked with one comparison.
+
+Other rows (`write`, after a `probe`): a row with a `dump` payload becomes one pipelined
 `RESTORE key <pxat|0> payload ABSTTL [REPLACE]`. A target that refuses the payload (an older
 server: "DUMP payload version or checksum are wrong", or "Bad data format") gets a typed write
 for that key instead, counted in `dump_fallbacks`; the run goes on.
@@ -12,11 +19,16 @@ never seen half-written. Every write sets the whole key, so writing it again is 
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import hiredis
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 
 from ..endpoints import RedisEndpoint, translate_redis_errors
@@ -27,6 +39,10 @@ from ..sources.redis import ServerInfo, server_info
 
 REFUSED_PAYLOAD = ("DUMP payload version or checksum are wrong", "Bad data format")
 _TMP_GROUP = b"session-migration-restore-tmp"
+_OK = b"+OK\r\n"
+_NILS = (b"$-1", b"_")  # SET NX on an existing key: RESP2, RESP3
+_RECV_BYTES = 1 << 20
+_MAX_PACKED_BYTES = 256 << 20  # keys + values of one buffer; more is split (Arrow binary arrays hold < 2 GiB)
 
 
 class WriteRefused(TerminalError):
@@ -76,13 +92,20 @@ class RedisSink:
     def __init__(self, endpoint: RedisEndpoint, *, client: redis.Redis | None = None):
         self.endpoint = endpoint
         self.client = client or endpoint.connect()
+        self._conn: Any = None  # the connection held while SETs are in flight
+        self._inflight: deque[_SentSets] = deque()
+        self._replies = _LineReplies()
+        self._counts = SinkCounts()  # counts of in-flight SETs already answered, not yet handed out
         with translate_redis_errors(endpoint):
             self.info: ServerInfo = server_info(self.client)
+        self.probe([])  # sets the server clock
 
     def close(self) -> None:
+        self._abandon()  # SETs still in flight (a failed run) are not waited for
         self.client.close()
 
     def _execute(self, packed: bytes, replies: int) -> list:
+        self._drain()  # the replies of in-flight SETs come first on the connection
         with translate_redis_errors(self.endpoint):
             return resp.execute(self.client, packed, replies)
 
@@ -94,10 +117,101 @@ class RedisSink:
         replies = self._execute(packed, len(keys) + 1)
         _raise_errors(replies, "TIME/EXISTS")
         sec, usec = replies[0]
-        return int(sec) * 1000 + int(usec) // 1000, [bool(r) for r in replies[1:]]
+        now = int(sec) * 1000 + int(usec) // 1000
+        self._clock = (now, time.monotonic())
+        return now, [bool(r) for r in replies[1:]]
 
     def now_ms(self) -> int:
-        return self.probe([])[0]
+        """The server's time, from its TIME at the last probe plus the local monotonic time
+        since: no round trip, so it can be asked while SETs are in flight."""
+        server_ms, at = self._clock
+        return server_ms + int((time.monotonic() - at) * 1000)
+
+    # -- strings, pipelined without waiting ---------------------------------------------------
+
+    def write_strings(self, keys: pa.Array, values: pa.Array, pxat: pa.Array, *, replace: bool) -> SinkCounts:
+        """Queue `SET key value [PXAT pxat] NX` for every row (`pxat` null: no expiry) and send
+        it at once. Returns the counts of the writes answered so far (this batch's come with a
+        later call or with `flush`). With `replace` False an existing key is kept (skipped)."""
+        if len(keys):
+            self._send(_SentSets(keys, values, pxat, "nx_then_replace" if replace else "nx"))
+        while len(self._inflight) > 1:  # keep one batch queued at the server while we read
+            self._collect()
+        return self._take_counts()
+
+    def flush(self) -> SinkCounts:
+        """Wait for every in-flight SET; return the counts not yet handed out."""
+        self._drain()
+        return self._take_counts()
+
+    def _take_counts(self) -> SinkCounts:
+        counts, self._counts = self._counts, SinkCounts()
+        return counts
+
+    def _drain(self) -> None:
+        while self._inflight:
+            self._collect()
+        if self._conn is not None:
+            self.client.connection_pool.release(self._conn)
+            self._conn = None
+
+    def _send(self, sent: _SentSets) -> None:
+        if sent.keys.nbytes + sent.values.nbytes > _MAX_PACKED_BYTES and len(sent) > 1:
+            half = len(sent) // 2
+            self._send(sent.slice(0, half))
+            self._send(sent.slice(half, len(sent)))
+            return
+        packed = _pack_sets(sent.keys, sent.values, sent.pxat, nx=sent.kind != "replace")
+        with translate_redis_errors(self.endpoint):
+            if self._conn is None:
+                self._conn = self.client.connection_pool.get_connection()
+                self._replies = _LineReplies()
+            try:
+                self._conn.send_packed_command([packed], check_health=False)
+            except BaseException:
+                self._abandon()
+                raise
+        self._inflight.append(sent)
+
+    def _collect(self) -> None:
+        """Read the replies of the oldest batch in flight and count them."""
+        sent = self._inflight.popleft()
+        with translate_redis_errors(self.endpoint):
+            try:
+                lines = self._replies.take(self._conn._sock, len(sent))  # noqa: SLF001 - redis-py's open socket
+            except OSError as exc:  # socket timeouts and resets
+                self._abandon()
+                raise redis.exceptions.ConnectionError(str(exc)) from None
+            except BaseException:
+                self._abandon()
+                raise
+        counts = self._counts
+        if lines is None:  # all +OK
+            _count_sets(counts, sent.kind, len(sent))
+            return
+        ok = np.array([line == b"+OK" for line in lines])
+        nil = np.array([line in _NILS for line in lines]) if sent.kind != "replace" else np.zeros(len(lines), bool)
+        bad = np.flatnonzero(~(ok | nil))
+        if len(bad):
+            self._abandon()
+            i = int(bad[0])
+            text = lines[i].decode(errors="replace")
+            raise WriteRefused(_refusal(self.endpoint, sent.keys[i].as_py(), "string", text))
+        _count_sets(counts, sent.kind, int(ok.sum()))
+        if not nil.any():
+            return
+        if sent.kind == "nx":
+            counts.skipped_existing += int(nil.sum())
+        else:  # the keys that exist: written again without NX, counted when their replies come
+            self._send(sent.take(np.flatnonzero(nil)))
+
+    def _abandon(self) -> None:
+        """After an error the connection may hold unread replies: drop it and what was in flight."""
+        self._inflight.clear()
+        if self._conn is not None:
+            self._conn.disconnect()
+            self.client.connection_pool.release(self._conn)
+            self._conn = None
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -143,7 +257,7 @@ class RedisSink:
                         counts.dump_fallbacks += 1
                         fallbacks.append((item, present))
                         continue
-                    raise WriteRefused(_refusal(self.endpoint, item, text))
+                    raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, text))
                 counts.dump_restored += 1
                 _count_written(counts, present)
             else:
@@ -172,23 +286,110 @@ class RedisSink:
         if item.record.type == "string":
             reply = replies[0]
             if isinstance(reply, hiredis.ReplyError):
-                raise WriteRefused(_refusal(self.endpoint, item, str(reply)))
+                raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(reply)))
             if reply is None:  # SET NX on a key that exists
                 counts.skipped_existing += 1
                 return False
             return True
         for reply in replies[:-1]:  # MULTI +OK, +QUEUED ...
             if isinstance(reply, hiredis.ReplyError):
-                raise WriteRefused(_refusal(self.endpoint, item, str(reply)))
+                raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(reply)))
         result = replies[-1]
         if isinstance(result, hiredis.ReplyError):
-            raise WriteRefused(_refusal(self.endpoint, item, str(result)))
+            raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(result)))
         if result is None:
-            raise WriteRefused(_refusal(self.endpoint, item, "the transaction was aborted"))
+            raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, "the transaction was aborted"))
         for reply in result:
             if isinstance(reply, hiredis.ReplyError):
-                raise WriteRefused(_refusal(self.endpoint, item, str(reply)))
+                raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(reply)))
         return True
+
+
+@dataclass
+class _SentSets:
+    """A batch of SETs sent; `kind`: "nx" (existing keys kept), "nx_then_replace" (existing
+    keys sent again as "replace"), "replace" (no NX: they exist)."""
+
+    keys: pa.Array
+    values: pa.Array
+    pxat: pa.Array
+    kind: str
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def slice(self, start: int, stop: int) -> _SentSets:
+        return _SentSets(self.keys[start:stop], self.values[start:stop], self.pxat[start:stop], self.kind)
+
+    def take(self, rows: np.ndarray) -> _SentSets:
+        """The rows that exist, to be written again without NX."""
+        return _SentSets(self.keys.take(rows), self.values.take(rows), self.pxat.take(rows), "replace")
+
+
+class _LineReplies:
+    """The replies to pipelined SETs, read from the socket. Each is one line (+OK, a nil, or an
+    error), so counting newlines tells when a batch's replies are all in."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.lines = 0  # complete lines in buf
+
+    def take(self, sock: Any, n: int) -> list[bytes] | None:
+        """The next `n` replies: None when all are +OK (the common case), else each line."""
+        while self.lines < n:
+            chunk = sock.recv(_RECV_BYTES)
+            if not chunk:
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            self.buf += chunk
+            self.lines += chunk.count(b"\n")
+        self.lines -= n
+        if self.buf.startswith(_OK * n):
+            del self.buf[: len(_OK) * n]
+            return None
+        *lines, rest = self.buf.split(b"\r\n", n)
+        self.buf = bytearray(rest)
+        return [bytes(line) for line in lines]
+
+
+def _lit(data: bytes) -> pa.Scalar:
+    return pa.scalar(data, pa.binary())
+
+
+_CRLF = _lit(b"\r\n")
+
+
+def _decimal(numbers: pa.Array) -> pa.Array:
+    """Integers as their decimal digits (binary, so they join with keys and values)."""
+    return pc.cast(pc.cast(numbers, pa.string()), pa.binary())
+
+
+def _pack_sets(keys: pa.Array, values: pa.Array, pxat: pa.Array, *, nx: bool) -> memoryview:
+    """RESP of `SET key value [PXAT t] [NX]` for every row, built in Arrow compute."""
+    if values.null_count:
+        values = pc.fill_null(values, _lit(b""))
+    argc = 3 + nx
+    with_ttl, without_ttl = _lit(b"*%d\r\n$3\r\nSET\r\n$" % (argc + 2)), _lit(b"*%d\r\n$3\r\nSET\r\n$" % argc)
+    head = pc.if_else(pc.is_valid(pxat), with_ttl, without_ttl) if pxat.null_count else with_ttl
+    digits = _decimal(pxat)
+    ttl = pc.binary_join_element_wise(_lit(b"$4\r\nPXAT\r\n$"), _decimal(pc.binary_length(digits)), _CRLF, digits,
+                                      _CRLF, _lit(b""))  # null where there is no expiry
+    joined = pc.binary_join_element_wise(
+        head, _decimal(pc.binary_length(keys)), _CRLF, keys, _lit(b"\r\n$"), _decimal(pc.binary_length(values)),
+        _CRLF, values, _CRLF, ttl, _lit(b"$2\r\nNX\r\n" if nx else b""), _lit(b""),
+        null_handling="replace", null_replacement="",
+    )
+    _, offsets, data = joined.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int32)
+    return memoryview(data)[offsets[joined.offset] : offsets[joined.offset + len(joined)]]
+
+
+def _count_sets(counts: SinkCounts, kind: str, ok: int) -> None:
+    counts.written += ok
+    counts.typed_writes += ok
+    if kind == "replace":
+        counts.overwritten += ok
+    else:
+        counts.created += ok
 
 
 def _count_written(counts: SinkCounts, present: bool) -> None:
@@ -199,10 +400,10 @@ def _count_written(counts: SinkCounts, present: bool) -> None:
         counts.created += 1
 
 
-def _refusal(endpoint: RedisEndpoint, item: WriteItem, text: str) -> str:
+def _refusal(endpoint: RedisEndpoint, key: bytes, rtype: str, text: str) -> str:
     from ..redaction import redact_key
 
-    return f"{endpoint.display_url} refused the write of {redact_key(item.key)} ({item.record.type}): {text}."
+    return f"{endpoint.display_url} refused the write of {redact_key(key)} ({rtype}): {text}."
 
 
 def _raise_errors(replies: list, what: str) -> None:
@@ -217,10 +418,6 @@ def _typed_write(item: WriteItem, *, nx: bool) -> tuple[bytes, int]:
     key = item.key
     if rec.type == "string":
         value = rec.value if rec.value is not None else b""
-        if item.pxat is not None and not nx:  # the common case, packed in one step
-            pxat = b"%d" % item.pxat
-            return (b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$4\r\nPXAT\r\n$%d\r\n%s\r\n"
-                    % (len(key), key, len(value), value, len(pxat), pxat)), 1
         args = [b"SET", key, value]
         if item.pxat is not None:
             args += [b"PXAT", b"%d" % item.pxat]

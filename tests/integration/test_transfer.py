@@ -111,6 +111,39 @@ def test_rename(both, tmp_path):
     assert d.pexpiretime("laravel_database_laravel_cache_s1") == r.pexpiretime("laravel_database_laravel_cache:s1")
 
 
+def test_one_keyspace_walk_reads_and_writes_only_keys_in_scope(both, tmp_path):
+    """The keyspace is walked once and matched against every pattern here: keys outside the
+    patterns are never read or written, keys matching two patterns are written once."""
+    src, dst = both["valkey"], both["redis"]
+    r = src.client()
+    seed_many(r, 300)
+    for i in range(200):
+        r.set(f"cache:{i}", "not a session")
+    r.set("session:flask", "f", px=HOUR_MS)
+    result = transfer(src.url, dst.url, patterns=["sess:*", "session:*", "sess:h*"], batch_size=64,
+                      checkpoint_path=str(tmp_path))
+    assert result.counters.keys == result.counters.written == 321
+    assert result.counters.scanned == 321 and result.counters.duplicates == 0
+    assert dst.client().dbsize() == 321 and not dst.client().exists("cache:1")
+    assert state(dst.client()) == {k: v for k, v in state(r).items() if not k.startswith(b"cache:")}
+
+
+def test_checkpoint_of_a_per_pattern_walk_starts_again(both, tmp_path):
+    """A checkpoint written by a version that walked once per pattern holds a position this walk
+    cannot use: the transfer starts its walk again (writes are idempotent) and ends equal."""
+    src, dst = both["redis"], both["valkey"]
+    seed_many(src.client(), 500)
+    options = TransferOptions(patterns=("sess:*",), batch_size=100)
+    path = checkpoint_file(str(tmp_path), ep(src), ep(dst), options)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as fh:
+        json.dump({"source": ep(src).identity, "target": ep(dst).identity, "options": {}, "started_at": "x",
+                   "preflight_passed": True, "pattern_index": 0, "cursor": 77, "counters": {"keys": 100}}, fh)
+    result = run_transfer(ep(src), ep(dst), options, checkpoint_path=str(tmp_path))
+    assert result.counters.keys == result.counters.written == 520
+    assert state(dst.client()) == state(src.client())
+
+
 def test_rename_collision_refused(both, tmp_path):
     src, dst = both["valkey"], both["redis"]
     r = src.client()
