@@ -31,6 +31,7 @@ from .sinks.parquet import PartWriter
 from .snapshot import MANIFEST, PARTS, Snapshot, manifest_bytes, new_snapshot_id, open_snapshot, snapshot_dir
 from .prefetch import prefetch
 from .sources.redis import Chunk, RedisSource, ServerInfo
+from .sources.segments import scan_fraction
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,6 @@ class BackupResult:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def scan_fraction(cursor: int, dbsize: int) -> float:
-    """How far a SCAN has come, from its reverse-binary cursor (an estimate for progress bars)."""
-    if cursor == 0 or dbsize <= 0:
-        return 0.0
-    bits = max(1, (dbsize - 1).bit_length())
-    mask = (1 << bits) - 1
-    reversed_bits = int(f"{cursor & mask:0{bits}b}"[::-1], 2)
-    return min(1.0, reversed_bits / (1 << bits))
 
 
 class _Job:
