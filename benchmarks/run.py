@@ -205,6 +205,9 @@ def run_ours(mode: str, server: Server, count: int, args, prefect_api: str | Non
         rss_after_import_mb=round(res["vm_hwm_after_import_kb"] / 1024, 1),
         polled_peak_rss_mb=round(m.hwm_kb / 1024, 1) if m.hwm_kb else None,
         subprocess_peak_mb=round(m.descendants_peak_kb / 1024, 1),
+        # the whole backup: the process and its subprocesses (backup workers; for an ephemeral
+        # flow also Prefect's temporary server), each at its own peak
+        total_peak_mb=round((res["vm_hwm_kb"] + m.descendants_peak_kb) / 1024, 1),
         output_mb=round(output / 2**20, 1),
         vanished=res.get("vanished"),
         duplicates=res.get("duplicates"),
@@ -265,6 +268,9 @@ def median_row(rows: list[dict]) -> dict:
     row["peak_rss_mb_all"] = [r["peak_rss_mb"] for r in rows]
     peaks = [r["peak_rss_mb"] for r in rows if r["peak_rss_mb"] is not None]
     row["peak_rss_mb"] = max(peaks) if peaks else None  # memory: the worst run counts
+    totals = [r["total_peak_mb"] for r in rows if r.get("total_peak_mb") is not None]
+    if totals:
+        row["total_peak_mb"] = max(totals)
     return row
 
 
@@ -330,9 +336,9 @@ def _fmt(n: float | None, digits: int = 1) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| contestant | keys | wall s | keys/s | in-call s | peak RSS MB (max of runs) | client CPU s | server CPU s "
-            "| other CPU s | output MB |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    head = ("| contestant | keys | wall s | keys/s | in-call s | peak RSS MB (max of runs) "
+            "| with subprocesses MB | client CPU s | server CPU s | other CPU s | output MB |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in rows:
         note = ""
@@ -342,7 +348,8 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['label']}{runs}{note} | {r['count']:,} | {_fmt(r['wall_s'], 2)} | "
             f"{_fmt(r['keys_per_s'] if r['count'] else None, 0)} | "
-            f"{_fmt(r.get('call_s'), 2)} | {_fmt(r['peak_rss_mb'])} | {_fmt(r['client_cpu_s'], 2)} | "
+            f"{_fmt(r.get('call_s'), 2)} | {_fmt(r['peak_rss_mb'])} | {_fmt(r.get('total_peak_mb'))} | "
+            f"{_fmt(r['client_cpu_s'], 2)} | "
             f"{_fmt(r['server_cpu_s'], 2)} | {_fmt(r.get('other_cpu_s'), 2)} | {_fmt(r.get('output_mb'))} |"
         )
     return "\n".join(lines)
@@ -367,10 +374,10 @@ def ratios(best: dict[tuple[str, int], dict], n: int, small: int) -> list[dict]:
             what += f" (dump-load projected from {rdl['scaled_from']:,})"
         out.append({"what": what, "value": round(r, 2), "target": ">= 25", "met": r >= 25})
     if core:
-        out.append({"what": f"backup peak RSS at {n:,} keys (MB)", "value": core["peak_rss_mb"], "target": "<= 300",
-                    "met": core["peak_rss_mb"] <= 300})
+        out.append({"what": f"backup peak RSS at {n:,} keys, process + workers (MB)", "value": core["total_peak_mb"],
+                    "target": "<= 300", "met": core["total_peak_mb"] <= 300})
     if core and core_small:
-        r = core["peak_rss_mb"] / core_small["peak_rss_mb"]
+        r = core["total_peak_mb"] / core_small["total_peak_mb"]
         out.append({"what": f"peak RSS {n:,} / {small:,} keys", "value": round(r, 2), "target": "<= 1.2",
                     "met": r <= 1.2})
     flow = get("flow", n)

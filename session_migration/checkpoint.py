@@ -1,7 +1,8 @@
 """The durable record of an unfinished backup, kept next to its parts.
 
 It is rewritten (atomically) each time a part is complete and names where the SCAN goes on:
-the pattern and the cursor after the last key of that part. A backup started again with the
+for each reader (one per SCAN segment), the pattern and the cursor after the last key it
+contributed to that part. A backup started again with the
 same snapshot id reads it, skips the completed parts, and continues from there.
 """
 
@@ -25,8 +26,8 @@ class BackupCheckpoint:
     started_at: str
     source: str  # display URL: resuming against another server is refused
     options: dict[str, Any]
-    pattern_index: int = 0  # the pattern to continue with ...
-    cursor: int = 0  # ... from this SCAN cursor (0 = from its start)
+    # per reader: (the pattern to continue with, the SCAN cursor to continue from; 0 = its start)
+    positions: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
     parts: list[PartInfo] = field(default_factory=list)
     counters: BackupCounters = field(default_factory=BackupCounters)
 
@@ -37,8 +38,7 @@ class BackupCheckpoint:
                 "started_at": self.started_at,
                 "source": self.source,
                 "options": self.options,
-                "pattern_index": self.pattern_index,
-                "cursor": self.cursor,
+                "positions": [list(p) for p in self.positions],
                 "parts": [p.as_dict() for p in self.parts],
                 "counters": self.counters.as_dict(),
             },
@@ -61,8 +61,7 @@ def load_checkpoint(fs: fsspec.AbstractFileSystem, snapshot_path: str) -> Backup
             started_at=data["started_at"],
             source=data["source"],
             options=data["options"],
-            pattern_index=int(data["pattern_index"]),
-            cursor=int(data["cursor"]),
+            positions=[(int(index), int(cursor)) for index, cursor in data["positions"]],
             parts=[PartInfo(**p) for p in data["parts"]],
             counters=BackupCounters.from_dict(data["counters"]),
         )

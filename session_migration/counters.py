@@ -41,6 +41,17 @@ class BackupCounters:
         slot["keys"] += n
         slot["bytes"] += size
 
+    def add(self, other: BackupCounters) -> None:
+        """Add what another reader counted."""
+        for name in ("keys", "bytes", "scanned", "duplicates", "vanished", "with_ttl", "without_ttl"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.by_type.update(other.by_type)
+        self.by_store.update(other.by_store)
+        for pattern, slot in other.by_pattern.items():
+            mine = self.by_pattern.setdefault(pattern, {"keys": 0, "bytes": 0})
+            mine["keys"] += slot["keys"]
+            mine["bytes"] += slot["bytes"]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "keys": self.keys,

@@ -11,6 +11,7 @@ from .sinks.parquet import COMPRESSIONS
 from .snapshot import check_snapshot_id
 
 MAX_BATCH_SIZE = 100_000
+READER_COUNTS = (1, 2, 4, 8)  # powers of two: each reader walks one SCAN segment
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,15 @@ class BackupOptions:
     part_rows: int = 100_000  # rows per Parquet part = checkpoint granularity
     row_group_rows: int = 10_000  # rows per Parquet row group = writer memory
     dry_run: bool = False
+    readers: int | None = None  # reader processes (1, 2, 4 or 8); None: 2 on a multi-core machine for big databases
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patterns", check_patterns(self.patterns))
+        if self.readers is not None and (isinstance(self.readers, bool) or self.readers not in READER_COUNTS):
+            raise InvalidParameter(
+                f"readers must be one of {', '.join(map(str, READER_COUNTS))} (or unset for automatic); got {self.readers!r}."
+            )
         _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         _check_int("part_rows", self.part_rows, 1, 10_000_000)
         _check_int("row_group_rows", self.row_group_rows, 1, 1_000_000)
@@ -41,7 +47,7 @@ class BackupOptions:
     def for_manifest(self) -> dict[str, Any]:
         """The options that shape the snapshot's content (recorded, and compared on resume)."""
         data = asdict(self)
-        for transient in ("snapshot_id", "dry_run", "extra"):
+        for transient in ("snapshot_id", "dry_run", "readers", "extra"):
             data.pop(transient)
         data["patterns"] = list(self.patterns)
         return data

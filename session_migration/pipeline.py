@@ -1,15 +1,20 @@
 """The one place where a source meets a sink: the backup loop (SCAN -> read -> Parquet).
 
 Resumable: every `part_rows` rows, at a SCAN page boundary, the part is finished and the
-checkpoint records (pattern, cursor, parts, counters). A backup started again with the same
+checkpoint records (for each reader: pattern, cursor; parts, counters).
+
+A small database is read and written in this process (with a prefetch thread); a large one
+by several worker processes, one per SCAN segment (`backup_workers`). A backup started again with the same
 snapshot id continues after its last completed part and produces the same rows as an
 uninterrupted run over the same data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +36,8 @@ from .sinks.parquet import PartWriter
 from .snapshot import MANIFEST, PARTS, Snapshot, manifest_bytes, new_snapshot_id, open_snapshot, snapshot_dir
 from .prefetch import prefetch
 from .sources.redis import Chunk, RedisSource, ServerInfo
+from .backup_workers import Position, after, copy_in_processes, next_part_indexes, shareable
+from .sources.segments import scan_fraction, segment_fraction, split  # noqa: F401 - transfer imports scan_fraction from here
 
 
 @dataclass(frozen=True)
@@ -81,14 +88,8 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def scan_fraction(cursor: int, dbsize: int) -> float:
-    """How far a SCAN has come, from its reverse-binary cursor (an estimate for progress bars)."""
-    if cursor == 0 or dbsize <= 0:
-        return 0.0
-    bits = max(1, (dbsize - 1).bit_length())
-    mask = (1 << bits) - 1
-    reversed_bits = int(f"{cursor & mask:0{bits}b}"[::-1], 2)
-    return min(1.0, reversed_bits / (1 << bits))
+# Below this many keys in the database, starting worker processes costs more than it saves.
+PARALLEL_MIN_KEYS = 50_000
 
 
 class _Job:
@@ -102,18 +103,31 @@ class _Job:
         self.dbsize = source.dbsize()
         self.best_fraction = 0.0
 
-    def report(self, snapshot_id: str, counters: BackupCounters, pattern_index: int, cursor: int, parts: int) -> None:
+    def workers(self, fs: fsspec.AbstractFileSystem) -> int:
+        """How many processes a new backup uses (see `backup_workers`)."""
+        if not shareable(fs):
+            return 1
+        if self.options.readers is not None:
+            return self.options.readers
+        return 2 if (os.cpu_count() or 1) >= 2 and self.dbsize >= PARALLEL_MIN_KEYS else 1
+
+    def report(self, snapshot_id: str, counters: BackupCounters, positions: list[Position], parts: int) -> None:
         if not self.progress:
             return
         n = len(self.options.patterns)
-        fraction = (min(pattern_index, n) + (scan_fraction(cursor, self.dbsize) if pattern_index < n else 0)) / n
+        fraction = sum(
+            (min(index, n) + (segment_fraction(segment, cursor, self.dbsize) if index < n else 0)) / n
+            for segment, (index, cursor) in zip(split(len(positions)), positions)
+        ) / len(positions)
         self.best_fraction = max(self.best_fraction, fraction)  # never step backwards
+        pattern_index = min(index for index, _cursor in positions)
         pattern = self.options.patterns[min(pattern_index, n - 1)]
         self.progress(BackupProgress(snapshot_id, counters.keys, counters.bytes, counters.vanished,
                                      pattern, pattern_index, n, self.best_fraction, parts))
 
-    def chunks(self, start_pattern: int, start_cursor: int) -> Iterator[Chunk]:
-        return self.source.read_chunks(self.options.patterns, self.options.batch_size, start_pattern, start_cursor)
+    def chunks(self, start: Position) -> Iterator[Chunk]:
+        """Chunks read in this process, by a prefetch thread."""
+        return prefetch(self.source.read_chunks(self.options.patterns, self.options.batch_size, *start))
 
     def take(self, chunk: Chunk, counters: BackupCounters) -> pa.RecordBatch | None:
         """Count a chunk and drop keys already written (SCAN repeats, overlapping patterns)."""
@@ -167,7 +181,8 @@ def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: Redis
     checkpoint = load_checkpoint(fs, path)
     if checkpoint is None:
         checkpoint = BackupCheckpoint(snapshot_id=snapshot_id, started_at=_now(),
-                                      source=endpoint.display_url, options=options.for_manifest())
+                                      source=endpoint.display_url, options=options.for_manifest(),
+                                      positions=[(0, 0)] * job.workers(fs))
         checkpoint.save(fs, path)
         return checkpoint
     if checkpoint.options != options.for_manifest() or checkpoint.source != endpoint.display_url:
@@ -183,11 +198,35 @@ def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: Redis
 
 
 def _copy(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
+    if len(checkpoint.positions) > 1:
+        _copy_in_processes(job, fs, path, checkpoint)
+    else:
+        _copy_here(job, fs, path, checkpoint)
+    if not checkpoint.parts:  # always at least one part, so readers always find the schema
+        index = max(next_part_indexes([], len(checkpoint.positions)))
+        checkpoint.parts.append(PartWriter(fs, path, index, compression=job.options.compression).finish())
+    checkpoint.positions = [(len(job.options.patterns), 0)] * len(checkpoint.positions)
+    job.report(checkpoint.snapshot_id, checkpoint.counters, checkpoint.positions, len(checkpoint.parts))
+
+
+def _copy_in_processes(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
+    counters = checkpoint.counters
+
+    def report(positions: list[Position], rows: int) -> None:
+        progress = dataclasses.replace(counters, keys=rows)  # bytes and the rest: as of the last part
+        job.report(checkpoint.snapshot_id, progress, positions, len(checkpoint.parts))
+
+    copy_in_processes(job.source.endpoint, job.options, fs, path, checkpoint, job.seen, report)
+
+
+def _copy_here(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
     options = job.options
     counters = checkpoint.counters
+    position = checkpoint.positions[0]
     part: PartWriter | None = None
     try:
-        for chunk in prefetch(job.chunks(checkpoint.pattern_index, checkpoint.cursor)):
+        for chunk in job.chunks(position):
+            position = after(chunk.pattern_index, chunk.cursor)
             batch = job.take(chunk, counters)
             if batch is not None and batch.num_rows:
                 if part is None:
@@ -198,18 +237,12 @@ def _copy(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
             if part is not None and part.rows >= options.part_rows:
                 checkpoint.parts.append(part.finish())
                 part = None
-                done = chunk.cursor == 0
-                checkpoint.pattern_index = chunk.pattern_index + 1 if done else chunk.pattern_index
-                checkpoint.cursor = 0 if done else chunk.cursor
+                checkpoint.positions = [position]
                 checkpoint.save(fs, path)
-            job.report(checkpoint.snapshot_id, counters, chunk.pattern_index, chunk.cursor, len(checkpoint.parts))
-        if part is not None or not checkpoint.parts:
-            # always at least one part, so readers always find the schema
-            part = part or PartWriter(fs, path, len(checkpoint.parts), compression=options.compression)
+            job.report(checkpoint.snapshot_id, counters, [position], len(checkpoint.parts))
+        if part is not None:
             checkpoint.parts.append(part.finish())
             part = None
-        checkpoint.pattern_index, checkpoint.cursor = len(options.patterns), 0
-        job.report(checkpoint.snapshot_id, counters, len(options.patterns), 0, len(checkpoint.parts))
     finally:
         if part is not None:
             part.abort()
@@ -293,12 +326,12 @@ def _dry_run(endpoint: RedisEndpoint, options: BackupOptions, progress: Progress
     sample_rows = 0
     try:
         job = _Job(source, options, progress)
-        for chunk in prefetch(job.chunks(0, 0)):
+        for chunk in job.chunks((0, 0)):
             batch = job.take(chunk, counters)
             if batch is not None and sample_rows < _ESTIMATE_SAMPLE_ROWS:
                 sample.append(batch)
                 sample_rows += batch.num_rows
-            job.report("dry-run", counters, chunk.pattern_index, chunk.cursor, 0)
+            job.report("dry-run", counters, [after(chunk.pattern_index, chunk.cursor)], 0)
     finally:
         source.close()
     estimate = 0

@@ -4,6 +4,7 @@ server, and the latest Prefect flow run."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 HOUR_MS = 3600 * 1000
 
@@ -47,15 +48,26 @@ def state(r, pattern="*"):
 
 
 def latest_flow_run():
-    """The newest flow run, its task runs and every artifact, from the Prefect server."""
+    """The newest flow run, its task runs and every artifact, from the Prefect server.
+
+    Task runs reach the server as events, after the flow has returned: read until their number
+    stops changing (or 15 s pass)."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import FlowRunSort
 
     async def read():
         async with get_client() as client:
             runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-            tasks = await client.read_task_runs()
+            of_run = FlowRunFilter(id=FlowRunFilterId(any_=[runs[0].id]))
+            tasks, deadline = None, time.monotonic() + 15
+            while True:
+                newer = await client.read_task_runs(flow_run_filter=of_run)
+                if tasks is not None and len(newer) == len(tasks) or time.monotonic() > deadline:
+                    break
+                tasks = newer
+                await asyncio.sleep(0.5)
             artifacts = await client.read_artifacts()
-            return runs[0], [t for t in tasks if t.flow_run_id == runs[0].id], artifacts
+            return runs[0], newer, artifacts
 
     return asyncio.run(read())

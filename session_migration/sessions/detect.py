@@ -125,3 +125,10 @@ def detect_by_value(value: bytes) -> str | None:
     if value.find(b"|", 1, 130) > 0 and _PHP_SESSION_RE.match(value):  # find: cheap pre-check
         return "php"
     return None
+
+
+def store_prefix(key: bytes) -> tuple[str, bytes] | None:
+    """(store, prefix) when `key` starts with a known default prefix: then every string key
+    with the same prefix belongs to that store, which lets a batch be classified in one step."""
+    m = _KEY_RE.match(key)
+    return (_GROUP_TO_STORE[m.lastgroup], m.group(0)) if m is not None else None  # type: ignore[index]

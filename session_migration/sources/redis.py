@@ -8,10 +8,13 @@ common case for sessions), two more for the few keys of other types.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 
 import hiredis
@@ -20,6 +23,8 @@ from . import resp
 from ..endpoints import RedisEndpoint, translate_redis_errors
 from ..schema import RECORD_SCHEMA
 from ..sessions import detect_store
+from ..sessions.detect import store_prefix
+from .segments import WHOLE, Segment
 
 # PEXPIRETIME replies: -1 = no expiry, -2 = no such key.
 NO_EXPIRY = -1
@@ -118,10 +123,19 @@ class RedisSource:
                     keys = []
 
     def read_chunks(self, patterns: Sequence[str], batch_size: int, start_pattern: int = 0,
-                    start_cursor: int = 0) -> Iterator[Chunk]:
-        """`key_chunks`, with the keys read."""
-        for index, cursor, keys in self.key_chunks(patterns, batch_size, start_pattern, start_cursor):
-            yield Chunk(index, cursor, len(keys), self.read(keys) if keys else None)
+                    start_cursor: int = 0, segment: Segment = WHOLE) -> Iterator[Chunk]:
+        """`key_chunks` (of one `segment` of each pattern's walk), with the keys read.
+
+        Requests go ahead on a stream of their own: while the caller works on one chunk, the
+        server already reads the next. Cursor 0 means "the start of the segment" as a start
+        position and "the segment is done" in a chunk.
+        """
+        with translate_redis_errors(self.endpoint):
+            stream = resp.Stream(self.client, no_touch=self.no_touch)
+            try:
+                yield from _StreamedScan(self, stream, patterns, batch_size, segment).chunks(start_pattern, start_cursor)
+            finally:
+                stream.close()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -156,21 +170,33 @@ class RedisSource:
         return True, int(now_ms) + int(reply)
 
     def _read(self, keys: Sequence[bytes]) -> ReadResult:
-        # One round trip: MGET for every value, then the expiry of each key. MGET answers
-        # nil both for a missing key and for a key of another type; the expiry reply tells
-        # the two apart (-2 = missing).
+        packed, count = self._read_request(keys)
+        return self._read_result(keys, resp.execute(self.client, packed, count))
+
+    def _read_request(self, keys: Sequence[bytes]) -> tuple[bytes, int]:
+        """The pipelined read of `keys` and how many replies it gets.
+
+        One round trip: MGET for every value, then the expiry of each key. MGET answers nil
+        both for a missing key and for a key of another type; the expiry reply tells the two
+        apart (-2 = missing).
+        """
         with_time = self.preserve_ttl and not self.info.has_pexpiretime
         packed = (resp.pack([b"TIME"]) if with_time else b"") + resp.pack([b"MGET", *keys]) + resp.pack_per_key(
             self._expiry_command, keys
         )
-        replies = resp.execute(self.client, packed, len(keys) + 1 + with_time)
+        return packed, len(keys) + 1 + with_time
+
+    def _read_result(self, keys: Sequence[bytes], replies: list) -> ReadResult:
         now_ms = None
-        if with_time:
+        if self.preserve_ttl and not self.info.has_pexpiretime:
             sec, usec = replies.pop(0)
             now_ms = int(sec) * 1000 + int(usec) // 1000
         values, expiries = replies[0], replies[1:]
         if isinstance(values, hiredis.ReplyError):
             raise redis.exceptions.ResponseError(str(values))
+        if now_ms is None and self.preserve_ttl and not self.capture_dump and None not in values and NO_KEY not in expiries:
+            # the common case, decoded column-wise: every key is a present string
+            return ReadResult(batch=_strings_batch(keys, values, expiries, self.endpoint.db), vanished=0)
         rows = _Rows()
         vanished = 0
         others: list[bytes] = []
@@ -371,3 +397,112 @@ class _Rows:
             pa.array(self.store, type=pa.string()),
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=RECORD_SCHEMA)
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def _binary_array(data: Sequence[bytes]) -> tuple[pa.Array, np.ndarray]:
+    """An Arrow binary array from bytes objects, and their lengths: one join and the lengths,
+    no per-item calls into Arrow (several times faster than `pa.array` for ~1 KB values)."""
+    lengths = np.fromiter(map(len, data), dtype=np.int64, count=len(data))
+    offsets = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] > _INT32_MAX:  # binary offsets are 32-bit
+        return pa.array(data, type=pa.binary()), lengths
+    buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(data))]
+    return pa.Array.from_buffers(pa.binary(), len(data), buffers), lengths
+
+
+def _strings_batch(keys: Sequence[bytes], values: list[bytes], expiries: list[int], db: int) -> pa.RecordBatch:
+    """A batch of string keys that all exist, from MGET values and PEXPIRETIME replies."""
+    n = len(keys)
+    key_array = _binary_array(keys)[0]
+    value_array, sizes = _binary_array(values)
+    expire_at = np.array(expiries, dtype=np.int64)
+    columns = {
+        "key": key_array,
+        "type": pa.repeat(pa.scalar("string"), n),
+        "value": value_array,
+        "expire_at_ms": pa.array(expire_at, mask=expire_at == NO_EXPIRY),
+        "size_bytes": pa.array(sizes),
+        "db": pa.repeat(pa.scalar(db, pa.int32()), n),
+        "store": _string_stores(key_array, keys, values),
+    }
+    arrays = [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in RECORD_SCHEMA]
+    return pa.RecordBatch.from_arrays(arrays, schema=RECORD_SCHEMA)
+
+
+def _string_stores(key_array: pa.Array, keys: Sequence[bytes], values: list[bytes]) -> pa.Array:
+    """`detect_store` of each string key; one vector test when all keys share a store's prefix."""
+    known = store_prefix(keys[0])
+    if known is not None and pc.all(pc.starts_with(key_array, known[1].decode("latin-1"))).as_py():
+        return pa.repeat(pa.scalar(known[0]), len(keys))
+    return pa.array([detect_store(k, "string", v) for k, v in zip(keys, values)], type=pa.string())
+
+
+class _StreamedScan:
+    """SCAN and read on one stream, keeping the server one request ahead of the caller.
+
+    Replies come back in the order the requests went out. A SCAN reply is needed before
+    the read of its keys can be sent, and it may sit behind a read's replies, so those are
+    taken off the socket (cheap: hiredis) and decoded into rows only once the next read is
+    queued at the server, or nothing else is left to send.
+    """
+
+    def __init__(self, source: RedisSource, stream: resp.Stream, patterns: Sequence[str], batch_size: int,
+                 segment: Segment):
+        self.source = source
+        self.stream = stream
+        self.patterns = patterns
+        self.batch_size = batch_size
+        self.segment = segment
+        self.inflight: deque[tuple] = deque()  # ("scan", i), ("read", i, cursor, keys, replies) or ("end", i)
+        self.ready: deque[tuple] = deque()  # (index, cursor, keys, raw replies or None)
+        self.keys: list[bytes] = []  # scanned, not yet sent for reading
+
+    def chunks(self, start_pattern: int, start_cursor: int) -> Iterator[Chunk]:
+        if start_pattern < len(self.patterns):
+            self._scan(start_pattern, start_cursor or self.segment.first_cursor)
+        while self.inflight or self.ready:
+            while self.inflight and not (self.ready and any(item[0] == "read" for item in self.inflight)):
+                self._take_reply()
+            if self.ready:
+                index, cursor, keys, raw = self.ready.popleft()
+                result = self.source._read_result(keys, raw) if raw is not None else None
+                yield Chunk(index, cursor, len(keys), result)
+
+    def _scan(self, index: int, cursor: int) -> None:
+        self.stream.send(resp.pack([b"SCAN", b"%d" % cursor, b"MATCH", self.patterns[index].encode(),
+                                    b"COUNT", b"%d" % self.batch_size]))
+        self.inflight.append(("scan", index))
+
+    def _take_reply(self) -> None:
+        item = self.inflight.popleft()
+        if item[0] == "end":
+            self.ready.append((item[1], 0, [], None))
+            return
+        if item[0] == "read":
+            _, index, cursor, keys, count = item
+            self.ready.append((index, cursor, keys, self.stream.replies(count)))
+            return
+        index = item[1]
+        reply = self.stream.reply()
+        if isinstance(reply, hiredis.ReplyError):
+            raise redis.exceptions.ResponseError(str(reply))
+        cursor = int(reply[0])
+        self.keys.extend(reply[1])
+        done = cursor == 0 or not self.segment.contains(cursor)
+        if done:
+            cursor = 0
+        if self.keys and (len(self.keys) >= self.batch_size or done):
+            packed, count = self.source._read_request(self.keys)
+            self.stream.send(packed)
+            self.inflight.append(("read", index, cursor, self.keys, count))
+            self.keys = []
+        elif done:  # nothing to read, but the caller must still hear that the walk ended
+            self.inflight.append(("end", index))
+        if not done:
+            self._scan(index, cursor)
+        elif index + 1 < len(self.patterns):
+            self._scan(index + 1, self.segment.first_cursor)

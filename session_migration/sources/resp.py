@@ -59,3 +59,50 @@ def execute(client: redis.Redis, packed: bytes, replies: int) -> list:
         raise
     finally:
         pool.release(conn)
+
+
+class Stream:
+    """Requests sent ahead on a connection of its own, replies read back in order.
+
+    `execute` waits for each batch's replies before sending the next, so the server idles
+    while the client decodes and the client idles while the server works. A stream keeps the
+    next request queued at the server while the client is busy with the last reply. The
+    connection is made from the client's pool settings (AUTH, SELECT, TLS) but is not shared.
+    """
+
+    def __init__(self, client: redis.Redis, *, no_touch: bool = False):
+        self._conn = client.connection_pool.make_connection()
+        self._reader = hiredis.Reader(notEnoughData=_MORE)
+        try:
+            self._conn.connect()
+            if no_touch:  # a per-connection setting: see RedisSource
+                self.send(pack([b"CLIENT", b"NO-TOUCH", b"ON"]))
+                self.reply()
+        except BaseException:
+            self.close()
+            raise
+
+    def send(self, packed: bytes) -> None:
+        try:
+            self._conn.send_packed_command([packed])
+        except OSError as exc:
+            raise redis.exceptions.ConnectionError(str(exc)) from None
+
+    def reply(self):
+        while True:
+            reply = self._reader.gets()
+            if reply is not _MORE:
+                return reply
+            try:
+                chunk = self._conn._sock.recv(_RECV_BYTES)  # noqa: SLF001 - see `execute`
+            except OSError as exc:
+                raise redis.exceptions.ConnectionError(str(exc)) from None
+            if not chunk:
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            self._reader.feed(chunk)
+
+    def replies(self, count: int) -> list:
+        return [self.reply() for _ in range(count)]
+
+    def close(self) -> None:
+        self._conn.disconnect()

@@ -28,7 +28,7 @@ CHILD = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: a crash
 
     backup(sys.argv[1], sys.argv[2], patterns=["sess:*"], snapshot_id="resume-me", part_rows=1000,
-           batch_size=100, progress=progress)
+           batch_size=100, progress=progress, readers=int(sys.argv[4]))
     """
 )
 
@@ -38,7 +38,8 @@ def _rows(url):
     return table.drop_columns(["dump"]).to_pylist()
 
 
-def test_kill_9_then_resume_gives_the_same_rows(valkey, tmp_path):
+@pytest.mark.parametrize("readers", [1, 2])
+def test_kill_9_then_resume_gives_the_same_rows(readers, valkey, tmp_path):
     r = valkey.client()
     pipe = r.pipeline()
     for i in range(8000):
@@ -48,12 +49,13 @@ def test_kill_9_then_resume_gives_the_same_rows(valkey, tmp_path):
     pipe.execute()
     root = tmp_path / "root"
 
-    child = subprocess.run([sys.executable, "-c", CHILD, valkey.url, str(root), str(KILL_AFTER_PARTS)])
+    child = subprocess.run([sys.executable, "-c", CHILD, valkey.url, str(root), str(KILL_AFTER_PARTS), str(readers)])
     assert child.returncode == -signal.SIGKILL
     folder = root / "resume-me"
     assert not (folder / "manifest.json").exists()
     checkpoint = json.loads((folder / "checkpoint.json").read_text())
     assert len(checkpoint["parts"]) == KILL_AFTER_PARTS
+    assert len(checkpoint["positions"]) == readers
     with pytest.raises(SnapshotInvalid, match="unfinished backup"):
         open_snapshot(str(folder))
 
