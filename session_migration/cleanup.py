@@ -31,10 +31,11 @@ import pyarrow as pa
 from .endpoints import RedisEndpoint, translate_redis_errors
 from .errors import InvalidParameter, ScopeViolation, TerminalError
 from .options import BackupOptions
-from .patterns import DEFAULT_PATTERNS, check_patterns, compile_scope
+from .patterns import DEFAULT_PATTERNS, check_patterns
 from .pipeline import write_snapshot
 from .record import records_from_batch
 from .redaction import redact_key
+from .redis_glob import ScopeMatcher
 from .sessions import SessionStatus, classify
 from .sources.redis import RedisSource
 
@@ -250,7 +251,7 @@ def _rows(chosen: _Candidates) -> Iterator[tuple[bytes, int | None, bytes | None
 
 
 def _delete(source: RedisSource, chosen: _Candidates, options: CleanupOptions, report: CleanupReport) -> None:
-    scope = compile_scope(options.patterns)
+    scope = ScopeMatcher(options.patterns)
     rows = list(_rows(chosen))
     for key, _, _ in rows:  # belt and braces: SCAN MATCH chose them, the scope check proves it
         if not scope.fullmatch(key):

@@ -48,9 +48,10 @@ from . import storage
 from .endpoints import RedisEndpoint, translate_redis_errors
 from .errors import InvalidParameter, ScopeViolation, SessionMigrationError, SnapshotInvalid, TerminalError
 from .options import MAX_BATCH_SIZE, BackupOptions, RestoreOptions
-from .patterns import DEFAULT_PATTERNS, check_patterns, compile_scope
+from .patterns import DEFAULT_PATTERNS, check_patterns
 from .pipeline import BackupResult, run_backup, write_snapshot
 from .redaction import redact_key
+from .redis_glob import ScopeMatcher
 from .restore import run_restore
 from .seen import SeenKeys
 from .sinks.redis import RedisSink
@@ -374,7 +375,7 @@ def rollback(target: RedisEndpoint, fs, root: str, state: MigrationState,
     completion recorded in the state file, so a re-run continues where the last one stopped."""
     if state.target != target.identity:
         raise InvalidParameter(f"Migration {state.migration_id} wrote to {state.target}, not {target.display_url}.")
-    scope = compile_scope(state.patterns)
+    scope = ScopeMatcher(state.patterns)
     batch_size = int(state.options.get("batch_size", 1000))
     rb = dict(state.rollback or {})
     rb.setdefault("stage", "started")

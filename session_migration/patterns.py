@@ -1,13 +1,12 @@
 """Key patterns: the default scope (every store in docs/session-stores.md) and pattern checks.
 
 Scope is a safety rule, not a convenience: the tool never reads, writes or deletes a key
-outside the configured patterns. Patterns use Redis glob syntax (as SCAN MATCH does).
+outside the configured patterns. Patterns use Redis glob syntax (as SCAN MATCH does);
+`redis_glob.ScopeMatcher` checks keys against them by the server's own matching rules.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Iterable
 
 # One entry per store key shape, in the order of docs/session-stores.md.
@@ -46,9 +45,3 @@ def check_patterns(patterns: Iterable[str]) -> tuple[str, ...]:
         raise InvalidParameter("The same key pattern is given twice.")
     return result
 
-
-def compile_scope(patterns: Iterable[str]) -> re.Pattern[bytes]:
-    """One regex matching any of the patterns (Redis glob semantics, close enough to fnmatch),
-    used to check that a key is in scope before it is written or deleted."""
-    parts = [fnmatch.translate(p) for p in patterns]
-    return re.compile("|".join(f"(?:{p})" for p in parts).encode("utf-8"), re.DOTALL)

@@ -37,7 +37,7 @@ from .snapshot import MANIFEST, PARTS, Snapshot, manifest_bytes, new_snapshot_id
 from .prefetch import prefetch
 from .sources.redis import Chunk, RedisSource, ServerInfo
 from .backup_workers import Position, after, copy_in_processes, next_part_indexes, shareable
-from .sources.segments import scan_fraction, segment_fraction, split  # noqa: F401 - transfer imports scan_fraction from here
+from .sources.segments import segment_fraction, split
 
 
 @dataclass(frozen=True)

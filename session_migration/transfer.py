@@ -44,7 +44,6 @@ from .endpoints import RedisEndpoint, translate_redis_errors
 from .errors import InvalidParameter, TerminalError
 from .options import RestoreOptions
 from .patterns import DEFAULT_PATTERNS
-from .pipeline import scan_fraction
 from .plan import (
     PLAN_KEYS, RenameCollisions, RunCheckpoint, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
     write_batch,
@@ -55,6 +54,7 @@ from .seen import SeenKeys
 from .sinks.redis import RedisSink, SinkTotals
 from .sources import resp
 from .sources.redis import NO_EXPIRY, NO_KEY, Chunk, RedisSource
+from .sources.segments import scan_fraction
 
 TRANSFERS = "transfers"
 KEYSPACE_WALK = "keyspace"  # the checkpoint's position is a cursor of one walk over every key

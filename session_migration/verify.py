@@ -29,8 +29,8 @@ import pyarrow as pa
 
 from .endpoints import RedisEndpoint, translate_redis_errors
 from .errors import InvalidParameter
-from .patterns import compile_scope
 from .redaction import redact_key
+from .redis_glob import ScopeMatcher
 from .seen import SeenKeys
 from .snapshot import Snapshot
 from .sources import resp
@@ -147,10 +147,10 @@ def _a_batches(a, a_source: RedisSource | None, patterns, options: VerifyOptions
             if chunk.result is not None:
                 yield chunk.result.batch
         return
-    scope = compile_scope(patterns)
+    scope = ScopeMatcher(patterns)
     for batch in a.iter_batches(batch_size=options.batch_size):
         keys = batch.column("key").to_pylist()
-        wanted = [scope.fullmatch(k) is not None for k in keys]
+        wanted = [scope.fullmatch(k) for k in keys]
         yield batch if all(wanted) else batch.filter(pa.array(wanted))
 
 

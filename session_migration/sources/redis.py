@@ -194,7 +194,8 @@ class RedisSource:
         values, expiries = replies[0], replies[1:]
         if isinstance(values, hiredis.ReplyError):
             raise redis.exceptions.ResponseError(str(values))
-        if now_ms is None and self.preserve_ttl and not self.capture_dump and None not in values and NO_KEY not in expiries:
+        all_present_strings = None not in values and NO_KEY not in expiries
+        if now_ms is None and self.preserve_ttl and not self.capture_dump and all_present_strings:
             # the common case, decoded column-wise: every key is a present string
             return ReadResult(batch=_strings_batch(keys, values, expiries, self.endpoint.db), vanished=0)
         rows = _Rows()

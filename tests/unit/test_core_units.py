@@ -6,7 +6,7 @@ import pytest
 
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import AuthenticationFailed, InvalidParameter, ServerUnavailable, is_transient
-from session_migration.pipeline import scan_fraction
+from session_migration.sources.segments import scan_fraction
 from session_migration.redaction import redact_key
 from session_migration.seen import SeenKeys
 from session_migration.snapshot import check_snapshot_id, manifest_bytes, manifest_checksum, new_snapshot_id
