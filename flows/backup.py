@@ -41,7 +41,7 @@ def backup_sessions(
         capture_dump: also store DUMP payloads (enables RESTORE on restore; costs server CPU).
         part_rows: rows per Parquet part, the checkpoint granularity.
         readers: worker processes, each reading and writing one share of the SCAN (1, 2, 4 or 8);
-            default: 2 on a multi-core machine for a database of 50,000 keys or more.
+            default: 2 on 4 or more cores for a database of 50,000 keys or more, else 1.
     """
     options = BackupOptions(
         patterns=tuple(patterns) if patterns else DEFAULT_PATTERNS,

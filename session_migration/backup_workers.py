@@ -40,7 +40,7 @@ from .counters import BackupCounters
 from .endpoints import RedisEndpoint
 from .errors import ServerUnavailable
 from .options import BackupOptions
-from .seen import SeenKeys, key_digests
+from .seen import HashKeys, SeenKeys, key_digests
 from .sinks.parquet import PartWriter
 from .snapshot import PartInfo
 from .sources.redis import RedisSource
@@ -61,6 +61,7 @@ class _Job:
     segment: Segment
     start: Position
     first_part: int  # this worker's next part index; it steps by the number of workers
+    hash_keys: HashKeys  # the coordinator's `SeenKeys` keys, for the digests sent to it
 
 
 def after(pattern_index: int, cursor: int) -> Position:
@@ -90,7 +91,7 @@ def copy_in_processes(endpoint: RedisEndpoint, options: BackupOptions, fs: fsspe
     fresh_rows = checkpoint.counters.keys
     try:
         for index, segment in enumerate(split(workers)):
-            job = _Job(endpoint, options, fs, path, segment, positions[index], firsts[index])
+            job = _Job(endpoint, options, fs, path, segment, positions[index], firsts[index], seen.hash_keys)
             running.update([_start(job, index)])
         while running:
             for conn in wait(list(running)):
@@ -190,7 +191,7 @@ class _Worker:
     def _take(self, pattern_index: int, result, position: Position) -> None:
         batch = result.batch
         self.counters.vanished += result.vanished
-        self.conn.send(("seen", position, key_digests(batch.column("key").to_pylist()).tobytes()))
+        self.conn.send(("seen", position, key_digests(batch.column("key").to_pylist(), self.job.hash_keys).tobytes()))
         fresh = np.frombuffer(self.conn.recv_bytes(), dtype=bool)
         if not fresh.all():
             self.counters.duplicates += int((~fresh).sum())

@@ -153,7 +153,7 @@ def backup(
     no_ttl: bool = typer.Option(False, "--no-ttl", help="Do not capture expiry times."),
     capture_dump: bool = typer.Option(False, help="Also store DUMP payloads (faster restore onto the same or newer server)."),
     part_rows: int = typer.Option(100_000, help="Rows per Parquet part (the checkpoint granularity)."),
-    readers: Optional[int] = typer.Option(None, help="Worker processes, one per share of the SCAN: 1, 2, 4 or 8. Default: 2 on a multi-core machine for 50,000 keys or more."),
+    readers: Optional[int] = typer.Option(None, help="Worker processes, one per share of the SCAN: 1, 2, 4 or 8. Default: 2 on 4 or more cores for 50,000 keys or more, else 1."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report what would be written."),
     as_json: bool = _JSON_SUMMARY,
     verbose: bool = _VERBOSE,

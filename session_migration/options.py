@@ -25,7 +25,7 @@ class BackupOptions:
     part_rows: int = 100_000  # rows per Parquet part = checkpoint granularity
     row_group_rows: int = 10_000  # rows per Parquet row group = writer memory
     dry_run: bool = False
-    readers: int | None = None  # reader processes (1, 2, 4 or 8); None: 2 on a multi-core machine for big databases
+    readers: int | None = None  # reader processes (1, 2, 4 or 8); None: 2 on >= 4 cores for big databases, else 1
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

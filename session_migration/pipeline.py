@@ -90,6 +90,10 @@ def _now() -> str:
 
 # Below this many keys in the database, starting worker processes costs more than it saves.
 PARALLEL_MIN_KEYS = 50_000
+# Worker processes by default only from this many cores on: on 2 cores shared with the server,
+# one process (a reading thread, Parquet encoding outside the GIL) already keeps both busy, and
+# two were ~10% slower (digests to the coordinator, two imports; docs/benchmarks.md).
+PARALLEL_MIN_CPUS = 4
 
 
 class _Job:
@@ -109,7 +113,7 @@ class _Job:
             return 1
         if self.options.readers is not None:
             return self.options.readers
-        return 2 if (os.cpu_count() or 1) >= 2 and self.dbsize >= PARALLEL_MIN_KEYS else 1
+        return 2 if (os.cpu_count() or 1) >= PARALLEL_MIN_CPUS and self.dbsize >= PARALLEL_MIN_KEYS else 1
 
     def report(self, snapshot_id: str, counters: BackupCounters, positions: list[Position], parts: int) -> None:
         if not self.progress:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import AuthenticationFailed, InvalidParameter, ServerUnavailable, is_transient
-from session_migration.sources.segments import scan_fraction
 from session_migration.redaction import redact_key
 from session_migration.seen import SeenKeys
 from session_migration.snapshot import check_snapshot_id, manifest_bytes, manifest_checksum, new_snapshot_id
+from session_migration.sources.segments import scan_fraction
 
 
 def test_url_parsing_and_password_free_display():
@@ -51,6 +54,33 @@ def test_seen_keys_dedupes_across_and_within_batches():
     for start in range(0, 50_000, 1000):  # many runs, merged as they grow
         seen.add_new([f"x{i}".encode() for i in range(start, start + 1000)])
     assert not seen.add_new([b"x0", b"x49999", b"k0"]).any()
+
+
+def test_seen_keys_agrees_with_a_set_on_random_batches():
+    rng = random.Random(7)
+    keys = [rng.randbytes(rng.randrange(0, 20)) for _ in range(30_000)]
+    seen, reference = SeenKeys(), set()
+    for _ in range(200):  # batches of every size, repeats within and across batches; the table grows
+        batch = [rng.choice(keys) for _ in range(rng.choice([1, 7, 100, 1000, 4000]))]
+        expected = []
+        for key in batch:
+            expected.append(key not in reference)
+            reference.add(key)
+        assert seen.add_new(batch).tolist() == expected
+    assert len(seen) == len(reference)
+    probe = keys[:3000] + [b"never-added"]
+    assert seen.contains(probe).tolist() == [k in reference for k in probe]
+
+
+def test_seen_keys_long_probe_chains():
+    # 300 digests that all hash to the same slot (and each twice): the vectorised rounds, then
+    # the plain loop, walk one long chain of occupied slots.
+    hi = np.arange(1, 301, dtype=np.uint64) << np.uint64(40)
+    digests = np.stack([hi, hi + np.uint64(3)], axis=1).view(np.dtype("S16")).ravel()
+    seen = SeenKeys()
+    doubled = np.concatenate([digests, digests[::-1]])
+    assert seen.add_new_digests(doubled).tolist() == [True] * 300 + [False] * 300
+    assert not seen.add_new_digests(digests).any() and len(seen) == 300
 
 
 def test_snapshot_ids_sort_by_time_and_are_checked():
