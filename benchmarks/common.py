@@ -264,6 +264,18 @@ def _vm_hwm_kb(pid: int) -> int | None:
     return None
 
 
+def _pss_kb(pid: int) -> int:
+    """Proportional set size: pages shared with other processes (a forked worker's inherited
+    heap) count once across them, not once per process as in RSS."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
 def _descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
@@ -292,7 +304,7 @@ class Measured:
     user_s: float
     sys_s: float
     server_cpu_s: float
-    descendants_peak_kb: int  # sum of the peaks of the child's own subprocesses (polled)
+    tree_peak_kb: int  # the highest polled sum of PSS over the child and its live subprocesses
     other_cpu_s: float  # CPU the rest of the machine used meanwhile (noise from other work)
     stdout: str
     stderr: str
@@ -321,7 +333,7 @@ def measure(cmd: list[str], *, server: Server, env: dict | None = None, timeout:
 
         waiter = threading.Thread(target=reap, daemon=True)
         waiter.start()
-        peaks: dict[int, int] = {}
+        tree_peak = 0
         hwm = 0
         timed_out = False
         try:
@@ -329,10 +341,9 @@ def measure(cmd: list[str], *, server: Server, env: dict | None = None, timeout:
                 own = _vm_hwm_kb(proc.pid)
                 if own:
                     hwm = max(hwm, own)
-                for kid in _descendants(proc.pid):
-                    kid_hwm = _vm_hwm_kb(kid)
-                    if kid_hwm:
-                        peaks[kid] = max(peaks.get(kid, 0), kid_hwm)
+                kids = _descendants(proc.pid)
+                if kids:  # a lone process: its own VmHWM (exact) says it all
+                    tree_peak = max(tree_peak, _pss_kb(proc.pid) + sum(_pss_kb(kid) for kid in kids))
                 if time.perf_counter() - started > timeout:
                     timed_out = True
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -362,7 +373,7 @@ def measure(cmd: list[str], *, server: Server, env: dict | None = None, timeout:
         err.seek(0)
         return Measured(
             returncode=proc.returncode, wall_s=wall, hwm_kb=hwm, maxrss_kb=usage.ru_maxrss, user_s=usage.ru_utime,
-            sys_s=usage.ru_stime, server_cpu_s=server_cpu, descendants_peak_kb=sum(peaks.values()),
+            sys_s=usage.ru_stime, server_cpu_s=server_cpu, tree_peak_kb=tree_peak,
             other_cpu_s=other,
             stdout=out.read().decode(errors="replace"), stderr=err.read().decode(errors="replace"),
             timed_out=timed_out,

@@ -204,10 +204,9 @@ def run_ours(mode: str, server: Server, count: int, args, prefect_api: str | Non
         peak_rss_mb=round(res["vm_hwm_kb"] / 1024, 1),
         rss_after_import_mb=round(res["vm_hwm_after_import_kb"] / 1024, 1),
         polled_peak_rss_mb=round(m.hwm_kb / 1024, 1) if m.hwm_kb else None,
-        subprocess_peak_mb=round(m.descendants_peak_kb / 1024, 1),
         # the whole backup: the process and its subprocesses (backup workers; for an ephemeral
-        # flow also Prefect's temporary server), each at its own peak
-        total_peak_mb=round((res["vm_hwm_kb"] + m.descendants_peak_kb) / 1024, 1),
+        # flow also Prefect's temporary server), their PSS summed while they ran together
+        total_peak_mb=round(max(res["vm_hwm_kb"], m.tree_peak_kb) / 1024, 1),
         output_mb=round(output / 2**20, 1),
         vanished=res.get("vanished"),
         duplicates=res.get("duplicates"),
@@ -337,7 +336,7 @@ def _fmt(n: float | None, digits: int = 1) -> str:
 
 def table(rows: list[dict]) -> str:
     head = ("| contestant | keys | wall s | keys/s | in-call s | peak RSS MB (max of runs) "
-            "| with subprocesses MB | client CPU s | server CPU s | other CPU s | output MB |\n"
+            "| process tree MB | client CPU s | server CPU s | other CPU s | output MB |\n"
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in rows:
@@ -548,8 +547,9 @@ def main() -> int:
                      "(its peak RSS is the small run's, not projected).")
     notes.append("wall s / keys/s: the whole process, start to exit (interpreter start and imports included), "
                  "the run with the median wall time; in-call s: inside backup()/backup_sessions() only. "
-                 "Peak RSS: the process's own VmHWM, the highest of the runs (Prefect's temporary API server, a "
-                 "subprocess of the flow's process, is listed separately in the JSON as subprocess_peak_mb). "
+                 "Peak RSS: the process's own VmHWM, the highest of the runs. Process tree: the process with its "
+                 "subprocesses (backup workers; Prefect's temporary API server for an ephemeral flow), the highest "
+                 "sum of their PSS polled every 50 ms (shared pages count once), or the own VmHWM if higher. "
                  "Client CPU: the contestant's user+sys (its reaped subprocesses included). Server CPU: "
                  "redis-server's user+sys during the run, its forked RDB child included. Other CPU: what the rest "
                  "of the machine used meanwhile (other work on the shared cores; the harness's own polling).")

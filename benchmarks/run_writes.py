@@ -2,8 +2,9 @@
 
     python benchmarks/run_writes.py [--keys 1000000] [--small 100000]
 
-On throwaway Redis 7.0 servers (source and target, free loopback ports) filled with the same
-express-session data as run.py, at --small keys and then at --keys keys:
+On throwaway Redis 7.0 servers on free loopback ports: a source filled with the same
+express-session data as run.py, at --small keys and then at --keys keys, and a new empty
+target for every write contestant (so each pays the same allocator growth):
 
   backup      session_migration.backup -> snapshot (the time the audit target is relative to)
   audit       validate_snapshot + compute_stats of that snapshot
@@ -17,6 +18,7 @@ results go to benchmarks/results/writes-<time>-<keys>.json. Measurement only: no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import sys
@@ -65,8 +67,8 @@ def record(results: list, name: str, keys: int, m) -> dict:
     row = {"contestant": name, "keys": keys, "wall_s": round(m.wall_s, 3),
            "keys_per_s": round(keys / m.wall_s, 1) if m.wall_s else None,
            "peak_rss_mb": round(m.hwm_kb / 1024, 1),
-           # with the peaks of its subprocesses (worker processes), each at its own peak
-           "total_peak_mb": round((m.hwm_kb + m.descendants_peak_kb) / 1024, 1),
+           # with its worker processes: their PSS summed while they ran (forked pages count once)
+           "total_peak_mb": round(max(m.hwm_kb, m.tree_peak_kb) / 1024, 1),
            "client_cpu_s": round(m.user_s + m.sys_s, 2),
            "server_cpu_s": round(m.server_cpu_s, 2), "returncode": m.returncode, **payload}
     if m.returncode != 0:
@@ -80,7 +82,7 @@ def record(results: list, name: str, keys: int, m) -> dict:
 CONTESTANTS = ("audit", "restore", "transfer")
 
 
-def run_size(source, target, keys: int, work: Path, results: list, only: tuple[str, ...] = CONTESTANTS) -> None:
+def run_size(source, keys: int, work: Path, results: list, only: tuple[str, ...] = CONTESTANTS) -> None:
     snap_root = work / f"snap-{keys}"
     m = measure(worker("backup", source.url, str(snap_root)), server=source)
     record(results, "backup", keys, m)
@@ -88,29 +90,40 @@ def run_size(source, target, keys: int, work: Path, results: list, only: tuple[s
     if "audit" in only:
         record(results, "audit", keys, measure(worker("audit", snapshot), server=source))
     if "restore" in only:
-        run_restore(snapshot, target, keys, work, results)
+        run_restore(snapshot, keys, work, results)
     if "transfer" in only:
-        run_transfer(source, target, keys, work, results)
+        run_transfer(source, keys, work, results)
 
 
-def run_restore(snapshot: str, target, keys: int, work: Path, results: list) -> None:
-    target.cli("FLUSHALL")
-    record(results, "restore", keys, measure(worker("restore", snapshot, target.url), server=target))
+@contextlib.contextmanager
+def fresh_target():
+    """A new, empty target server for one contestant: a server that held the previous
+    contestant's data keeps its allocator's memory after FLUSHALL, which makes the second
+    writer's run cheaper (fewer page faults) and the comparison unfair."""
+    target = start_server("redis")
+    try:
+        yield target
+    finally:
+        target.stop()
+
+
+def run_restore(snapshot: str, keys: int, work: Path, results: list) -> None:
+    with fresh_target() as target:
+        record(results, "restore", keys, measure(worker("restore", snapshot, target.url), server=target))
     stream = work / f"pipe-{keys}.resp"
     pipe_file(snapshot, stream)
-    target.cli("FLUSHALL")
-    record(results, "redis-cli --pipe", keys, measure(
-        ["sh", "-c", f"{REDIS_CLI} -h 127.0.0.1 -p {target.port} --pipe < {stream}"], server=target))
+    with fresh_target() as target:
+        record(results, "redis-cli --pipe", keys, measure(
+            ["sh", "-c", f"{REDIS_CLI} -h 127.0.0.1 -p {target.port} --pipe < {stream}"], server=target))
     stream.unlink()
 
 
-def run_transfer(source, target, keys: int, work: Path, results: list) -> None:
-    target.cli("FLUSHALL")
-    record(results, "transfer", keys, measure(
-        worker("transfer", source.url, target.url, str(work / f"ckpt-{keys}")), server=source))
-    target.cli("FLUSHALL")
-    record(results, "MIGRATE", keys, measure(worker("migrate-ref", source.url, target.url), server=source))
-    target.cli("FLUSHALL")
+def run_transfer(source, keys: int, work: Path, results: list) -> None:
+    with fresh_target() as target:
+        record(results, "transfer", keys, measure(
+            worker("transfer", source.url, target.url, str(work / f"ckpt-{keys}")), server=source))
+    with fresh_target() as target:
+        record(results, "MIGRATE", keys, measure(worker("migrate-ref", source.url, target.url), server=source))
 
 
 def ratios(results: list) -> dict:
@@ -142,7 +155,6 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     results: list = []
     source = start_server("redis")
-    target = start_server("redis")
     try:
         with tempfile.TemporaryDirectory(prefix="bench-writes-") as tmp:
             work = Path(tmp)
@@ -151,16 +163,15 @@ def main() -> None:
                 log(f"seeding the source up to {size:,} keys")
                 seed(source, size - seeded, seed_value=20261125 + seeded)
                 seeded = size
-                run_size(source, target, size, work, results, only)
+                run_size(source, size, work, results, only)
     finally:
         source.stop()
-        target.stop()
     summary = {"finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "command": " ".join(["python", "benchmarks/run_writes.py", *sys.argv[1:]]),
                "results": results, "ratios": ratios(results)}
     path = RESULTS / f"writes-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{args.keys}.json"
     path.write_text(json.dumps(summary, indent=1))
-    print("| contestant | keys | wall s | keys/s | peak RSS MB | with subprocesses MB |\n|---|---:|---:|---:|---:|---:|")
+    print("| contestant | keys | wall s | keys/s | peak RSS MB | process tree MB |\n|---|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['contestant']} | {r['keys']:,} | {r['wall_s']:.2f} | {r['keys_per_s'] or 0:,.0f} "
               f"| {r['peak_rss_mb']:.1f} | {r['total_peak_mb']:.1f} |")

@@ -94,6 +94,7 @@ PARALLEL_MIN_KEYS = 50_000
 # one process (a reading thread, Parquet encoding outside the GIL) already keeps both busy, and
 # two were ~10% slower (digests to the coordinator, two imports; docs/benchmarks.md).
 PARALLEL_MIN_CPUS = 4
+PRESIZE_MAX_KEYS = 1 << 20  # the de-duplication table is allocated for up to this many keys (24 MB)
 
 
 class _Job:
@@ -103,8 +104,10 @@ class _Job:
         self.source = source
         self.options = options
         self.progress = progress
-        self.seen = SeenKeys()
         self.dbsize = source.dbsize()
+        # sized up front for the database (if not huge: it may hold far more than sessions), so
+        # memory does not step up as the backup goes
+        self.seen = SeenKeys(expected=min(self.dbsize, PRESIZE_MAX_KEYS))
         self.best_fraction = 0.0
 
     def workers(self, fs: fsspec.AbstractFileSystem) -> int:

@@ -115,6 +115,7 @@ class ScopeMatcher:
     """Which keys of an Arrow binary column the manifest's patterns cover, as Redis decides."""
 
     def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns = tuple(patterns)
         body = scope_regex(patterns)
         self._arrow = f"(?s)^(?:{body})$"  # RE2: `$` is the end of the text, never before a final newline
         self._python = re.compile(f"(?s)(?:{body})".encode("ascii"))

@@ -40,6 +40,7 @@ from .plan import (
     PLAN_KEYS, RenameCollisions, RunCheckpoint, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
     write_batch,
 )
+from .prefetch import prefetch
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .sinks.redis import RedisSink, SinkTotals
@@ -288,7 +289,8 @@ def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: s
     index = [p.name for p in snap.parts].index(part_name)
     try:
         one = Snapshot(fs=snap.fs, path=snap.path, manifest=snap.manifest, parts=[part])
-        for batch in one.iter_batches(batch_size=options.batch_size):
+        # Parquet is decoded in a thread (outside the GIL) while this one packs and sends
+        for batch in prefetch(one.iter_batches(batch_size=options.batch_size)):
             counters.rows += batch.num_rows
             chosen = rules.selected(batch, part_name)
             counters.not_selected += batch.num_rows - chosen.num_rows

@@ -271,10 +271,13 @@ def _key_chunks(source: RedisSource, scope: ScopeMatcher, batch_size: int, curso
                 ) -> Iterator[tuple[int, list[bytes]]]:
     """(cursor after, keys in scope) of one walk over the keyspace from `cursor`, in chunks of
     at least `batch_size` keys. A chunk ends at a SCAN page boundary, so the cursor after it is
-    a valid place to resume from; 0 ends the walk."""
+    a valid place to resume from; 0 ends the walk. With one pattern the server matches it
+    (fewer names sent); with several, `MATCH *` and the match happens here. Either way the
+    cursor walks the same keyspace, and every name is checked here."""
+    match = scope.patterns[0] if len(scope.patterns) == 1 else "*"
     keys: list[bytes] = []
     while True:
-        cursor, page = source.scan_page("*", cursor, batch_size)
+        cursor, page = source.scan_page(match, cursor, batch_size)
         if page:
             column = pa.array(page, pa.binary())
             keys.extend(column.filter(pa.array(scope.mask(column))).to_pylist())

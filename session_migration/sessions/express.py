@@ -6,11 +6,24 @@ no TTL (connect-redis `disableTTL`): then nothing will ever remove it -> stale.
 
 from __future__ import annotations
 
+import msgspec
+
 from ..record import KeyRecord
 from .model import Context, Corrupt, Verdict, datetime_to_ms, load_json_object, parse_iso, stale, valid
 
 
 _VALID = valid("JSON session with a cookie object")
+
+
+class _Session(msgspec.Struct):
+    """The one field judged; msgspec checks the syntax of the others without building them
+    (~1 µs a 1 KB session instead of ~3 µs for a full parse)."""
+
+    cookie: object = msgspec.UNSET
+
+
+_SESSION = msgspec.json.Decoder(_Session)
+_FAST_PATH_MISSES = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
 
 def judge(record: KeyRecord, ctx: Context) -> Verdict:
@@ -19,8 +32,11 @@ def judge(record: KeyRecord, ctx: Context) -> Verdict:
 
 def judge_value(value: bytes, expire_at_ms: int | None, ctx: Context) -> Verdict:
     """The judgement from the payload and TTL alone (what `classify_batch` calls per row)."""
-    doc = load_json_object(value)
-    cookie = doc.get("cookie")
+    try:
+        cookie = _SESSION.decode(value).cookie
+        value.decode("utf-8")  # msgspec does not check the UTF-8 of the strings it skips
+    except _FAST_PATH_MISSES:  # whatever it refuses gets the full parse and its exact verdict
+        cookie = load_json_object(value).get("cookie")
     if not isinstance(cookie, dict):
         raise Corrupt("JSON session has no cookie object")
     expires = cookie.get("expires")
