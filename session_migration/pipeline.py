@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, storage
+from . import __version__, parallel, storage
 from .checkpoint import BackupCheckpoint, load_checkpoint, remove_checkpoint
 from .counters import BackupCounters
 from .endpoints import RedisEndpoint
@@ -116,7 +115,7 @@ class _Job:
             return 1
         if self.options.readers is not None:
             return self.options.readers
-        return 2 if (os.cpu_count() or 1) >= PARALLEL_MIN_CPUS and self.dbsize >= PARALLEL_MIN_KEYS else 1
+        return 2 if parallel.cpu_count() >= PARALLEL_MIN_CPUS and self.dbsize >= PARALLEL_MIN_KEYS else 1
 
     def report(self, snapshot_id: str, counters: BackupCounters, positions: list[Position], parts: int) -> None:
         if not self.progress:

@@ -24,11 +24,26 @@ _SCALAR_ROWS = 64  # fewer rows than this left to probe: a plain loop
 _GROW_CHUNK = 1 << 16  # rows re-inserted at a time when the table grows
 
 
-HashKeys = tuple[str, str]  # two SipHash keys of 16 characters
+HashKeys = tuple[str, str]  # two SipHash keys
+
+
+def new_hash_key() -> str:
+    """A secret SipHash key (16 characters): unknown in advance, so nobody can craft key names
+    whose digests collide."""
+    return secrets.token_hex(8)
 
 
 def new_hash_keys() -> HashKeys:
-    return secrets.token_hex(8), secrets.token_hex(8)
+    return new_hash_key(), new_hash_key()
+
+
+def keyed_hashes(keys: Sequence[bytes] | np.ndarray, hash_key: str) -> np.ndarray:
+    """SipHash-2-4 of each key under `hash_key` (uint64), computed by pandas in C."""
+    if not isinstance(keys, np.ndarray):
+        values = np.empty(len(keys), dtype=object)
+        values[:] = keys
+        keys = values
+    return hash_array(keys, hash_key=hash_key, categorize=False)
 
 
 def key_digests(keys: Sequence[bytes], hash_keys: HashKeys) -> np.ndarray:
@@ -36,7 +51,7 @@ def key_digests(keys: Sequence[bytes], hash_keys: HashKeys) -> np.ndarray:
     that share `hash_keys`."""
     values = np.empty(len(keys), dtype=object)
     values[:] = keys
-    halves = [hash_array(values, hash_key=key, categorize=False) for key in hash_keys]
+    halves = [keyed_hashes(values, key) for key in hash_keys]
     return np.stack(halves, axis=1).view(_DTYPE).ravel()
 
 

@@ -17,13 +17,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import fsspec
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -31,6 +29,7 @@ from . import parallel, storage
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .schema import FORMAT_NAME, FORMAT_VERSION, RECORD_SCHEMA
+from .seen import keyed_hashes, new_hash_key
 from .snapshot import CHECKPOINT, MANIFEST, PARTS, READ_BUFFER_BYTES, PartInfo, manifest_checksum
 
 MAX_EXAMPLES = 5  # redacted example keys kept per row-level problem
@@ -82,7 +81,7 @@ def validate_snapshot(fs: fsspec.AbstractFileSystem, path: str, *, check_rows: b
         return report
     parts = _listed_parts(manifest, report)
     patterns = manifest.get("scope", {}).get("patterns") or ["*"]
-    hash_key = secrets.token_hex(8)  # unknown in advance: nobody can craft keys whose digests collide
+    hash_key = new_hash_key()
     tasks = [(fs, path, part, patterns if check_rows else None, hash_key) for part in parts]
     n = parallel.worker_count(workers, sum(p.rows for p in parts))
     checked = list(zip(parts, parallel.map_ordered(_check_part, tasks, n, fs)))  # in part order, as the report lists them
@@ -198,7 +197,7 @@ def _check_keys(fs, file: str, part: PartInfo, scope: ScopeMatcher, hash_key: st
         for batch in pf.iter_batches(batch_size=KEY_BATCH_ROWS, columns=["key"]):
             keys = batch.column("key")
             # siphash with a random key, in C over the whole batch; collisions are only candidates
-            hashes.append(pd.util.hash_array(keys.to_numpy(zero_copy_only=False), categorize=False, hash_key=hash_key))
+            hashes.append(keyed_hashes(keys.to_numpy(zero_copy_only=False), hash_key))
             outside = np.flatnonzero(~scope.mask(keys))
             result.outside += len(outside)
             for i in outside[: MAX_EXAMPLES - len(result.outside_examples)].tolist():

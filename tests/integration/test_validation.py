@@ -153,7 +153,7 @@ def test_duplicates_across_parts_are_exact_even_when_digests_collide(snapshot_di
     assert "in part-00003.parquet" in report.problems[0].message  # the copies are the duplicates, not the original
 
     # Every digest equal: every row is a candidate, and only the real duplicates are counted.
-    monkeypatch.setattr(validation.pd.util, "hash_array", lambda values, **kw: np.zeros(len(values), dtype=np.uint64))
+    monkeypatch.setattr(validation, "keyed_hashes", lambda values, hash_key: np.zeros(len(values), dtype=np.uint64))
     collided = check(snapshot_dir, workers=1)
     assert [p.message for p in collided.problems] == [p.message for p in report.problems]
 
