@@ -10,6 +10,7 @@ import pytest
 from session_migration import backup, open_snapshot
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import InvalidParameter
+from session_migration.backup_workers import after
 from session_migration.sources.redis import RedisSource
 from session_migration.sources.segments import Segment, split
 
@@ -96,3 +97,30 @@ def test_readers_must_be_a_power_of_two_up_to_eight(bad, valkey, tmp_path):
     with pytest.raises(InvalidParameter, match="readers must be one of 1, 2, 4, 8"):
         backup(valkey.url, str(tmp_path), patterns=["sess:*"], readers=bad)
     assert not list(tmp_path.iterdir())
+
+
+def test_every_chunk_is_a_resume_point_with_reads_in_flight(server):
+    """Reads run several batches ahead of the caller on a stream apart from SCAN's: chunks must
+    still come out in walk order, so resuming after any chunk reads exactly what is left."""
+    _fill(server.client(), 3000)
+    patterns = ["sess:0*", "nothing:*", "sess:h*", "sess:*"]
+    source = RedisSource(RedisEndpoint.from_url(server.url))
+    try:
+        chunks = list(source.read_chunks(patterns, 300))
+
+        def keys_of(chunk_list):
+            return [(c.pattern_index, k) for c in chunk_list if c.result
+                    for k in c.result.batch.column("key").to_pylist()]
+
+        walk = keys_of(chunks)
+        assert [c.pattern_index for c in chunks] == sorted(c.pattern_index for c in chunks)
+        ended = [c.pattern_index for c in chunks if c.cursor == 0]
+        assert ended == [0, 1, 2, 3]  # every walk's end is heard, the empty one's too
+        for i, chunk in enumerate(chunks[:-1]):
+            start = after(chunk.pattern_index, chunk.cursor)
+            rest = keys_of(source.read_chunks(patterns, 300, *start))
+            # SCAN may repeat a key but never loses one that stays put
+            assert set(keys_of(chunks[:i + 1])) | set(rest) == set(walk), f"resume after chunk {i} at {start}"
+            assert len(rest) <= len(walk) - len(keys_of(chunks[:i + 1])) + 300
+    finally:
+        source.close()
