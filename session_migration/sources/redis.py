@@ -8,7 +8,6 @@ common case for sessions), two more for the few keys of other types.
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,11 +30,6 @@ from .segments import WHOLE, Segment
 NO_EXPIRY = -1
 NO_KEY = -2
 _TYPE_RETRIES = 3  # a key that changes type between our reads is read again this often
-# Batch reads queued at the server while the client decodes one: at most this many, and no
-# more than fit the byte budget (the server holds their replies in memory until taken), but
-# always two, as when reads were one request ahead on a single connection.
-READS_AHEAD = 5
-READS_AHEAD_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -132,14 +126,16 @@ class RedisSource:
                     start_cursor: int = 0, segment: Segment = WHOLE) -> Iterator[Chunk]:
         """`key_chunks` (of one `segment` of each pattern's walk), with the keys read.
 
-        SCAN and the reads go out on two streams of their own: while the caller works on one
-        chunk, the server already reads the next few. Cursor 0 means "the start of the segment"
-        as a start position and "the segment is done" in a chunk.
+        Requests go ahead on a stream of their own: while the caller works on one chunk, the
+        server already reads the next. Cursor 0 means "the start of the segment" as a start
+        position and "the segment is done" in a chunk.
         """
-        with translate_redis_errors(self.endpoint), contextlib.ExitStack() as streams:
-            reads = streams.enter_context(contextlib.closing(resp.Stream(self.client, no_touch=self.no_touch)))
-            scans = streams.enter_context(contextlib.closing(resp.Stream(self.client)))
-            yield from _StreamedScan(self, reads, scans, patterns, batch_size, segment).chunks(start_pattern, start_cursor)
+        with translate_redis_errors(self.endpoint):
+            stream = resp.Stream(self.client, no_touch=self.no_touch)
+            try:
+                yield from _StreamedScan(self, stream, patterns, batch_size, segment).chunks(start_pattern, start_cursor)
+            finally:
+                stream.close()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -447,60 +443,52 @@ def _string_stores(key_array: pa.Array, keys: Sequence[bytes], values: list[byte
 
 
 class _StreamedScan:
-    """SCAN on one stream, reads on another, so the server always has reads queued.
+    """SCAN and read on one stream, keeping the server one request ahead of the caller.
 
-    A SCAN reply is needed before its keys can be read, and on a single connection it would
-    wait behind the previous read's ~1 MB of replies: the server idled while the client took
-    them in. Here the walk runs on a stream of its own, a page ahead, and a few reads (see
-    READS_AHEAD) wait at the server while the caller decodes the oldest one. Chunks come out
-    in SCAN order, so each one's cursor is a valid resume point.
+    Replies come back in the order the requests went out. A SCAN reply is needed before
+    the read of its keys can be sent, and it may sit behind a read's replies, so those are
+    taken off the socket (cheap: hiredis) and decoded into rows only once the next read is
+    queued at the server, or nothing else is left to send.
     """
 
-    def __init__(self, source: RedisSource, stream: resp.Stream, scan_stream: resp.Stream,
-                 patterns: Sequence[str], batch_size: int, segment: Segment):
+    def __init__(self, source: RedisSource, stream: resp.Stream, patterns: Sequence[str], batch_size: int,
+                 segment: Segment):
         self.source = source
         self.stream = stream
-        self.scan_stream = scan_stream
         self.patterns = patterns
         self.batch_size = batch_size
         self.segment = segment
-        self.scanning: int | None = None  # pattern index of the SCAN awaiting its reply
-        self.inflight: deque[tuple] = deque()  # ("read", index, cursor, keys, reply count) or ("end", index)
-        self.reads = 0  # "read" items in `inflight`
-        self.keys_read = 0  # keys whose replies were taken, for the reply size per key
+        self.inflight: deque[tuple] = deque()  # ("scan", i), ("read", i, cursor, keys, replies) or ("end", i)
+        self.ready: deque[tuple] = deque()  # (index, cursor, keys, raw replies or None)
         self.keys: list[bytes] = []  # scanned, not yet sent for reading
 
     def chunks(self, start_pattern: int, start_cursor: int) -> Iterator[Chunk]:
         if start_pattern < len(self.patterns):
             self._scan(start_pattern, start_cursor or self.segment.first_cursor)
-        while self.scanning is not None or self.inflight:
-            if self.scanning is not None and self.reads < self._reads_ahead():
-                self._take_scan_reply()
-                continue
-            item = self.inflight.popleft()
-            if item[0] == "end":
-                yield Chunk(item[1], 0, 0, None)
-                continue
-            _, index, cursor, keys, count = item
-            self.reads -= 1
-            replies = self.stream.replies(count)
-            self.keys_read += len(keys)
-            yield Chunk(index, cursor, len(keys), self.source._read_result(keys, replies))
-
-    def _reads_ahead(self) -> int:
-        if not self.keys_read:
-            return 2
-        read_bytes = self.stream.received / self.keys_read * self.batch_size
-        return max(2, min(READS_AHEAD, int(READS_AHEAD_BYTES // max(read_bytes, 1))))
+        while self.inflight or self.ready:
+            while self.inflight and not (self.ready and any(item[0] == "read" for item in self.inflight)):
+                self._take_reply()
+            if self.ready:
+                index, cursor, keys, raw = self.ready.popleft()
+                result = self.source._read_result(keys, raw) if raw is not None else None
+                yield Chunk(index, cursor, len(keys), result)
 
     def _scan(self, index: int, cursor: int) -> None:
-        self.scan_stream.send(resp.pack([b"SCAN", b"%d" % cursor, b"MATCH", self.patterns[index].encode(),
-                                         b"COUNT", b"%d" % self.batch_size]))
-        self.scanning = index
+        self.stream.send(resp.pack([b"SCAN", b"%d" % cursor, b"MATCH", self.patterns[index].encode(),
+                                    b"COUNT", b"%d" % self.batch_size]))
+        self.inflight.append(("scan", index))
 
-    def _take_scan_reply(self) -> None:
-        index, self.scanning = self.scanning, None
-        reply = self.scan_stream.reply()
+    def _take_reply(self) -> None:
+        item = self.inflight.popleft()
+        if item[0] == "end":
+            self.ready.append((item[1], 0, [], None))
+            return
+        if item[0] == "read":
+            _, index, cursor, keys, count = item
+            self.ready.append((index, cursor, keys, self.stream.replies(count)))
+            return
+        index = item[1]
+        reply = self.stream.reply()
         if isinstance(reply, hiredis.ReplyError):
             raise redis.exceptions.ResponseError(str(reply))
         cursor = int(reply[0])
@@ -508,15 +496,14 @@ class _StreamedScan:
         done = cursor == 0 or not self.segment.contains(cursor)
         if done:
             cursor = 0
-        else:  # the next page is found while these keys are read
-            self._scan(index, cursor)
         if self.keys and (len(self.keys) >= self.batch_size or done):
             packed, count = self.source._read_request(self.keys)
             self.stream.send(packed)
             self.inflight.append(("read", index, cursor, self.keys, count))
-            self.reads += 1
             self.keys = []
         elif done:  # nothing to read, but the caller must still hear that the walk ended
             self.inflight.append(("end", index))
-        if done and index + 1 < len(self.patterns):
+        if not done:
+            self._scan(index, cursor)
+        elif index + 1 < len(self.patterns):
             self._scan(index + 1, self.segment.first_cursor)

@@ -73,7 +73,6 @@ class Stream:
     def __init__(self, client: redis.Redis, *, no_touch: bool = False):
         self._conn = client.connection_pool.make_connection()
         self._reader = hiredis.Reader(notEnoughData=_MORE)
-        self.received = 0  # bytes read from the server
         try:
             self._conn.connect()
             if no_touch:  # a per-connection setting: see RedisSource
@@ -100,7 +99,6 @@ class Stream:
                 raise redis.exceptions.ConnectionError(str(exc)) from None
             if not chunk:
                 raise redis.exceptions.ConnectionError("Connection closed by server.")
-            self.received += len(chunk)
             self._reader.feed(chunk)
 
     def replies(self, count: int) -> list:
