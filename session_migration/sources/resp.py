@@ -9,7 +9,7 @@ stay redis-py's), and the replies are parsed by hiredis in C. Error replies come
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import hiredis
 import redis
@@ -20,16 +20,34 @@ _MORE = object()
 
 def pack(args: Sequence[bytes]) -> bytes:
     """RESP encoding of one command whose arguments are already bytes."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(out)
+    return b"*%d\r\n" % len(args) + _bulks(args[:1]) + _bulks(args[1:])
 
 
-def pack_per_key(command: bytes, keys: Iterable[bytes]) -> bytes:
+def pack_per_key(command: bytes, keys: Sequence[bytes]) -> bytes:
     """`command key` for every key, e.g. PEXPIRETIME k1, PEXPIRETIME k2, ..."""
     head = b"*2\r\n$%d\r\n%s\r\n" % (len(command), command)
-    return b"".join([head + b"$%d\r\n%s\r\n" % (len(k), k) for k in keys])
+    length = _common_length(keys)
+    if length is None:
+        return b"".join([head + b"$%d\r\n%s\r\n" % (len(k), k) for k in keys])
+    head += b"$%d\r\n" % length
+    return head + (b"\r\n" + head).join(keys) + b"\r\n"
+
+
+def _bulks(items: Sequence[bytes]) -> bytes:
+    """`items` as RESP bulk strings, back to back."""
+    length = _common_length(items)
+    if length is None:
+        return b"".join([b"$%d\r\n%s\r\n" % (len(x), x) for x in items])
+    head = b"$%d\r\n" % length
+    return head + (b"\r\n" + head).join(items) + b"\r\n"
+
+
+def _common_length(items: Sequence[bytes]) -> int | None:
+    """The length all `items` share, if any. Session ids have one fixed length per store, so a
+    batch of keys is usually one `bytes.join` instead of a formatted header per key (~0.3 s of
+    Python per 1M keys in a backup)."""
+    lengths = set(map(len, items))
+    return lengths.pop() if len(lengths) == 1 else None
 
 
 def execute(client: redis.Redis, packed: bytes, replies: int) -> list:

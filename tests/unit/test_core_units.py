@@ -128,3 +128,20 @@ def test_scan_fraction_is_an_estimate_in_range():
 def test_redaction_shows_the_store_prefix_and_four_id_characters(key, shown):
     assert redact_key(key).startswith(shown)
     assert len(redact_key(key).split("…")[0]) <= max(len(key) // 2, 1)
+
+
+@pytest.mark.parametrize("lengths", ["same", "mixed", "empty keys"])
+def test_resp_packing_round_trips_for_same_and_mixed_key_lengths(lengths):
+    """Keys of one length take a single-join fast path; both paths must be exact RESP."""
+    import hiredis
+
+    from session_migration.sources import resp
+
+    rng = random.Random(7)
+    size = {"same": lambda: 37, "mixed": lambda: rng.randint(1, 60), "empty keys": lambda: 0}[lengths]
+    keys = [bytes(rng.randrange(256) for _ in range(size())) for _ in range(500)]
+    reader = hiredis.Reader()  # parses what we send as if it were a reply: an array per command
+    reader.feed(resp.pack([b"MGET", *keys]) + resp.pack_per_key(b"PEXPIRETIME", keys))
+    assert reader.gets() == [b"MGET", *keys]
+    assert [reader.gets() for _ in keys] == [[b"PEXPIRETIME", k] for k in keys]
+    assert reader.gets() is False  # nothing left over
