@@ -80,6 +80,8 @@ def main() -> None:
         "import_s": import_s,
         "vm_hwm_kb": vm_hwm_kb(),
         "vm_hwm_after_import_kb": rss_after_import,
+        # which copy of the package ran (ab.py checks it imported the version it meant to)
+        "module_file": sys.modules["session_migration"].__file__,
     }
     sys.stdout.flush()
     print("BENCH-RESULT " + json.dumps(out), flush=True)

@@ -1,0 +1,100 @@
+"""A/B of two versions of the backup on one seeded server, run alternately.
+
+    python benchmarks/ab.py REV_A REV_B [--keys 1000000] [--pairs 7]
+
+REV_A and REV_B are git revisions (or `.` for the working tree). Each is checked out in a
+detached worktree under benchmarks/.cache/ and imported from there (PYTHONPATH) by this
+checkout's `worker.py core`. One throwaway redis-server is seeded as in `run.py`; the two
+versions then back it up alternately, `--pairs` times each, so drift of the machine's speed
+hits both alike. Prints the median time in the call, client CPU and server CPU of each side.
+Single benchmark runs of the same code vary by ~5% on a shared VM; this is how the changes
+in docs/benchmarks.md were judged. Measurement only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CACHE = HERE / ".cache"
+sys.path.insert(0, str(HERE))
+
+from common import measure, seed, start_server  # noqa: E402
+
+
+def checkout(rev: str) -> tuple[Path, bool]:
+    """The source root of `rev`, and whether it is a worktree made here (to remove after)."""
+    if rev == ".":
+        return ROOT, False
+    path = CACHE / f"ab-{rev.replace('/', '_')}"
+    if path.exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=ROOT, check=True,
+                   capture_output=True)
+    return path, True
+
+
+def run_once(source_root: Path, url: str, server) -> dict:
+    dest = tempfile.mkdtemp(prefix="ab-", dir=CACHE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PYTHONPATH"] = str(source_root)  # before site-packages: this version's session_migration
+    try:
+        m = measure([sys.executable, str(HERE / "worker.py"), "core", url, dest, "--pattern", "sess:*"],
+                    server=server, env=env, cwd=str(source_root))
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    line = next((x for x in m.stdout.splitlines() if x.startswith("BENCH-RESULT ")), None)
+    if m.returncode != 0 or line is None:
+        raise RuntimeError(f"backup from {source_root} failed: {m.stderr[-2000:]}")
+    result = json.loads(line.split(" ", 1)[1])
+    if not result.get("module_file", "").startswith(str(source_root)):
+        raise RuntimeError(f"imported {result.get('module_file')}, not the version in {source_root}")
+    return {"call_s": result["call_s"], "client_cpu_s": m.user_s + m.sys_s, "server_cpu_s": m.server_cpu_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rev_a")
+    parser.add_argument("rev_b")
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--server", choices=["redis", "valkey"], default="redis")
+    args = parser.parse_args()
+
+    CACHE.mkdir(exist_ok=True)
+    sides = {"A": (args.rev_a, *checkout(args.rev_a)), "B": (args.rev_b, *checkout(args.rev_b))}
+    server = start_server(args.server)
+    results: dict[str, list[dict]] = {"A": [], "B": []}
+    try:
+        seed(server, args.keys, 1)
+        for pair in range(args.pairs):
+            for side, (rev, root, _made) in sides.items():
+                row = run_once(root, server.url, server)
+                results[side].append(row)
+                print(f"pair {pair + 1}/{args.pairs} {side} ({rev}): " +
+                      ", ".join(f"{k} {v:.2f}" for k, v in row.items()), file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+        for _rev, root, made in sides.values():
+            if made:
+                subprocess.run(["git", "worktree", "remove", "--force", str(root)], cwd=ROOT, check=False)
+
+    print(f"\n{args.keys:,} keys, {args.pairs} alternating pairs, medians\n")
+    print("| side | revision | in-call s | client CPU s | server CPU s |")
+    print("|---|---|---:|---:|---:|")
+    for side, (rev, _root, _made) in sides.items():
+        med = {k: statistics.median(r[k] for r in results[side]) for k in results[side][0]}
+        print(f"| {side} | `{rev}` | {med['call_s']:.2f} | {med['client_cpu_s']:.2f} | {med['server_cpu_s']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
