@@ -39,18 +39,22 @@ def new_hash_keys() -> HashKeys:
 
 def keyed_hashes(keys: Sequence[bytes] | np.ndarray, hash_key: str) -> np.ndarray:
     """SipHash-2-4 of each key under `hash_key` (uint64), computed by pandas in C."""
-    if not isinstance(keys, np.ndarray):
-        values = np.empty(len(keys), dtype=object)
-        values[:] = keys
-        keys = values
-    return hash_array(keys, hash_key=hash_key, categorize=False)
+    return hash_array(_objects(keys), hash_key=hash_key, categorize=False)
+
+
+def _objects(keys: Sequence[bytes] | np.ndarray) -> np.ndarray:
+    """`keys` as the object array `hash_array` takes (without NumPy guessing a bytes dtype)."""
+    if isinstance(keys, np.ndarray):
+        return keys
+    values = np.empty(len(keys), dtype=object)
+    values[:] = keys
+    return values
 
 
 def key_digests(keys: Sequence[bytes], hash_keys: HashKeys) -> np.ndarray:
     """The 16-byte digest of each key (what `SeenKeys` stores); cheap to ship between processes
     that share `hash_keys`."""
-    values = np.empty(len(keys), dtype=object)
-    values[:] = keys
+    values = _objects(keys)  # converted once for both hashes
     halves = [keyed_hashes(values, key) for key in hash_keys]
     return np.stack(halves, axis=1).view(_DTYPE).ravel()
 

@@ -149,9 +149,8 @@ def _a_batches(a, a_source: RedisSource | None, patterns, options: VerifyOptions
         return
     scope = ScopeMatcher(patterns)
     for batch in a.iter_batches(batch_size=options.batch_size):
-        keys = batch.column("key").to_pylist()
-        wanted = [scope.fullmatch(k) for k in keys]
-        yield batch if all(wanted) else batch.filter(pa.array(wanted))
+        wanted = scope.mask(batch.column("key"))
+        yield batch if wanted.all() else batch.filter(pa.array(wanted))
 
 
 def _compare(batch: pa.RecordBatch, target: RedisSource, seen_in_a: SeenKeys, options: VerifyOptions,

@@ -25,20 +25,15 @@ def pack(args: Sequence[bytes]) -> bytes:
 
 def pack_per_key(command: bytes, keys: Sequence[bytes]) -> bytes:
     """`command key` for every key, e.g. PEXPIRETIME k1, PEXPIRETIME k2, ..."""
-    head = b"*2\r\n$%d\r\n%s\r\n" % (len(command), command)
-    length = _common_length(keys)
-    if length is None:
-        return b"".join([head + b"$%d\r\n%s\r\n" % (len(k), k) for k in keys])
-    head += b"$%d\r\n" % length
-    return head + (b"\r\n" + head).join(keys) + b"\r\n"
+    return _bulks(keys, before=b"*2\r\n$%d\r\n%s\r\n" % (len(command), command))
 
 
-def _bulks(items: Sequence[bytes]) -> bytes:
-    """`items` as RESP bulk strings, back to back."""
+def _bulks(items: Sequence[bytes], before: bytes = b"") -> bytes:
+    """`items` as RESP bulk strings, back to back, each preceded by `before`."""
     length = _common_length(items)
     if length is None:
-        return b"".join([b"$%d\r\n%s\r\n" % (len(x), x) for x in items])
-    head = b"$%d\r\n" % length
+        return b"".join([before + b"$%d\r\n%s\r\n" % (len(x), x) for x in items])
+    head = before + b"$%d\r\n" % length
     return head + (b"\r\n" + head).join(items) + b"\r\n"
 
 
