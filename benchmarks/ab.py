@@ -6,7 +6,8 @@ REV_A and REV_B are git revisions (or `.` for the working tree). Each is checked
 detached worktree under benchmarks/.cache/ and imported from there (PYTHONPATH) by this
 checkout's `worker.py core`. One throwaway redis-server is seeded as in `run.py`; the two
 versions then back it up alternately, `--pairs` times each, so drift of the machine's speed
-hits both alike. Prints the median time in the call, client CPU and server CPU of each side.
+hits both alike. Prints the median wall time (the process, from spawn to exit), time in the
+call, client CPU and server CPU of each side.
 Single benchmark runs of the same code vary by ~5% on a shared VM; this is how the changes
 in docs/benchmarks.md were judged. Measurement only; nothing is asserted.
 """
@@ -58,7 +59,7 @@ def run_once(source_root: Path, url: str, server) -> dict:
     result = json.loads(line.split(" ", 1)[1])
     if not result.get("module_file", "").startswith(str(source_root)):
         raise RuntimeError(f"imported {result.get('module_file')}, not the version in {source_root}")
-    return {"call_s": result["call_s"], "client_cpu_s": m.user_s + m.sys_s, "server_cpu_s": m.server_cpu_s}
+    return {"wall_s": m.wall_s, "call_s": result["call_s"], "client_cpu_s": m.user_s + m.sys_s, "server_cpu_s": m.server_cpu_s}
 
 
 def main() -> None:
@@ -89,11 +90,11 @@ def main() -> None:
                 subprocess.run(["git", "worktree", "remove", "--force", str(root)], cwd=ROOT, check=False)
 
     print(f"\n{args.keys:,} keys, {args.pairs} alternating pairs, medians\n")
-    print("| side | revision | in-call s | client CPU s | server CPU s |")
-    print("|---|---|---:|---:|---:|")
+    print("| side | revision | wall s | in-call s | client CPU s | server CPU s |")
+    print("|---|---|---:|---:|---:|---:|")
     for side, (rev, _root, _made) in sides.items():
         med = {k: statistics.median(r[k] for r in results[side]) for k in results[side][0]}
-        print(f"| {side} | `{rev}` | {med['call_s']:.2f} | {med['client_cpu_s']:.2f} | {med['server_cpu_s']:.2f} |")
+        print(f"| {side} | `{rev}` | {med['wall_s']:.2f} | {med['call_s']:.2f} | {med['client_cpu_s']:.2f} | {med['server_cpu_s']:.2f} |")
 
 
 if __name__ == "__main__":
