@@ -23,7 +23,7 @@ class BackupCounters:
     by_store: Counter = field(default_factory=Counter)
     by_pattern: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add_batch(self, pattern: str, batch: pa.RecordBatch) -> None:
+    def add_batch(self, pattern: str, batch: pa.RecordBatch | pa.Table) -> None:
         n = batch.num_rows
         if not n:
             return

@@ -103,6 +103,37 @@ def test_overlapping_patterns_write_each_key_once(valkey, tmp_path):
     assert result.counters.duplicates == 111  # sess:a1, a10-a19, a100-a199
 
 
+def test_chunks_are_deduplicated_and_counted_a_group_at_a_time(valkey):
+    from session_migration.counters import BackupCounters
+    from session_migration.options import BackupOptions
+    from session_migration.pipeline import _groups, _Job
+    from session_migration.sources.redis import Chunk
+
+    r = valkey.client()
+    for key in ("sess:a", "sess:b", "sess:c", "other:x"):
+        r.set(key, "v")
+    source = RedisSource(RedisEndpoint.from_url(valkey.url))
+    try:
+        job = _Job(source, BackupOptions(patterns=("sess:*", "other:*")), None)
+        chunks = [
+            Chunk(0, 5, 2, source.read([b"sess:a", b"sess:b"])),
+            Chunk(0, 9, 0, None),
+            Chunk(0, 0, 3, source.read([b"sess:b", b"sess:c", b"sess:gone"])),  # SCAN repeated sess:b
+            Chunk(1, 0, 1, source.read([b"other:x"])),
+        ]
+        groups = list(_groups(iter(chunks), rows=10))
+        assert [[c.cursor for c in g] for g in groups] == [[5, 9, 0], [0]]  # a new pattern, a new group
+        assert [len(g) for g in _groups(iter(chunks), rows=2)] == [1, 2, 1]  # full at 2 rows
+        counters = BackupCounters()
+        batches = job.take(groups[0], counters)
+        assert [k for b in batches for k in b.column("key").to_pylist()] == [b"sess:a", b"sess:b", b"sess:c"]
+        assert (counters.scanned, counters.keys, counters.duplicates, counters.vanished) == (5, 3, 1, 1)
+        assert counters.by_pattern == {"sess:*": {"keys": 3, "bytes": 3}}
+        assert job.take([Chunk(0, 0, 1, None)], counters) == []
+    finally:
+        source.close()
+
+
 def test_default_patterns_leave_other_keys_out(valkey, tmp_path):
     from session_migration import demo
 
