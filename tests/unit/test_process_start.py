@@ -1,0 +1,39 @@
+"""What importing the core costs a process: what it loads, and what it leaves for exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def _python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_backup_process_does_not_load_the_store_decoders():
+    loaded = _python(
+        "import sys\n"
+        "from session_migration import backup\n"
+        "from session_migration.sessions import detect_store\n"
+        "print(sorted(m for m in sys.modules if m.startswith('session_migration.sessions.')))"
+    )
+    assert loaded == "['session_migration.sessions.detect', 'session_migration.sessions.model']"
+    # ...and `classify` still loads them on first use
+    assert _python("from session_migration.sessions import classify; print(classify.__module__)") == \
+        "session_migration.sessions.registry"
+
+
+def test_at_exit_the_objects_still_alive_are_frozen_and_other_exit_work_still_runs(tmp_path):
+    out = tmp_path / "written-at-exit.txt"
+    # Registered before the import, so it runs after the core's handler (exit handlers run last-in first-out).
+    printed = _python(
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        "import session_migration\n"
+        f"handle = open({str(out)!r}, 'w')\n"
+        "handle.write('flushed by reference counting at exit')\n"  # never closed explicitly
+    )
+    assert printed == "frozen True"
+    assert out.read_text() == "flushed by reference counting at exit"
