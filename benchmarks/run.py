@@ -15,6 +15,8 @@ each in its own process (peak RSS is that process's own):
   noop-flow  an empty Prefect flow in ephemeral mode: Prefect's fixed cost (small size only)
   flow-server  with --with-prefect-server: the flow against a running local `prefect server start`
 
+core and rdb runs alternate (core, rdb, core, rdb, ...), so a drift of the machine's speed
+during the run hits both sides of the headline ratio alike; the flow rows follow, each a block.
 Prints a Markdown table and writes benchmarks/results/bench-<time>-<keys>.json. Measurement
 only: nothing here asserts a timing. Every server it starts is stopped, also on error.
 """
@@ -467,37 +469,41 @@ def main() -> int:
                 finally:
                     shutil.rmtree(warm, ignore_errors=True)
 
-            names = ("core", "flow") + (("flow-server",) if args.with_prefect_server else ()) + ("rdb",)
-            names += ("noop-flow",) if count == args.small else ()
-            for name in names:
-                rows = []
-                if name == "flow-server":
+            # core and rdb alternate run by run, so a drift of the VM's speed hits the two sides of
+            # the headline ratio alike; the flows run after them, each in a block of its own
+            schedule = [(name, i) for i in range(args.repeat) for name in ("core", "rdb")]
+            blocks = ("flow",) + (("flow-server",) if args.with_prefect_server else ())
+            blocks += ("noop-flow",) if count == args.small else ()
+            schedule += [(name, i) for name in blocks for i in range(args.repeat)]
+            rows_of: dict[str, list[dict]] = {}
+            for name, i in schedule:
+                if name == "flow-server" and prefect_server is None:
                     # alive only around its own runs, so it never competes with the other contestants
                     prefect_server = PrefectServer()
                     log(f"prefect server on {prefect_server.api_url} (pid {prefect_server.process.pid})")
-                for i in range(args.repeat):
-                    if name == "rdb":
-                        row = run_rdb(server, count, args)
-                    elif name == "flow-server":
-                        cpu0 = prefect_server.cpu_seconds()
-                        row = run_ours(name, server, count, args, prefect_api=prefect_server.api_url)
-                        cpu1 = prefect_server.cpu_seconds()
-                        time.sleep(2)  # events still queued when the flow's process exits
-                        # the Prefect server's own CPU: part of the flow's cost, not noise from elsewhere
-                        row["prefect_server_cpu_s"] = round(cpu1 - cpu0, 2)
-                        row["prefect_server_cpu_after_s"] = round(prefect_server.cpu_seconds() - cpu1, 2)
-                        row["other_cpu_s"] = round(max(0.0, row["other_cpu_s"] - (cpu1 - cpu0)), 2)
-                    else:
-                        row = run_ours(name, server, count, args)
-                    row["run"] = i + 1
-                    rows.append(row)
-                    all_rows.append(row)
-                    log(f"{name:9s} {count:>9,} keys  {row['wall_s']:8.2f} s  {row['keys_per_s']:>10,.0f} keys/s  "
-                        f"peak {_fmt(row['peak_rss_mb']):>7s} MB  (run {i + 1}/{args.repeat})")
-                best[(name, 0 if name == "noop-flow" else count)] = median_row(rows)
-                if prefect_server is not None:
-                    prefect_server.stop()
-                    prefect_server = None
+                if name == "rdb":
+                    row = run_rdb(server, count, args)
+                elif name == "flow-server":
+                    cpu0 = prefect_server.cpu_seconds()
+                    row = run_ours(name, server, count, args, prefect_api=prefect_server.api_url)
+                    cpu1 = prefect_server.cpu_seconds()
+                    time.sleep(2)  # events still queued when the flow's process exits
+                    # the Prefect server's own CPU: part of the flow's cost, not noise from elsewhere
+                    row["prefect_server_cpu_s"] = round(cpu1 - cpu0, 2)
+                    row["prefect_server_cpu_after_s"] = round(prefect_server.cpu_seconds() - cpu1, 2)
+                    row["other_cpu_s"] = round(max(0.0, row["other_cpu_s"] - (cpu1 - cpu0)), 2)
+                else:
+                    row = run_ours(name, server, count, args)
+                row["run"] = i + 1
+                rows_of.setdefault(name, []).append(row)
+                all_rows.append(row)
+                log(f"{name:9s} {count:>9,} keys  {row['wall_s']:8.2f} s  {row['keys_per_s']:>10,.0f} keys/s  "
+                    f"peak {_fmt(row['peak_rss_mb']):>7s} MB  (run {i + 1}/{args.repeat})")
+                if len(rows_of[name]) == args.repeat:
+                    best[(name, 0 if name == "noop-flow" else count)] = median_row(rows_of[name])
+                    if name == "flow-server":
+                        prefect_server.stop()
+                        prefect_server = None
 
             if rdl_exe is not None:
                 if count == args.small:
