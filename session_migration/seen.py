@@ -16,7 +16,6 @@ import secrets
 from collections.abc import Sequence
 
 import numpy as np
-from pandas.util import hash_array
 
 _DTYPE = np.dtype("S16")
 _INITIAL_SLOTS = 1 << 16
@@ -39,6 +38,10 @@ def new_hash_keys() -> HashKeys:
 
 def keyed_hashes(keys: Sequence[bytes] | np.ndarray, hash_key: str) -> np.ndarray:
     """SipHash-2-4 of each key under `hash_key` (uint64), computed by pandas in C."""
+    # pandas is imported here, not with the module: a backup then imports it (~0.2 s) while its
+    # first reads are already at the server, instead of before connecting
+    from pandas.util import hash_array
+
     return hash_array(_objects(keys), hash_key=hash_key, categorize=False)
 
 
