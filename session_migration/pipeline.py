@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -149,15 +148,13 @@ class _Job:
                     batches.append(chunk.result.batch)
         if not batches:
             return []
-        rows = pa.Table.from_batches(batches)
+        rows = pa.Table.from_batches(batches)  # zero-copy: the batches become its chunks
         fresh = self.seen.add_new(rows.column("key").to_pylist())
         if not fresh.all():
             counters.duplicates += int((~fresh).sum())
-            ends = np.cumsum([batch.num_rows for batch in batches])[:-1]
-            batches = [batch.filter(pa.array(keep)) for batch, keep in zip(batches, np.split(fresh, ends))]
-            rows = pa.Table.from_batches(batches)
+            rows = rows.filter(pa.array(fresh))
         counters.add_batch(self.options.patterns[group[0].pattern_index], rows)
-        return [batch for batch in batches if batch.num_rows]
+        return [batch for batch in rows.to_batches() if batch.num_rows]
 
 
 def _groups(chunks: Iterator[Chunk], rows: int) -> Iterator[list[Chunk]]:

@@ -20,6 +20,7 @@ _MORE = object()
 
 def pack(args: Sequence[bytes]) -> bytes:
     """RESP encoding of one command whose arguments are already bytes."""
+    # the command name apart: the keys after it usually share a length (see `_bulks`)
     return b"*%d\r\n" % len(args) + _bulks(args[:1]) + _bulks(args[1:])
 
 
