@@ -1,8 +1,9 @@
 """Refuse deployments whose parameters would fail, before they are deployed or served.
 
 Prefect checks parameter *types* when a run is created; this checks *values* (a batch size
-of 0, an unknown compression, a cleanup without a backup path, a password in a URL) with
-the same option classes the flows use, so a bad schedule fails now, not at 2 a.m.
+of 0, an unknown compression, a cleanup without a backup path, a password in a URL) of every
+flow with the very functions the flows use (`session_migration.parameters`), so a bad schedule
+fails now, not at 2 a.m.
 
     python deployments/check_parameters.py deployments/prefect.yaml
 """
@@ -19,12 +20,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def check(flow_fn, parameters: dict[str, Any]) -> None:
-    """Raise InvalidParameter (one sentence) when the flow would refuse these parameters."""
-    from session_migration.cleanup import CleanupOptions, parse_max_age
-    from session_migration.endpoints import RedisEndpoint
+    """Raise InvalidParameter (one sentence) when the flow would refuse these parameters: the
+    same secret check and the same parameters -> options translation the flow itself runs."""
+    from flows._edge import refuse_secrets
     from session_migration.errors import InvalidParameter
-    from session_migration.options import BackupOptions
-    from session_migration.retention import RetentionOptions
+    from session_migration.parameters import OPTIONS_FROM_PARAMS
 
     signature = inspect.signature(flow_fn.fn)
     unknown = set(parameters) - set(signature.parameters)
@@ -32,20 +32,8 @@ def check(flow_fn, parameters: dict[str, Any]) -> None:
         raise InvalidParameter(f"{flow_fn.name} has no parameter(s) {', '.join(sorted(unknown))}.")
     merged = {name: p.default for name, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
     merged.update(parameters)
-    for name in ("source", "target"):
-        value = merged.get(name)
-        if isinstance(value, str) and "://" in value and RedisEndpoint.from_url(value).has_inline_password:
-            raise InvalidParameter(f"{flow_fn.name}: {name} holds a password; name a RedisConnection block instead.")
-    if flow_fn.name == "backup-sessions":
-        BackupOptions(patterns=tuple(merged["patterns"]) if merged.get("patterns") else BackupOptions().patterns,
-                      batch_size=merged["batch_size"], compression=merged["compression"], part_rows=merged["part_rows"])
-    elif flow_fn.name == "cleanup-expired-sessions":
-        if merged.get("apply") and not merged.get("backup_path"):
-            raise InvalidParameter("cleanup-expired-sessions: apply needs a backup_path.")
-        CleanupOptions(include=frozenset(merged.get("include") or ()), max_age_ms=parse_max_age(merged.get("max_age")),
-                       max_delete=merged["max_delete"], batch_size=merged["batch_size"])
-    elif flow_fn.name == "prune-snapshots":
-        RetentionOptions(keep_last=merged.get("keep_last"), keep_days=merged.get("keep_days"))
+    refuse_secrets(merged)
+    OPTIONS_FROM_PARAMS[flow_fn.fn.__name__](merged)
 
 
 def check_file(path: str) -> list[str]:

@@ -7,6 +7,7 @@ Parameters are checked before anything is served (deployments/check_parameters.p
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,15 +16,21 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "deployments"))
 
 
-def build_deployments(backup_path: str = "./snapshots"):
+DEFAULT_BACKUP_PATH = os.path.join(os.path.expanduser("~"), "session-migration", "snapshots")  # not the checkout
+
+
+def build_deployments(backup_path: str = DEFAULT_BACKUP_PATH):
     from prefect.schedules import Cron
 
     from check_parameters import check
-    from flows import backup_sessions, cleanup_expired_sessions, full_migration, prune_snapshots, restore_sessions
+    from flows import (
+        audit_report, backup_sessions, cleanup_expired_sessions, full_migration, prune_snapshots, restore_sessions,
+    )
 
     plan = [
         (backup_sessions, "nightly-backup", "0 2 * * *",
          {"source": "session-store-source", "backup_path": backup_path}),
+        (audit_report, "nightly-audit", "30 2 * * *", {"backup_path": backup_path}),
         (cleanup_expired_sessions, "daily-cleanup", "30 3 * * *",
          {"source": "session-store-source", "backup_path": f"{backup_path}/cleanup", "apply": True,
           "include": ["locks", "orphans"], "max_delete": 100_000}),

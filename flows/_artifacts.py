@@ -1,37 +1,63 @@
-"""Helpers the restore and transfer flows share: their write options and their summary artifact."""
+"""How the flows publish: table and markdown artifacts with readable numbers, escaped text,
+and report links that open from the Prefect UI."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from session_migration.errors import InvalidParameter
-from session_migration.options import RestoreOptions
+from session_migration import storage
 
-
-def write_options(cls: type[RestoreOptions], *, patterns: list[str] | None, ttl_policy: str, min_ttl_seconds: int,
-                  on_conflict: str, rename_prefix: list[str] | None, batch_size: int, dry_run: bool) -> RestoreOptions:
-    """The flow's parameters as `cls` (RestoreOptions or TransferOptions)."""
-    if isinstance(min_ttl_seconds, bool) or not isinstance(min_ttl_seconds, (int, float)):
-        raise InvalidParameter(f"min_ttl_seconds must be a number of seconds; got {min_ttl_seconds!r}.")
-    return cls(
-        patterns=tuple(patterns) if patterns else None,
-        ttl_policy=ttl_policy,
-        min_ttl_ms=int(min_ttl_seconds * 1000),
-        on_conflict=on_conflict,
-        rename_prefix=tuple(rename_prefix) if rename_prefix is not None else None,
-        batch_size=batch_size,
-        dry_run=dry_run,
-    )
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+SIGNED_LINK_SECONDS = 7 * 24 * 3600
 
 
-def publish_summary(summary: dict[str, Any], keys: tuple[str, ...], name: str, description: str) -> None:
+def number(value: Any) -> Any:
+    """3314000 -> "3,314,000"; anything else as it is."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def md(value: Any) -> str:
+    """Untrusted text (keys, reasons, URLs) as literal Markdown: no HTML, links or emphasis."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _CONTROL.sub("\ufffd", str(value)))
+
+
+def table(key: str, rows: Iterable[Mapping[str, Any]], description: str) -> None:
+    create_table_artifact(key=key, table=[{k: number(v) for k, v in row.items()} for row in rows],
+                          description=description)
+
+
+def markdown(key: str, lines: list[str], description: str | None = None) -> None:
+    create_markdown_artifact(key=key, markdown="\n".join(lines), description=description)
+
+
+def metrics(summary: Mapping[str, Any], keys: Iterable[str]) -> list[dict[str, Any]]:
+    """metric/value rows of `keys` present in `summary`."""
+    return [{"metric": k, "value": summary[k]} for k in keys if k in summary]
+
+
+def publish_summary(summary: Mapping[str, Any], keys: tuple[str, ...], name: str, description: str) -> None:
     """A metric/value table of `keys` present in `summary`, as `<name>-dry-run` or `<name>-summary`;
     `description` is formatted with the summary's fields (a dry run's is always "Dry run: nothing written")."""
-    rows = [{"metric": k, "value": summary[k]} for k in keys if k in summary]
-    create_table_artifact(
-        key=f"{name}-dry-run" if summary.get("dry_run") else f"{name}-summary",
-        table=rows,
-        description="Dry run: nothing written" if summary.get("dry_run") else description.format_map(summary),
-    )
+    dry_run = summary.get("dry_run")
+    table(f"{name}-dry-run" if dry_run else f"{name}-summary", metrics(summary, keys),
+          "Dry run: nothing written" if dry_run else description.format_map(summary))
+
+
+def report_link(url: str, label: str) -> str:
+    """A Markdown link the Prefect UI can open: a signed https URL where the filesystem makes one
+    (s3, gcs, ...); for local or other files, the path to copy (a browser will not open a
+    file:// link from an http page)."""
+    try:
+        fs, path = storage.resolve(url)
+        signed = fs.sign(path, expiration=SIGNED_LINK_SECONDS)
+        if str(signed).startswith("https://"):
+            return f"[{md(label)}]({signed}) (link valid for 7 days)"
+    except Exception:  # noqa: BLE001 - most filesystems cannot sign: fall back to the path
+        pass
+    shown = url.removeprefix("file://")
+    return f"{md(label)}: `{shown.replace('`', '')}` (copy this path)"

@@ -1,21 +1,19 @@
-"""`backup_sessions`: parameters -> options -> preflight -> resumable copy -> artifacts."""
+"""`backup_sessions`: parameters -> options -> `operations.backup_sessions` (preflight, resumable
+copy, each a task) -> artifacts."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-from prefect.artifacts import create_table_artifact
+from session_migration import parameters
 
-from session_migration.options import BackupOptions
-from session_migration.patterns import DEFAULT_PATTERNS
-from session_migration.snapshot import new_snapshot_id
-from tasks.backup import back_up_task, check_backup_task
+from ._artifacts import metrics, table
+from ._edge import PREFECT, Connection, session_flow
 
 
-@flow(name="backup-sessions", log_prints=True)
+@session_flow(name="backup-sessions", log_prints=True)
 def backup_sessions(
-    source: str,
+    source: Connection,
     backup_path: str,
     patterns: list[str] | None = None,
     batch_size: int = 1000,
@@ -43,38 +41,18 @@ def backup_sessions(
         readers: worker processes, each reading and writing one share of the SCAN (1, 2, 4 or 8);
             default: 2 on 4 or more cores for a database of 50,000 keys or more, else 1.
     """
-    options = BackupOptions(
-        patterns=tuple(patterns) if patterns else DEFAULT_PATTERNS,
-        batch_size=batch_size,
-        preserve_ttl=preserve_ttl,
-        compression=compression,
-        capture_dump=capture_dump,
-        # Fixed before the copy starts, so a retried task resumes the same snapshot.
-        snapshot_id=snapshot_id or (None if dry_run else new_snapshot_id()),
-        part_rows=part_rows,
-        dry_run=dry_run,
-        readers=readers,
-    )
-    source_info = check_backup_task(source, backup_path, options)
-    summary = back_up_task(source, backup_path, options)
-    summary["source"] = source_info["source"]
-    summary["server"] = f"{source_info['server']} {source_info['version']}"
+    summary = parameters.run_operation("backup_sessions", PREFECT, locals())
     _publish(summary)
     return summary
 
 
 def _publish(summary: dict[str, Any]) -> None:
-    rows = [{"metric": k, "value": summary[k]} for k in (
-        "snapshot", "source", "server", "keys", "bytes", "vanished", "duplicates", "with_ttl", "without_ttl",
-    ) if k in summary]
-    if summary.get("dry_run"):
-        rows.append({"metric": "estimated_snapshot_bytes", "value": summary.get("estimated_snapshot_bytes")})
+    rows = metrics(summary, ("snapshot", "source", "server", "keys", "bytes", "parts", "vanished", "duplicates",
+                             "with_ttl", "without_ttl", "resumed_parts", "estimated_snapshot_bytes"))
     rows += [{"metric": f"type {k}", "value": v} for k, v in summary["by_type"].items()]
     rows += [{"metric": f"store {k}", "value": v} for k, v in summary["by_store"].items()]
-    rows += [{"metric": f"pattern {k}", "value": f"{v['keys']} keys, {v['bytes']} bytes"}
+    rows += [{"metric": f"pattern {k}", "value": f"{v['keys']:,} keys, {v['bytes']:,} bytes"}
              for k, v in summary["by_pattern"].items()]
-    create_table_artifact(
-        key="backup-dry-run" if summary.get("dry_run") else "backup-summary",
-        table=rows,
-        description=("Dry run: nothing written" if summary.get("dry_run") else f"Snapshot {summary['snapshot_id']}"),
-    )
+    dry_run = summary.get("dry_run")
+    table("backup-dry-run" if dry_run else "backup-summary", rows,
+          "Dry run: nothing written" if dry_run else f"Snapshot {summary['snapshot_id']}")

@@ -1,24 +1,21 @@
-"""`restore_sessions`: parameters -> options -> preflight -> one task per part -> artifacts."""
+"""`restore_sessions`: parameters -> options -> `operations.restore_sessions` (preflight, one
+task per part, totals) -> artifacts."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from session_migration import parameters
+from session_migration.plan import PLAN_KEYS
 
-from session_migration.options import RestoreOptions
-from session_migration.plan import PLAN_KEYS as _PLAN_KEYS
-from session_migration.restore import RestoreProgress
-from tasks.progress import ProgressReporter
-from tasks.restore import check_restore_task, finish_restore_task, restore_part
-
-from ._artifacts import publish_summary, write_options
+from ._artifacts import publish_summary
+from ._edge import PREFECT, Connection, session_flow
 
 
-@flow(name="restore-sessions", log_prints=True)
+@session_flow(name="restore-sessions", log_prints=True)
 def restore_sessions(
     snapshot: str,
-    target: str,
+    target: Connection,
     patterns: list[str] | None = None,
     ttl_policy: str = "absolute",
     min_ttl_seconds: int = 0,
@@ -40,35 +37,11 @@ def restore_sessions(
         batch_size: rows per pipelined round trip.
         dry_run: write nothing; report what would be created, overwritten, skipped, expired.
     """
-    options = write_options(RestoreOptions, patterns=patterns, ttl_policy=ttl_policy, min_ttl_seconds=min_ttl_seconds,
-                            on_conflict=on_conflict, rename_prefix=rename_prefix, batch_size=batch_size, dry_run=dry_run)
-    check = check_restore_task(snapshot, target, options)
-    if dry_run:
-        plan = check.get("plan", {})
-        summary = {
-            "snapshot": check["snapshot"], "snapshot_id": check["snapshot_id"], "target": check["target"],
-            "server": check["server"], "dry_run": True, "parts": len(check["parts"]),
-            **{k: plan.get(k, 0) for k in ("rows", "not_selected", "expired_on_arrival", "below_min_ttl", *_PLAN_KEYS)},
-        }
-        _publish(summary)
-        return summary
-    reporter = ProgressReporter(key="restore-progress", description=f"Restore {check['snapshot_id']}")
-    resumed = rows = written = 0
-    parts = check["parts"]
-    for index, name in enumerate(parts, 1):
-        done = restore_part(snapshot, target, name, options)
-        resumed += bool(done["resumed"])
-        rows += done["rows"]
-        written += done["written"]
-        reporter(RestoreProgress(check["snapshot_id"], name, index, len(parts), rows, written, index / len(parts)))
-    reporter.done()
-    summary = finish_restore_task(snapshot, target, options, resumed, check["server"])
-    _publish(summary)
+    summary = parameters.run_operation("restore_sessions", PREFECT, locals())
+    publish_summary(summary, SUMMARY_KEYS, "restore", "Restore of snapshot {snapshot_id}")
     return summary
 
 
-def _publish(summary: dict[str, Any]) -> None:
-    keys = ("snapshot", "target", "server", "parts", "resumed_parts", "rows", "not_selected", "written", "created",
-            "overwritten", "skipped_existing", "expired_on_arrival", "below_min_ttl", "dump_restored",
-            "dump_fallbacks", "typed_writes", *_PLAN_KEYS)
-    publish_summary(summary, keys, "restore", "Restore of snapshot {snapshot_id}")
+SUMMARY_KEYS = ("snapshot", "target", "server", "parts", "resumed_parts", "rows", "not_selected", "written", "created",
+                "overwritten", "skipped_existing", "expired_on_arrival", "below_min_ttl", "dump_restored",
+                "dump_fallbacks", "typed_writes", *PLAN_KEYS)

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-from prefect.artifacts import create_table_artifact
+from session_migration import parameters
 
-from session_migration.retention import RetentionOptions
-from tasks.retention import prune_task
+from ._artifacts import table
+from ._edge import PREFECT, session_flow
 
 
-@flow(name="prune-snapshots")
+@session_flow(name="prune-snapshots")
 def prune_snapshots(backup_path: str, keep_last: int | None = None, keep_days: float | None = None,
                     dry_run: bool = True) -> dict[str, Any]:
     """Keep the newest `keep_last` snapshots and/or those younger than `keep_days`; delete the
-    rest unless `dry_run` (the default). The newest valid snapshot is never deleted."""
-    plan = prune_task(backup_path, RetentionOptions(keep_last=keep_last, keep_days=keep_days, dry_run=dry_run))
+    rest unless `dry_run` (the default). The newest valid snapshot is never deleted.
+
+    Args:
+        backup_path: the snapshot root (a folder or fsspec URL).
+        keep_last: keep the newest N snapshots.
+        keep_days: keep snapshots younger than D days.
+        dry_run: only report what would be deleted.
+    """
+    plan = parameters.run_operation("prune_snapshots", PREFECT, locals())
     rows = [{"snapshot_id": s["snapshot_id"], "finished_at": s["finished_at"], "action": "keep"} for s in plan["keep"]]
     rows += [{"snapshot_id": s["snapshot_id"], "finished_at": s["finished_at"],
-              "action": "would delete" if dry_run else "deleted"} for s in plan["delete"]]
-    create_table_artifact(key="prune-snapshots", table=rows,
-                          description=("Dry run: nothing deleted" if dry_run else f"Deleted {plan['deleted']} snapshot(s)"))
+              "action": "would delete" if plan["dry_run"] else "deleted"} for s in plan["delete"]]
+    table("prune-snapshots", rows,
+          "Dry run: nothing deleted" if plan["dry_run"] else f"Deleted {plan['deleted']:,} snapshot(s)")
     return plan

@@ -1,24 +1,21 @@
-"""`transfer_sessions`: parameters -> options -> preflight -> one resumable copy task -> artifact."""
+"""`transfer_sessions`: parameters -> options -> `operations.transfer_sessions` (preflight, one
+resumable copy task) -> artifact."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from session_migration import parameters
+from session_migration.plan import PLAN_KEYS
 
-from session_migration.plan import PLAN_KEYS as _PLAN_KEYS
-from session_migration.transfer import TransferOptions
-from tasks.transfer import check_transfer_task, transfer_task
-
-from ._artifacts import publish_summary, write_options
-
-_COUNT_KEYS = ("scanned", "keys", "vanished", "duplicates", "expired_on_arrival", "below_min_ttl")
+from ._artifacts import publish_summary
+from ._edge import PREFECT, Connection, session_flow
 
 
-@flow(name="transfer-sessions", log_prints=True)
+@session_flow(name="transfer-sessions", log_prints=True)
 def transfer_sessions(
-    source: str,
-    target: str,
+    source: Connection,
+    target: Connection,
     patterns: list[str] | None = None,
     ttl_policy: str = "absolute",
     min_ttl_seconds: int = 0,
@@ -41,26 +38,13 @@ def transfer_sessions(
         batch_size: keys per SCAN page and pipelined round trip.
         dry_run: write nothing (not even a checkpoint); report what would happen.
         checkpoint_path: folder or fsspec URL for checkpoints (kept in its transfers/ folder);
-            default ./.session-migration.
+            default: $SESSION_MIGRATION_STATE_DIR, else ~/.local/state/session-migration.
     """
-    options = write_options(TransferOptions, patterns=patterns, ttl_policy=ttl_policy, min_ttl_seconds=min_ttl_seconds,
-                            on_conflict=on_conflict, rename_prefix=rename_prefix, batch_size=batch_size, dry_run=dry_run)
-    check = check_transfer_task(source, target, options, checkpoint_path)
-    if dry_run:
-        plan = check.get("plan", {})
-        summary = {
-            "source": check["source"], "target": check["target"], "source_server": check["source_server"],
-            "target_server": check["target_server"], "dry_run": True,
-            **{k: plan.get(k, 0) for k in (*_COUNT_KEYS, *_PLAN_KEYS)},
-        }
-    else:
-        summary = transfer_task(source, target, options, checkpoint_path)
-    _publish(summary)
+    summary = parameters.run_operation("transfer_sessions", PREFECT, locals())
+    publish_summary(summary, SUMMARY_KEYS, "transfer", "Transfer {source} -> {target}")
     return summary
 
 
-def _publish(summary: dict[str, Any]) -> None:
-    keys = ("source", "target", "source_server", "target_server", "resumed", "checkpoints", *_COUNT_KEYS,
-            "written", "created", "overwritten", "skipped_existing", "dump_restored", "dump_fallbacks",
-            "typed_writes", *_PLAN_KEYS)
-    publish_summary(summary, keys, "transfer", "Transfer {source} -> {target}")
+SUMMARY_KEYS = ("source", "target", "source_server", "target_server", "resumed", "checkpoints", "scanned", "keys",
+                "vanished", "duplicates", "expired_on_arrival", "below_min_ttl", "written", "created", "overwritten",
+                "skipped_existing", "dump_restored", "dump_fallbacks", "typed_writes", *PLAN_KEYS)

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+from session_migration import parameters
 
-from tasks.validate import validate_snapshot_task
+from ._artifacts import markdown, md, number
+from ._edge import PREFECT, session_flow
 
 
-@flow(name="validate-snapshot")
+@session_flow(name="validate-snapshot")
 def validate_snapshot(snapshot: str, check_rows: bool = True) -> dict[str, Any]:
     """Validate a snapshot: manifest, every part's sha256/rows/schema, unlisted files,
     duplicate keys and rows outside the declared scope. Returns the report (never raises
-    for data problems: `report["valid"]` says)."""
-    report = validate_snapshot_task(snapshot, check_rows)
+    for data problems: `report["valid"]` says).
+
+    Args:
+        snapshot: the snapshot folder or URL (ROOT/SNAPSHOT_ID).
+        check_rows: also read the keys (duplicates, rows out of scope), not only files and checksums.
+    """
+    report = parameters.run_operation("validate_snapshot", PREFECT, locals())
     lines = [f"# Snapshot validation: {'valid' if report['valid'] else 'INVALID'}", "",
-             f"- snapshot: `{report['snapshot']}`", f"- parts checked: {report['parts_checked']}",
-             f"- sha256 verified: {report['checksums_verified']}", f"- rows checked: {report['rows_checked']}"]
+             f"- snapshot: `{report['snapshot']}`", f"- parts checked: {number(report['parts_checked'])}",
+             f"- sha256 verified: {number(report['checksums_verified'])}",
+             f"- rows checked: {number(report['rows_checked'])}"]
     if report["problems"]:
         lines += ["", "| problem | part | message |", "|---|---|---|"]
-        lines += [f"| {p['code']} | {p['part'] or ''} | {p['message']} |" for p in report["problems"]]
-    create_markdown_artifact(key="snapshot-validation", markdown="\n".join(lines),
-                             description=f"Validation of {report['snapshot_id'] or report['snapshot']}")
+        lines += [f"| {md(p['code'])} | {md(p['part'] or '')} | {md(p['message'])} |" for p in report["problems"]]
+    markdown("snapshot-validation", lines, f"Validation of {report['snapshot_id'] or report['snapshot']}")
     return report

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from session_migration import parameters
+from session_migration.verify import CATEGORIES
 
-from session_migration.verify import CATEGORIES, VerifyOptions
-from tasks.verify import verify_task
+from ._artifacts import markdown, md, table
+from ._edge import PREFECT, ConnectionOrSnapshot, session_flow
 
 
-@flow(name="verify-sessions")
+@session_flow(name="verify-sessions")
 def verify_sessions(
-    a: str,
-    b: str,
+    a: ConnectionOrSnapshot,
+    b: ConnectionOrSnapshot,
     patterns: list[str] | None = None,
     ttl_tolerance_ms: int | None = 2_000,
     sample: float | None = None,
@@ -23,18 +23,18 @@ def verify_sessions(
     """Compare A and B key by key, both directions: OK, MISSING, EXTRA, TYPE, VALUE, TTL.
 
     Args:
-        a, b: a Redis URL (no password; ?password_env=VAR), a RedisConnection block name, or a snapshot folder/URL.
+        a: a Redis URL (no password; ?password_env=VAR), a RedisConnection block name, or a snapshot folder/URL.
+        b: the same kinds; at least one side is a store.
         patterns: keys to compare; default: the snapshot's scope, or every known session store.
         ttl_tolerance_ms: allowed expiry difference (TTLs count down during a copy); None: ignore expiry.
         sample: compare only this fraction of keys (reproducible hash sample); None: every key.
+        batch_size: keys per SCAN page and pipelined read.
     """
-    options = VerifyOptions(patterns=tuple(patterns) if patterns else None, ttl_tolerance_ms=ttl_tolerance_ms,
-                            sample=sample, batch_size=batch_size)
-    report = verify_task(a, b, options)
-    create_table_artifact(key="verify-counts", table=[{"category": c, "keys": report["counts"][c]} for c in CATEGORIES],
-                          description=f"{report['a']} vs {report['b']}: {'OK' if report['ok'] else 'MISMATCH'}")
+    report = parameters.run_operation("verify_sessions", PREFECT, locals())
+    table("verify-counts", [{"category": c, "keys": report["counts"][c]} for c in CATEGORIES],
+          f"{report['a']} vs {report['b']}: {'OK' if report['ok'] else 'MISMATCH'}")
     lines = [f"# Verify: {'OK' if report['ok'] else 'MISMATCH'}", "", f"- A: `{report['a']}`", f"- B: `{report['b']}`"]
     for category, keys in report["examples"].items():
-        lines.append(f"- {category} examples: " + ", ".join(f"`{k}`" for k in keys))
-    create_markdown_artifact(key="verify-report", markdown="\n".join(lines))
+        lines.append(f"- {category} examples: " + ", ".join(md(k) for k in keys))
+    markdown("verify-report", lines)
     return report

@@ -6,16 +6,7 @@ This package is the plain core (no Prefect). The Prefect tasks and flows in `tas
 
 from __future__ import annotations
 
-import atexit
-import gc
 from importlib.metadata import PackageNotFoundError, version
-
-# At exit, skip the cyclic garbage collector's pass over everything still alive: it would free,
-# one object at a time, the module graphs of pyarrow, pandas and redis that the process is about
-# to drop as a whole (0.13 s of every process that imported the core, on the 2-core machine of
-# docs/benchmarks.md). Exit handlers, flushes and reference-counted clean-up still run; Python
-# never promised finalizers for objects alive at exit.
-atexit.register(gc.freeze)
 
 try:
     __version__ = version("redis-session-migration")

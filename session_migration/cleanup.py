@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .sessions import SessionStatus, classify
 from .sources.redis import RedisSource
+from .sources.segments import scan_fraction
 
 CATEGORIES = ("expired", "stale", "corrupt", "locks", "orphans")
 OPTIONAL = frozenset(CATEGORIES) - {"expired"}
@@ -128,8 +129,15 @@ class _Candidates:
     count: int = 0
 
 
+@dataclass(frozen=True)
+class CleanupProgress:
+    keys: int  # keys scanned so far
+    fraction: float  # rough 0..1 estimate: patterns done, and the SCAN cursor within the current one
+
+
 def run_cleanup(endpoint: RedisEndpoint, options: CleanupOptions, *, fs: fsspec.AbstractFileSystem | None = None,
-                root: str | None = None, now_ms: int | None = None) -> CleanupReport:
+                root: str | None = None, now_ms: int | None = None,
+                progress: Callable[[CleanupProgress], None] | None = None) -> CleanupReport:
     """Find what to delete; with `options.apply`, snapshot it under `root` and delete it."""
     if options.apply and (fs is None or root is None):
         raise InvalidParameter("Deleting needs a backup path for the pre-image snapshot (--backup-path).")
@@ -143,7 +151,7 @@ def run_cleanup(endpoint: RedisEndpoint, options: CleanupOptions, *, fs: fsspec.
                 f"A max age is judged by idle time, which reading would reset on {source.info.name} {source.info.version}; "
                 "it needs CLIENT NO-TOUCH (Redis >= 7.2 or Valkey)."
             )
-        chosen = _choose(source, options, report, now_ms or int(time.time() * 1000))
+        chosen = _choose(source, options, report, now_ms or int(time.time() * 1000), progress)
         if chosen.count > options.max_delete:
             raise CleanupCapExceeded(
                 f"This cleanup would delete {chosen.count:,} keys, more than the cap of {options.max_delete:,}; "
@@ -159,12 +167,17 @@ def run_cleanup(endpoint: RedisEndpoint, options: CleanupOptions, *, fs: fsspec.
     return report
 
 
-def _choose(source: RedisSource, options: CleanupOptions, report: CleanupReport, now_ms: int) -> _Candidates:
+def _choose(source: RedisSource, options: CleanupOptions, report: CleanupReport, now_ms: int,
+            progress: Callable[[CleanupProgress], None] | None = None) -> _Candidates:
     wanted = {"expired"} | options.include
+    dbsize = source.dbsize() if progress else 0
     chosen = _Candidates()
     spring_sessions: list[tuple[str, pa.RecordBatch, int, bytes]] = []  # companion rows to check later
     for chunk in source.read_chunks(options.patterns, options.batch_size):
         report.scanned += chunk.scanned
+        if progress:
+            within = scan_fraction(chunk.cursor, dbsize) if chunk.cursor else 1.0
+            progress(CleanupProgress(report.scanned, (chunk.pattern_index + within) / len(options.patterns)))
         if chunk.result is None:
             continue
         batch = chunk.result.batch

@@ -10,17 +10,24 @@ Prefect parameter.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
-from .errors import AuthenticationFailed, InvalidParameter, ServerUnavailable
+from .errors import AuthenticationFailed, InvalidParameter, NotRedis, ServerUnavailable
 
 SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 DEFAULT_PORT = 6379
 CONNECT_TIMEOUT_S = 5.0
 SOCKET_TIMEOUT_S = 60.0
+# redis-py retries a failed connection 10 times by default, with growing pauses; our retry policy
+# (retry.py) decides, and tells the operator. One quick reconnect is kept for a dropped socket.
+RECONNECT = Retry(ExponentialBackoff(cap=0.5, base=0.1), 1)
 
 
 @dataclass(frozen=True)
@@ -102,10 +109,20 @@ class RedisEndpoint:
 
     @property
     def display_url(self) -> str:
-        """The URL with the password removed: safe for logs, manifests and reports."""
+        """The URL with the password (and where it comes from) removed: safe for logs,
+        manifests and reports, and what the operator recognises as the server they named."""
+        return self._url(with_password_env=False)
+
+    @property
+    def parameter_url(self) -> str:
+        """The password-free URL a flow takes as a parameter: it keeps `?password_env=`, so the
+        flow finds the password in its environment."""
+        return self._url(with_password_env=True)
+
+    def _url(self, with_password_env: bool) -> str:
         user = f"{quote(self.username, safe='')}@" if self.username else ""
         query = {}
-        if self.password_env:
+        if self.password_env and with_password_env:
             query["password_env"] = self.password_env
         query.update(dict(self.tls_options))
         if self.scheme == "unix":
@@ -140,6 +157,7 @@ class RedisEndpoint:
             socket_timeout=SOCKET_TIMEOUT_S,
             decode_responses=decode_responses,
             health_check_interval=0,
+            retry=RECONNECT,
         )
         if self.scheme == "unix":
             client = redis.Redis(unix_socket_path=self.path, **common)
@@ -183,7 +201,10 @@ class translate_redis_errors:
                 f"Authentication to {where} failed: check the username and password ({text})."
             ) from None
         if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-            raise ServerUnavailable(f"Cannot reach the Redis server at {where}: {text}.") from None
+            raise ServerUnavailable(f"Cannot reach the Redis server at {where}: {text.rstrip('.')}.") from None
+        if isinstance(exc, redis.exceptions.InvalidResponse):
+            raise NotRedis(f"Something answers at {where}, but not in the Redis protocol ({text}); "
+                           "check the host and port.") from None
         if isinstance(exc, redis.exceptions.BusyLoadingError):
             raise ServerUnavailable(f"The Redis server at {where} is still loading its data; try again shortly.") from None
         return False
@@ -199,3 +220,43 @@ def _safe(url: object) -> str:
     except ValueError:
         pass
     return text
+
+
+# -- connections as operations take them: a URL, a block name, or an endpoint ------------------
+
+_BLOCK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+_SCHEME_TYPO = re.compile(r"^(redis|rediss|valkey|valkeys|unix)[:/]+(.*)$", re.IGNORECASE)
+_block_loader: Callable[[str], RedisEndpoint] | None = None
+
+
+def register_block_loader(loader: Callable[[str], RedisEndpoint]) -> None:
+    """How a block name becomes an endpoint (Prefect's `RedisConnection` blocks: tasks/blocks.py)."""
+    global _block_loader
+    _block_loader = loader
+
+
+def is_block_name(text: str) -> bool:
+    return bool(_BLOCK_NAME.match(text))
+
+
+def resolve_connection(connection: str | RedisEndpoint) -> RedisEndpoint:
+    """An endpoint from a Redis URL, the name of a connection block, or an endpoint."""
+    if isinstance(connection, RedisEndpoint):
+        return connection
+    if not isinstance(connection, str) or not connection.strip():
+        raise InvalidParameter("No Redis connection given: pass a redis:// URL or the name of a RedisConnection block.")
+    if "://" in connection:
+        return RedisEndpoint.from_url(connection)
+    typo = _SCHEME_TYPO.match(connection)
+    if typo:
+        raise InvalidParameter(
+            f"{_safe(connection)!r} is not a Redis URL; did you mean {typo.group(1).lower()}://{_safe(typo.group(2))}?")
+    if not _BLOCK_NAME.match(connection):
+        raise InvalidParameter(
+            f"{_safe(connection)!r} is neither a Redis URL (redis://host:port/db, rediss://..., unix:///path.sock) "
+            "nor a connection block name (lower-case letters, digits and dashes).")
+    if _block_loader is None:
+        raise InvalidParameter(
+            f"{connection!r} names a RedisConnection block, and blocks live in Prefect: load it through the flows "
+            "(or the CLI), or pass a redis:// URL.")
+    return _block_loader(connection)

@@ -7,6 +7,7 @@
     └── TerminalError             retrying cannot help; a person must act
         ├── InvalidParameter      a bad option, URL, pattern or id
         ├── AuthenticationFailed  wrong user or password
+        ├── NotRedis              something answers at that address, but not in Redis' protocol
         ├── DestinationNotWritable
         ├── SnapshotExists        the snapshot id already has a manifest
         ├── SnapshotNotFound
@@ -46,6 +47,10 @@ class InvalidParameter(TerminalError, ValueError):
 
 
 class AuthenticationFailed(TerminalError):
+    pass
+
+
+class NotRedis(TerminalError):
     pass
 
 

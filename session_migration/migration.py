@@ -55,11 +55,10 @@ from .redis_glob import ScopeMatcher
 from .restore import run_restore
 from .seen import SeenKeys
 from .sinks.redis import RedisSink
-from .snapshot import Snapshot, new_snapshot_id, open_snapshot, snapshot_dir
+from .snapshot import PRE_IMAGE_SUFFIX, Snapshot, new_snapshot_id, open_snapshot
 from .sources import resp
 from .sources.redis import RedisSource
-from .validation import validate_snapshot
-from .verify import MISMATCHES, VerifyOptions, verify
+from .verify import MISMATCHES, VerifyOptions
 
 MIGRATIONS = "migrations"
 MAX_EXAMPLES = 5
@@ -305,7 +304,7 @@ def take_pre_image(target: RedisEndpoint, fs, root: str, options: MigrationOptio
                 yield options.patterns[chunk.pattern_index], batch
 
         opts = BackupOptions(patterns=options.patterns, batch_size=options.batch_size, preserve_ttl=True,
-                             snapshot_id=snapshot_id or f"{new_snapshot_id()}-pre")
+                             snapshot_id=snapshot_id or new_snapshot_id() + PRE_IMAGE_SUFFIX)
         return write_snapshot(fs, root, batches(), target, source.info, opts)
     finally:
         source.close()
@@ -444,53 +443,35 @@ def resume_rollback(target: RedisEndpoint, fs, root: str, migration_id: str,
     return state
 
 
-# -- step 8 and the whole run ------------------------------------------------------------------
-
-
-def write_audit(snapshot_url: str) -> dict[str, str]:
-    from .audit import open_for_audit, write_audit_report
-    from .stats import compute_stats
-
-    fs, path = storage.resolve(snapshot_url)
-    validation = validate_snapshot(fs, path)
-    snap = open_for_audit(fs, path, validation)
-    stats = compute_stats(snap) if snap is not None else None
-    return write_audit_report(snap, validation, stats, fs, storage.join(path, "audit"))
+# -- the whole run -------------------------------------------------------------------------------
 
 
 @dataclass
 class MigrationResult:
-    migration_id: str | None
-    dry_run: bool
-    state: dict[str, Any]
-    plan: dict[str, Any] | None = None
+    """What `run_migration` returns: the run's summary (as the flow returns it)."""
+
+    data: dict[str, Any]
+
+    @property
+    def migration_id(self) -> str | None:
+        return self.data.get("migration_id")
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.data.get("dry_run"))
 
     @property
     def ok(self) -> bool:
-        return self.dry_run or self.state.get("step") == "done"
+        return self.dry_run or self.data.get("step") == "done"
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON for `--json`, artifacts and notebooks."""
-        if self.dry_run:
-            return {"dry_run": True, **(self.plan or {})}
-        s = self.state
-        return {
-            "migration_id": self.migration_id, "dry_run": False, "ok": self.ok, "step": s["step"],
-            "source": s["source"], "target": s["target"], "snapshot": s["snapshot"], "snapshot_id": s["snapshot_id"],
-            "pre_image": s["pre_image"], "pre_image_id": s["pre_image_id"],
-            "backup": s["counts"].get("backup"), "pre_image_keys": s["counts"].get("pre_image", {}).get("keys"),
-            "restore": s["counts"].get("restore"), "verify": s["verify"], "rolled_back": s["rolled_back"],
-            "rollback": s["rollback"] or None, "audit": s["audit"], "error": s["error"],
-            "state_file": s.get("state_file"),
-        }
+        return self.data
 
 
-def plan_migration(source: RedisEndpoint, target: RedisEndpoint, options: MigrationOptions,
-                   progress: ProgressFn | None = None) -> dict[str, Any]:
+def plan_migration(source: RedisEndpoint, target: RedisEndpoint, options: MigrationOptions) -> dict[str, Any]:
     """Dry run: the backup's dry run, then what the restore would do on the target. Writes nothing."""
     backup = run_backup(source, fsspec.filesystem("memory"), "/unused", options.backup_options(dry_run=True))
-    if progress:
-        progress("backup", backup.summary())
     sink = RedisSink(target)
     create = overwrite = 0
     source_keys = SeenKeys()
@@ -506,74 +487,32 @@ def plan_migration(source: RedisEndpoint, target: RedisEndpoint, options: Migrat
     for chunk in _chunks(_scope_keys(target, options.patterns, options.batch_size), options.batch_size):
         target_keys += len(chunk)
         kept += int((~source_keys.contains(chunk)).sum())
-    plan = {"backup": backup.summary(), "restore_plan": {
+    return {"backup": backup.summary(), "restore_plan": {
         "would_create": create, "would_overwrite": overwrite, "target_keys_in_scope": target_keys,
         "target_only_kept": kept}, "source": source.display_url, "target": target.display_url}
-    if progress:
-        progress("restore_plan", plan["restore_plan"])
-    return plan
 
 
 def run_migration(source: RedisEndpoint, target: RedisEndpoint, fs: fsspec.AbstractFileSystem, root: str,
                   options: MigrationOptions, progress: ProgressFn | None = None) -> MigrationResult:
-    """Move the sessions in scope from `source` to `target`, rolling the target back on failure.
+    """Move the sessions in scope from `source` to `target`, rolling the target back on failure:
+    `operations.full_migration` run directly (the Prefect flow runs the same steps as tasks).
+    `progress(step, info)` is called as each step is reached.
 
     Raises `MigrationRefused` (nothing written) or `MigrationFailed` (with `.summary`, saying
     whether the target was rolled back)."""
-    def step(name: str, info: dict[str, Any]) -> None:
-        if progress:
-            progress(name, info)
+    from .operations import full_migration
+    from .runner import DirectRunner, Feedback
 
-    checked = preflight(source, target, fs, root, options)
-    step("preflight", checked)
-    if options.dry_run:
-        plan = plan_migration(source, target, options, progress)
-        return MigrationResult(migration_id=None, dry_run=True, state={}, plan={**checked, **plan})
-    state = start_migration(source, target, fs, root, options)
-    try:
-        backup = run_backup(source, fs, root, options.backup_options(snapshot_id=new_snapshot_id()))
-        state.counts["backup"] = backup.summary()
-        state.advance(fs, root, "backed_up", snapshot=backup.url, snapshot_id=backup.snapshot_id)
-        step("backup", state.counts["backup"])
-        path = snapshot_dir(root, backup.snapshot_id)
-        report = validate_snapshot(fs, path)
-        state.counts["validate"] = {"valid": report.valid, "rows_checked": report.rows_checked,
-                                    "problems": [asdict(p) for p in report.problems]}
-        if not report.valid:
-            problems = " ".join(f"[{p.code}] {p.message}" for p in report.problems)
-            raise SnapshotInvalid(f"The source snapshot {backup.url} is not valid: {problems}")
-        state.advance(fs, root, "validated")
-        step("validate", state.counts["validate"])
-        pre = take_pre_image(target, fs, root, options)
-        state.counts["pre_image"] = pre.summary()
-        state.advance(fs, root, "pre_image", pre_image=pre.url, pre_image_id=pre.snapshot_id)
-        step("pre_image", state.counts["pre_image"])
-        state.advance(fs, root, "restoring")
-        snap = open_snapshot(fs, path, verify=False)
-        restored = run_restore(snap, target, options.restore_options())
-        state.counts["restore"] = restored.summary()
-        state.advance(fs, root, "restored")
-        step("restore", state.counts["restore"])
-        if options.verify:
-            raw = verify(snap, target, options.verify_options()).as_dict()
-            pfs, ppath = storage.resolve(pre.url)
-            judged = judge_verification(raw, target, snap, open_snapshot(pfs, ppath, verify=False), options)
-            state.advance(fs, root, "restored", verify=judged)
-            step("verify", judged)
-            if not judged["ok"]:
-                raise MigrationFailed(_verify_failure(judged))
-        state.advance(fs, root, "verified")
-    except BaseException as exc:
-        _fail(target, fs, root, state, options, exc, progress)
-        raise AssertionError("unreachable")  # _fail always raises
-    state.advance(fs, root, "audited", audit=write_audit(state.snapshot))
-    step("audit", state.audit)
-    state.advance(fs, root, "done", finished_at=_now())
-    step("done", {"migration_id": state.migration_id})
-    return _result(fs, root, state)
+    class Reached(Feedback):
+        def reached(self, step: str, info: dict[str, Any]) -> None:
+            if progress:
+                progress(step, info)
+
+    return MigrationResult(full_migration(DirectRunner(Reached()), source, target, (fs, root), options))
 
 
-def _verify_failure(judged: dict[str, Any]) -> str:
+def verification_failure(judged: dict[str, Any]) -> str:
+    """The one sentence a failed verification gives, whichever way the migration runs."""
     counts = {c: judged["counts"].get(c, 0) for c in MISMATCHES if c != "EXTRA" and judged["counts"].get(c, 0)}
     if judged["unexpected_extra"]:
         counts["unexpected EXTRA"] = judged["unexpected_extra"]
@@ -583,7 +522,19 @@ def _verify_failure(judged: dict[str, Any]) -> str:
 def _result(fs, root: str, state: MigrationState) -> MigrationResult:
     data = asdict(state)
     data["state_file"] = storage.unstrip(fs, state_path(root, state.migration_id))
-    return MigrationResult(migration_id=state.migration_id, dry_run=False, state=data)
+    return MigrationResult(_summary(data))
+
+
+def _summary(s: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "migration_id": s["migration_id"], "dry_run": False, "ok": s["step"] == "done", "step": s["step"],
+        "source": s["source"], "target": s["target"], "snapshot": s["snapshot"], "snapshot_id": s["snapshot_id"],
+        "pre_image": s["pre_image"], "pre_image_id": s["pre_image_id"],
+        "backup": s["counts"].get("backup"), "pre_image_keys": s["counts"].get("pre_image", {}).get("keys"),
+        "restore": s["counts"].get("restore"), "verify": s["verify"], "rolled_back": s["rolled_back"],
+        "rollback": s["rollback"] or None, "audit": s["audit"], "error": s["error"],
+        "state_file": s.get("state_file"),
+    }
 
 
 def handle_failure(target: RedisEndpoint, fs, root: str, state: MigrationState, rollback_on_failure: bool,
@@ -608,15 +559,12 @@ def handle_failure(target: RedisEndpoint, fs, root: str, state: MigrationState, 
     return f"Migration {state.migration_id} failed before any write to the target: {message}"
 
 
-def _fail(target: RedisEndpoint, fs, root: str, state: MigrationState, options: MigrationOptions,
-          exc: BaseException, progress: ProgressFn | None) -> None:
-    message = str(exc) or exc.__class__.__name__
-    if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: record and let it go
-        state.error = message
-        state.save(fs, root)
-        raise exc
-    text = handle_failure(target, fs, root, state, options.rollback_on_failure, message, progress)
-    raise MigrationFailed(text, _result(fs, root, state).summary()) from exc
+def record_interruption(fs, root: str, migration_id: str, exc: BaseException) -> None:
+    """Ctrl-C or SIGTERM during a migration: the state file says so; a rollback, if writes had
+    begun, is the operator's call (`resume_rollback`)."""
+    state = MigrationState.load(fs, root, migration_id)
+    state.error = f"interrupted ({exc.__class__.__name__})"
+    state.save(fs, root)
 
 
 def record_step(fs, root: str, migration_id: str, step: str, counts: dict[str, Any] | None = None,
@@ -637,10 +585,11 @@ def result_summary(fs, root: str, migration_id: str) -> dict[str, Any]:
 
 def migrate(source: str | RedisEndpoint, target: str | RedisEndpoint, backup_path: str, *,
             storage_options: dict | None = None, progress: ProgressFn | None = None, **options: Any) -> MigrationResult:
-    """Without Prefect: `migrate("redis://old:6379/0", "redis://new:6379/0", "snapshots/", patterns=["sess:*"])`."""
+    """Without Prefect: `migrate("redis://old:6379/0", "redis://new:6379/0", "snapshots/", patterns=["sess:*"])`.
+    `storage_options` open `backup_path` (and everything under it: snapshot, pre-image, state)."""
+    from .parameters import migration_options
+
     src = source if isinstance(source, RedisEndpoint) else RedisEndpoint.from_url(source)
     dst = target if isinstance(target, RedisEndpoint) else RedisEndpoint.from_url(target)
-    if options.get("patterns") is not None and not isinstance(options["patterns"], str):
-        options["patterns"] = tuple(options["patterns"])
     fs, root = storage.resolve(backup_path, storage_options)
-    return run_migration(src, dst, fs, root, MigrationOptions(**options), progress)
+    return run_migration(src, dst, fs, root, migration_options(options), progress)

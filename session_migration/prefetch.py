@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 _DONE = object()
+STOP_WAIT_S = 1.0
 
 
 def prefetch(items: Iterator[T], depth: int = 4) -> Iterator[T]:
@@ -46,8 +48,11 @@ def prefetch(items: Iterator[T], depth: int = 4) -> Iterator[T]:
                 return
             yield item
     finally:
+        # Stop the producer; a read it is waiting on cannot be interrupted, so after a moment
+        # (Ctrl-C must stop a command within 2 s) the daemon thread is left to end on its own.
         stop.set()
-        while thread.is_alive():
+        deadline = time.monotonic() + STOP_WAIT_S
+        while thread.is_alive() and time.monotonic() < deadline:
             try:
                 q.get_nowait()
             except queue.Empty:

@@ -7,6 +7,7 @@ from typing import Any
 import fsspec
 
 from . import storage
+from .checkpoint import load_checkpoint
 from .endpoints import RedisEndpoint, translate_redis_errors
 from .errors import SnapshotExists
 from .options import BackupOptions
@@ -25,10 +26,15 @@ def check_backup(endpoint: RedisEndpoint, fs: fsspec.AbstractFileSystem, root: s
             info["dbsize"] = int(client.dbsize())
     finally:
         client.close()
+    found = {"source": endpoint.display_url, **info}
     if not options.dry_run:
         storage.check_writable(fs, root)
         check_snapshot_free(fs, root, options.snapshot_id)
-    return {"source": endpoint.display_url, **info}
+        if options.snapshot_id is not None:
+            checkpoint = load_checkpoint(fs, snapshot_dir(root, options.snapshot_id))
+            if checkpoint is not None and checkpoint.parts:
+                found["resume"] = {"parts": len(checkpoint.parts), "keys": checkpoint.counters.keys}
+    return found
 
 
 def check_snapshot_free(fs: fsspec.AbstractFileSystem, root: str, snapshot_id: str | None) -> None:

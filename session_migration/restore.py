@@ -174,13 +174,14 @@ class RestoreCheckpoint(RunCheckpoint):
 # -- the steps -----------------------------------------------------------------------------------
 
 
-def _resolve(snapshot: str | Snapshot, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+def _resolve(snapshot: storage.Location | Snapshot,
+             storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     if isinstance(snapshot, Snapshot):
         return snapshot.fs, snapshot.path
-    return storage.resolve(snapshot, storage_options)
+    return storage.locate(snapshot, storage_options)
 
 
-def _validated(snapshot: str | Snapshot, storage_options: dict[str, Any] | None = None) -> Snapshot:
+def _validated(snapshot: storage.Location | Snapshot, storage_options: dict[str, Any] | None = None) -> Snapshot:
     fs, path = _resolve(snapshot, storage_options)
     report = validate_snapshot(fs, path)
     if not report.valid:
@@ -189,7 +190,7 @@ def _validated(snapshot: str | Snapshot, storage_options: dict[str, Any] | None 
     return open_snapshot(fs, path, verify=False)
 
 
-def check_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: RestoreOptions,
+def check_restore(snapshot: storage.Location | Snapshot, endpoint: RedisEndpoint, options: RestoreOptions,
                   *, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything before the first write: validation, rename collisions, the `fail` preflight,
     the checkpoint (started or resumed). A dry run returns its plan here and writes nothing."""

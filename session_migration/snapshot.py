@@ -30,6 +30,7 @@ from .schema import FORMAT_NAME, FORMAT_VERSION, RECORD_SCHEMA
 MANIFEST = "manifest.json"
 CHECKPOINT = "checkpoint.json"
 PARTS = "parts"
+PRE_IMAGE_SUFFIX = "-pre"  # the snapshot id of a pre-image (what a migration or cleanup may put back)
 READ_BUFFER_BYTES = 8 << 20
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

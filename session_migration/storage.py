@@ -25,6 +25,26 @@ def resolve(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple
     return fs, path.rstrip("/") or "/"
 
 
+# Where operations read and write: an fsspec URL (flow parameters, the CLI) or a filesystem
+# already resolved with its storage options (the Python API), which then travels as it is.
+Location = str | tuple[fsspec.AbstractFileSystem, str]
+
+
+def locate(location: Location, storage_options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """`(fs, path)` of a location; a resolved one is returned as it is."""
+    if isinstance(location, tuple):
+        fs, path = location
+        return fs, path.rstrip("/") or "/"
+    return resolve(location, storage_options)
+
+
+def child(location: Location, *names: str) -> Location:
+    """A location below another, of the same kind (URL or resolved)."""
+    if isinstance(location, tuple):
+        return location[0], join(location[1], *names)
+    return "/".join([str(location).rstrip("/"), *names])
+
+
 def unstrip(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """The URL form of a path, for manifests, reports and `--json` output."""
     return fs.unstrip_protocol(path)

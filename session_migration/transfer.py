@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,8 +59,18 @@ from .sources.segments import scan_fraction
 
 TRANSFERS = "transfers"
 KEYSPACE_WALK = "keyspace"  # the checkpoint's position is a cursor of one walk over every key
-DEFAULT_CHECKPOINT_ROOT = "./.session-migration"
 CHECKPOINT_EVERY_KEYS = 10_000
+
+
+def default_checkpoint_root() -> str:
+    """Where transfer checkpoints live unless told: the user's state folder, not the working
+    directory (which may be a checkout): `$SESSION_MIGRATION_STATE_DIR`, else
+    `$XDG_STATE_HOME/session-migration`, else `~/.local/state/session-migration`."""
+    explicit = os.environ.get("SESSION_MIGRATION_STATE_DIR")
+    if explicit:
+        return explicit
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state_home, "session-migration")
 
 
 class TransferConflict(TerminalError):
@@ -225,8 +236,8 @@ def _check_endpoints(source: RedisEndpoint, target: RedisEndpoint) -> None:
 def _resolve_root(checkpoint_fs: fsspec.AbstractFileSystem | None, checkpoint_path: str | None
                   ) -> tuple[fsspec.AbstractFileSystem, str]:
     if checkpoint_fs is not None:
-        return checkpoint_fs, (checkpoint_path or DEFAULT_CHECKPOINT_ROOT).rstrip("/") or "/"
-    return storage.resolve(checkpoint_path or DEFAULT_CHECKPOINT_ROOT)
+        return checkpoint_fs, (checkpoint_path or default_checkpoint_root()).rstrip("/") or "/"
+    return storage.resolve(checkpoint_path or default_checkpoint_root())
 
 
 def _plan(source: RedisSource, sink: RedisSink, options: TransferOptions, *, probe: bool) -> dict[str, Any]:
@@ -349,7 +360,7 @@ def run_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transfer
                  progress: ProgressFn | None = None, checkpoint_every: int = CHECKPOINT_EVERY_KEYS) -> TransferResult:
     """Copy the keys matching `options.patterns` from `source` to `target`; resumable.
 
-    `checkpoint_path` is the checkpoint root (default `./.session-migration`); the checkpoint is
+    `checkpoint_path` is the checkpoint root (default: `default_checkpoint_root()`); the checkpoint is
     `<root>/transfers/<sha of source+target+options>.json`.
     """
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,16 @@ class VerifyOptions:
             raise InvalidParameter(f"ttl_tolerance_ms must be a whole number >= 0; got {self.ttl_tolerance_ms!r}.")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 100_000:
             raise InvalidParameter(f"batch_size must be a whole number from 1 to 100,000; got {self.batch_size!r}.")
+
+
+@dataclass(frozen=True)
+class VerifyProgress:
+    keys: int  # keys of A compared so far
+    fraction: float  # rough 0..1 estimate: A's keys against its size, then B's scan for EXTRA keys
+
+
+ProgressFn = Callable[[VerifyProgress], None]
+_A_SHARE = 0.9  # of the progress bar: walking A; the rest is the EXTRA scan of B
 
 
 @dataclass
@@ -113,7 +123,8 @@ def _sampled(keys: Sequence[bytes], rate: float | None) -> list[bool]:
     return [int.from_bytes(hashlib.blake2b(k, digest_size=8).digest(), "big") < limit for k in keys]
 
 
-def verify(a: Snapshot | RedisEndpoint, b: RedisEndpoint, options: VerifyOptions = VerifyOptions()) -> VerifyReport:
+def verify(a: Snapshot | RedisEndpoint, b: RedisEndpoint, options: VerifyOptions = VerifyOptions(),
+           progress: ProgressFn | None = None) -> VerifyReport:
     """Compare A (a snapshot or a store) with the store B."""
     if isinstance(a, RedisEndpoint) and a.same_server(b):
         raise InvalidParameter(f"A and B are the same database ({b.display_url}); compare two different ones.")
@@ -130,10 +141,13 @@ def verify(a: Snapshot | RedisEndpoint, b: RedisEndpoint, options: VerifyOptions
     target = RedisSource(b)
     a_source = RedisSource(a) if isinstance(a, RedisEndpoint) else None
     try:
+        a_size = a_source.dbsize() if a_source is not None else int(a.totals.get("keys", 0))
         seen_in_a = SeenKeys()
         for batch in _a_batches(a, a_source, patterns, options):
             _compare(batch, target, seen_in_a, options, report)
-        _extra(target, a_source, seen_in_a, patterns, options, report)
+            if progress:
+                progress(VerifyProgress(len(seen_in_a), _A_SHARE * min(1.0, len(seen_in_a) / max(1, a_size))))
+        _extra(target, a_source, seen_in_a, patterns, options, report, progress)
     finally:
         target.close()
         if a_source:
@@ -189,9 +203,14 @@ def _ttl_close(a: int | None, b: int | None, tolerance: int | None) -> bool:
 
 
 def _extra(target: RedisSource, a_source: RedisSource | None, seen_in_a: SeenKeys, patterns,
-           options: VerifyOptions, report: VerifyReport) -> None:
+           options: VerifyOptions, report: VerifyReport, progress: ProgressFn | None) -> None:
     """Keys in B (in scope, sampled) that A does not have."""
+    b_size, scanned = target.dbsize() if progress else 0, 0
     for _index, _cursor, keys in target.key_chunks(patterns, options.batch_size):
+        scanned += len(keys)
+        if progress:
+            share = min(1.0, scanned / max(1, b_size))
+            progress(VerifyProgress(len(seen_in_a), _A_SHARE + (1 - _A_SHARE) * share))
         keys = [k for k, s in zip(keys, _sampled(keys, options.sample)) if s]
         if not keys:
             continue

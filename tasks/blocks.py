@@ -1,7 +1,8 @@
 """`RedisConnection`: a Prefect block that keeps a Redis/Valkey password as a secret.
 
 Flows take a connection as a string: a Redis URL *without* a password, or the name of one of
-these blocks. A URL carrying a password is refused, because Prefect stores flow parameters.
+these blocks (a URL carrying a password is refused before the flow run exists: flows/_edge.py).
+Importing this module teaches the core (`endpoints.resolve_connection`) to load such blocks.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import replace
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from session_migration.endpoints import RedisEndpoint
+from session_migration.endpoints import RedisEndpoint, register_block_loader
 from session_migration.errors import InvalidParameter
 
 
@@ -32,20 +33,13 @@ class RedisConnection(Block):
         return replace(endpoint, username=self.username or endpoint.username, password=password)
 
 
-def resolve_endpoint(connection: str) -> RedisEndpoint:
-    """A flow's connection parameter -> endpoint: a password-free URL or a block name."""
-    if not isinstance(connection, str) or not connection.strip():
-        raise InvalidParameter("No Redis connection given: pass a redis:// URL or the name of a RedisConnection block.")
-    if "://" not in connection:
-        try:
-            block = RedisConnection.load(connection)
-        except ValueError as exc:
-            raise InvalidParameter(f"No RedisConnection block named {connection!r}: {exc}") from None
-        return block.endpoint()
-    endpoint = RedisEndpoint.from_url(connection)
-    if endpoint.has_inline_password:
-        raise InvalidParameter(
-            f"A password inside a flow parameter would be stored by Prefect ({endpoint.display_url}); "
-            "use a RedisConnection block, or ?password_env=VARIABLE with the password in that environment variable."
-        )
-    return endpoint
+def load_endpoint(name: str) -> RedisEndpoint:
+    """The endpoint a `RedisConnection` block names (the core's block loader)."""
+    try:
+        block = RedisConnection.load(name)
+    except ValueError as exc:
+        raise InvalidParameter(f"No RedisConnection block named {name!r}: {exc}") from None
+    return block.endpoint()
+
+
+register_block_loader(load_endpoint)

@@ -27,7 +27,7 @@ def _artifacts():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "session_migration.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "session_migration_cli", *args], capture_output=True, text=True,
                           env=dict(os.environ), timeout=300)
 
 
@@ -53,10 +53,12 @@ def test_flow_writes_report_and_publishes_artifacts(prefect_harness, demo_snapsh
     table = artifacts["audit-by-store"].data
     rows = json.loads(table) if isinstance(table, str) else table
     by_store = {r["store"]: r for r in rows}
-    assert by_store["total"]["total"] == report["keys"]
-    assert by_store["express"]["valid"] == report["by_store"]["express"]["valid"]
+    assert by_store["total"]["total"] == f"{report['keys']:,}"  # numbers read with separators in the UI
+    assert by_store["express"]["valid"] == f"{report['by_store']['express']['valid']:,}"
     markdown = artifacts["audit-report"].data
     assert "Control evidence" in markdown and "CP-10" in markdown and report["snapshot"]["snapshot_id"] in markdown
+    assert "Keys by session status" in markdown and "█" in markdown  # the charts, as text
+    assert f"`{demo_snapshot}/audit/report.html` (copy this path)" in markdown  # a local file: the path
 
 
 def test_flow_refuses_a_missing_snapshot(prefect_harness, tmp_path):

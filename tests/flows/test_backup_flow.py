@@ -49,7 +49,7 @@ def test_password_never_becomes_a_flow_parameter(prefect_harness, tmp_path, monk
     server = start_server("valkey", password="flow-secret-9")
     try:
         server.client().set("sess:x", "v")
-        with pytest.raises(InvalidParameter, match="password inside a flow parameter"):
+        with pytest.raises(InvalidParameter, match="holds a password"):
             backup_sessions(source=server.url, backup_path=str(tmp_path))
         monkeypatch.setenv("SRC_PW", "flow-secret-9")
         url = f"redis://127.0.0.1:{server.port}/0?password_env=SRC_PW"

@@ -38,7 +38,7 @@ def test_cli_cleanup(prefect_harness, valkey, tmp_path):
     plant(r)
 
     def cli(*args):
-        done = subprocess.run([sys.executable, "-m", "session_migration.cli", "cleanup", valkey.url, *args, "--json"],
+        done = subprocess.run([sys.executable, "-m", "session_migration_cli", "cleanup", valkey.url, *args, "--json"],
                               capture_output=True, text=True, env=dict(os.environ), timeout=300)
         return done.returncode, json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -88,4 +88,4 @@ def test_serve_builds_the_same_deployments():
     from serve import build_deployments
 
     names = {d.name for d in build_deployments()}
-    assert names == {"nightly-backup", "daily-cleanup", "daily-prune", "on-demand-restore", "on-demand-migration"}
+    assert names == {"nightly-backup", "nightly-audit", "daily-cleanup", "daily-prune", "on-demand-restore", "on-demand-migration"}

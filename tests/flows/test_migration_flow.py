@@ -93,7 +93,7 @@ def _cli(*args):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "session_migration.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "session_migration_cli", *args], capture_output=True, text=True,
                           env={**os.environ}, timeout=300)
 
 

@@ -52,7 +52,7 @@ def test_restore_flow_refuses_bad_parameters_and_passwords(prefect_harness, valk
     snap = backup(valkey.url, str(tmp_path), patterns=["sess:*"]).url
     with pytest.raises(InvalidParameter, match="ttl_policy"):
         restore_sessions(snapshot=snap, target=valkey.url, ttl_policy="sometimes")
-    with pytest.raises(InvalidParameter, match="password inside a flow parameter"):
+    with pytest.raises(InvalidParameter, match="holds a password"):
         restore_sessions(snapshot=snap, target=f"redis://:pw-secret@127.0.0.1:{valkey.port}/0")
 
 
@@ -72,7 +72,7 @@ def test_cli_restore_with_password_and_rename(valkey, tmp_path):
     server = start_server("redis", password="restore-secret-5")
     try:
         def cli(*args):
-            return subprocess.run([sys.executable, "-m", "session_migration.cli", "restore", snap, server.url, *args],
+            return subprocess.run([sys.executable, "-m", "session_migration_cli", "restore", snap, server.url, *args],
                                   capture_output=True, text=True, env=dict(os.environ), timeout=300)
 
         dry = cli("--dry-run", "--json")

@@ -60,7 +60,7 @@ def test_transfer_flow_refuses_bad_parameters(prefect_harness, valkey):
 
     with pytest.raises(InvalidParameter, match="same database"):
         transfer_sessions(source=valkey.url, target=valkey.url)
-    with pytest.raises(InvalidParameter, match="password inside a flow parameter"):
+    with pytest.raises(InvalidParameter, match="holds a password"):
         transfer_sessions(source=valkey.url, target=f"redis://:pw-secret@127.0.0.1:{valkey.port}/1")
     with pytest.raises(InvalidParameter, match="on_conflict"):
         transfer_sessions(source=valkey.url, target=valkey.url[:-1] + "1", on_conflict="maybe")
@@ -127,7 +127,7 @@ def test_cli_transfer_with_passwords(valkey, tmp_path):
     server = start_server("redis", password="transfer-secret-7")
     try:
         def cli(*args):
-            return subprocess.run([sys.executable, "-m", "session_migration.cli", "transfer", valkey.url, server.url,
+            return subprocess.run([sys.executable, "-m", "session_migration_cli", "transfer", valkey.url, server.url,
                                    "--checkpoint-path", str(tmp_path), *args],
                                   capture_output=True, text=True, env=dict(os.environ), timeout=300)
 

@@ -36,7 +36,7 @@ def test_verify_cli_exit_codes(valkey_server, redis_server):
     a.set("sess:x", "1"), b.set("sess:x", "1")
 
     def run():
-        return subprocess.run([sys.executable, "-m", "session_migration.cli", "verify", valkey_server.url,
+        return subprocess.run([sys.executable, "-m", "session_migration_cli", "verify", valkey_server.url,
                                redis_server.url, "--pattern", "sess:*", "--json"],
                               capture_output=True, text=True, env=dict(os.environ), timeout=300)
 

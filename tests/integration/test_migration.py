@@ -91,7 +91,7 @@ def test_migration_happy_path_both_ways(direction, valkey_server, redis_server, 
     summary = result.summary()
     json.dumps(summary)  # JSON-safe
     assert result.ok and summary["rolled_back"] is False and summary["step"] == "done"
-    assert steps == ["preflight", "backup", "validate", "pre_image", "restore", "verify", "audit", "done"]
+    assert steps == ["preflight", "started", "backup", "validate", "pre_image", "restore", "verify", "audit", "done"]
     assert summary["verify"]["ok"] and summary["verify"]["counts"]["OK"] == 8
     assert summary["verify"]["kept_target_only"] == 2  # sess:target-only, session:target-set
     assert summary["backup"]["keys"] == 8 and summary["pre_image_keys"] == 4

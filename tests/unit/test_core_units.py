@@ -23,7 +23,8 @@ def test_url_parsing_and_password_free_display():
     unix = RedisEndpoint.from_url("unix:///run/redis.sock?db=2")
     assert (unix.path, unix.db) == ("/run/redis.sock", 2)
     moved = ep.without_password("PW")
-    assert moved.password is None and moved.display_url.endswith("?password_env=PW")
+    assert moved.password is None and moved.parameter_url.endswith("?password_env=PW")
+    assert "PW" not in moved.display_url  # messages name the server, not where its password comes from
 
 
 def test_password_env(monkeypatch):

@@ -25,15 +25,25 @@ def test_a_backup_process_does_not_load_the_store_decoders():
         "session_migration.sessions.registry"
 
 
-def test_at_exit_the_objects_still_alive_are_frozen_and_other_exit_work_still_runs(tmp_path):
+def test_the_cli_freezes_what_is_alive_at_exit_and_other_exit_work_still_runs(tmp_path):
     out = tmp_path / "written-at-exit.txt"
-    # Registered before the import, so it runs after the core's handler (exit handlers run last-in first-out).
+    # Registered before main() runs, so it runs after the CLI's handler (exit handlers run last-in first-out).
     printed = _python(
         "import atexit, gc\n"
         "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
-        "import session_migration\n"
         f"handle = open({str(out)!r}, 'w')\n"
         "handle.write('flushed by reference counting at exit')\n"  # never closed explicitly
+        "from session_migration_cli.app import main\n"
+        "main(['snapshots', '--help'])\n"
     )
-    assert printed == "frozen True"
+    assert printed.endswith("frozen True")
     assert out.read_text() == "flushed by reference counting at exit"
+
+
+def test_importing_the_core_changes_nothing_process_wide():
+    """A notebook or a host program imports the core: its garbage collection at exit is its own."""
+    assert _python(
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        "import session_migration, session_migration.operations\n"
+    ) == "frozen False"

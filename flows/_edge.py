@@ -1,0 +1,117 @@
+"""What every flow shares: the runner that makes each step a task, the flow class that refuses
+secrets before Prefect records a run, and the connection parameter type.
+
+Prefect stores a flow run's parameters (in its database, in the UI). A password inside a
+connection URL must therefore be refused before the run is created:
+
+- on direct calls (`backup_sessions(source="redis://:pw@host")`, notebooks, the CLI in flow
+  mode), `SessionFlow.__call__` checks the parameters first and raises `InvalidParameter`;
+  no flow run exists;
+- for runs of a deployment (UI, schedules, `prefect deployment run`), the parameter schema
+  carries a pattern that refuses such URLs, and Prefect's server checks it when the run is
+  created (`enforce_parameter_schema`, on by default).
+
+What remains possible: a deployment created with `enforce_parameter_schema=False`, or a run
+created through the API with `enforce_parameter_schema: false`. Such a run fails in its first
+line (the same check runs again inside the flow), but its parameters are already stored.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from prefect import Flow, get_run_logger
+from prefect.utilities.annotations import quote
+from pydantic import Field
+
+from session_migration.endpoints import SCHEMES, RedisEndpoint
+from session_migration.errors import InvalidParameter
+import tasks.blocks  # noqa: F401 - registers the loader of RedisConnection blocks with the core
+from tasks.progress import ProgressReporter, listeners
+from tasks.steps import TASKS
+
+# Connection parameters: a Redis URL without a password (or secret URL option), or a block name.
+CONNECTION_PARAMETERS = ("source", "target", "a", "b")
+_NO_SECRET = r"^(?![A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*:[^/?#@]*@)(?!.*[?&]ssl_password=).*$"
+Connection = Annotated[str, Field(
+    description="A Redis URL without a password (use ?password_env=VARIABLE) or a RedisConnection block name.",
+    json_schema_extra={"pattern": _NO_SECRET},
+)]
+# verify's sides: a connection, or a snapshot folder/URL
+ConnectionOrSnapshot = Annotated[str, Field(
+    description="A Redis URL without a password, a RedisConnection block name, or a snapshot folder/URL.",
+    json_schema_extra={"pattern": _NO_SECRET},
+)]
+
+
+def refuse_secrets(parameters: dict[str, Any]) -> None:
+    """Raise `InvalidParameter` when a connection parameter carries a password."""
+    for name in CONNECTION_PARAMETERS:
+        value = parameters.get(name)
+        if not isinstance(value, str) or "://" not in value:
+            continue
+        if not re.match(_NO_SECRET, value):
+            shown = RedisEndpoint.from_url(value).display_url if value.split("://")[0].lower() in SCHEMES else name
+            raise InvalidParameter(
+                f"The {name} URL holds a password, and Prefect would store it with the flow run "
+                f"({shown}); use a RedisConnection block, or ?password_env=VARIABLE with the "
+                "password in that environment variable. No flow run was created.")
+
+
+class SessionFlow(Flow):
+    """A Prefect flow whose connection parameters are checked before the run is created."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        bound = inspect.signature(self.fn).bind_partial(*args, **kwargs)
+        refuse_secrets(dict(bound.arguments))
+        return super().__call__(*args, **kwargs)
+
+
+def session_flow(**options: Any) -> Callable[[Callable[..., Any]], SessionFlow]:
+    """`@session_flow(name=...)`: `@flow`, with the secret check of `SessionFlow`."""
+    return lambda fn: SessionFlow(fn, **options)
+
+
+class PrefectRunner:
+    """Runs an operation's steps as Prefect tasks (see session_migration/runner.py)."""
+
+    def __init__(self) -> None:
+        self._announced: str | None = None
+
+    def _announce(self) -> None:
+        """Tell in-process listeners (the CLI) which flow run this is, once per run."""
+        from prefect.runtime import flow_run
+
+        run_id = flow_run.id
+        if run_id and run_id != self._announced:
+            self._announced = run_id
+            for feedback in listeners():
+                feedback.run_started(str(run_id))
+
+    def step(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self._announce()
+        # quote(): Prefect need not walk large arguments (statistics, reports) looking for futures.
+        return TASKS[fn](*map(_quoted, args), **{k: _quoted(v) for k, v in kwargs.items()})
+
+    def progress(self, key: str, description: str) -> ProgressReporter:
+        return ProgressReporter(key, description)
+
+    def say(self, text: str) -> None:
+        self._announce()
+        get_run_logger().info(text)
+        for feedback in listeners():
+            feedback.say(text)
+
+    def reached(self, step: str, info: dict[str, Any]) -> None:
+        for feedback in listeners():
+            feedback.reached(step, info)
+
+
+def _quoted(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float, bool)) else quote(value)
+
+
+PREFECT = PrefectRunner()

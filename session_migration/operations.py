@@ -1,0 +1,322 @@
+"""Every operation, written once: its steps in order, what it tells the operator, its result.
+
+An operation takes a `Runner` (runner.py) and runs each step through it: the Prefect flows
+(flows/) pass one that makes each step a task; the CLI without a Prefect server, notebooks and
+scripts pass a `DirectRunner`. So a backup, a restore or a migration does the same work, says
+the same sentences, writes the same state files and returns the same summary whichever way it
+is started.
+
+Connections are Redis URLs, block names or endpoints; locations are fsspec URLs or resolved
+`(fs, path)` pairs (see `steps.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+from . import steps
+from .cleanup import CleanupOptions
+from .endpoints import RedisEndpoint, is_block_name
+from .errors import InvalidParameter, SnapshotInvalid, SnapshotNotFound
+from .migration import MigrationFailed, MigrationOptions, new_migration_id, verification_failure
+from .options import BackupOptions, RestoreOptions
+from .plan import PLAN_KEYS
+from .retention import RetentionOptions
+from .runner import Runner
+from .snapshot import PRE_IMAGE_SUFFIX, new_snapshot_id
+from .storage import Location
+from .transfer import TransferOptions
+from .verify import VerifyOptions
+
+Connection = str | RedisEndpoint
+
+
+def shown(connection: Connection) -> str:
+    """A connection as an operator may see it: the URL without password, or the block's name."""
+    if isinstance(connection, RedisEndpoint):
+        return connection.display_url
+    if "://" in connection:
+        try:
+            return RedisEndpoint.from_url(connection).display_url
+        except ValueError:
+            return "the given URL"
+    return f"block {connection}" if is_block_name(connection) else repr(connection)
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}/s" if seconds > 0 and count else "-"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"
+
+
+# -- backup ------------------------------------------------------------------------------------
+
+
+def backup_sessions(run: Runner, source: Connection, backup_path: Location, options: BackupOptions) -> dict[str, Any]:
+    """Preflight, then the resumable copy into a snapshot (or, as a dry run, the counts only)."""
+    if options.snapshot_id is None and not options.dry_run:
+        options = replace(options, snapshot_id=new_snapshot_id())  # fixed first, so a retry resumes it
+    run.say(f"Connecting to {shown(source)} ...")
+    info = run.step(steps.check_backup, source, backup_path, options)
+    run.say(f"{info['source']}: {info['server']} {info['version']}, {info['dbsize']:,} keys in the database")
+    if info.get("resume"):
+        resume = info["resume"]
+        run.say(f"Resuming snapshot {options.snapshot_id}: {resume['parts']:,} part(s) with {resume['keys']:,} keys "
+                "already written are reused")
+    progress = run.progress("backup-progress", f"Backup {options.snapshot_id or '(dry run)'}")
+    started = time.monotonic()
+    summary = run.step(steps.back_up, source, backup_path, options, progress)
+    progress.done()
+    elapsed = time.monotonic() - started
+    summary["source"] = info["source"]
+    summary["server"] = f"{info['server']} {info['version']}"
+    if options.dry_run:
+        run.say(f"Dry run: {summary['keys']:,} keys ({_size(summary['bytes'])}) would be backed up, about "
+                f"{_size(summary.get('estimated_snapshot_bytes', 0))} of snapshot; nothing written")
+    else:
+        read_now = summary["keys"] - (info.get("resume") or {}).get("keys", 0)
+        run.say(f"Backed up {summary['keys']:,} keys ({_size(summary['bytes'])}) in {elapsed:,.1f} s "
+                f"({_rate(read_now, elapsed)}), {summary.get('parts', 0):,} part(s), "
+                f"{summary['vanished']:,} vanished during the scan, into {summary['snapshot']}")
+    return summary
+
+
+# -- restore -----------------------------------------------------------------------------------
+
+
+def _write_parts(run: Runner, snapshot: Location, target: Connection, options: RestoreOptions,
+                 check: dict[str, Any], progress_key: str) -> dict[str, Any]:
+    """Write every part (one step each; done parts are skipped), then total up."""
+    if check["done"]:
+        run.say(f"Resuming the restore of {check['snapshot_id']}: {len(check['done']):,} of "
+                f"{len(check['parts']):,} part(s) already written")
+    progress = run.progress(progress_key, f"Restore {check['snapshot_id']}")
+    resumed = 0
+    for name in check["parts"]:
+        done = run.step(steps.restore_part, snapshot, target, name, options, progress)
+        resumed += bool(done["resumed"])
+    progress.done()
+    return run.step(steps.finish_restore, snapshot, target, options, resumed, check["server"])
+
+
+def restore_sessions(run: Runner, snapshot: Location, target: Connection, options: RestoreOptions) -> dict[str, Any]:
+    """Validate and plan, then write part by part (resumable); a dry run stops at the plan."""
+    run.say(f"Validating the snapshot and connecting to {shown(target)} ...")
+    check = run.step(steps.check_restore, snapshot, target, options)
+    if options.dry_run:
+        plan = check.get("plan", {})
+        summary = {
+            "snapshot": check["snapshot"], "snapshot_id": check["snapshot_id"], "target": check["target"],
+            "server": check["server"], "dry_run": True, "parts": len(check["parts"]),
+            **{k: plan.get(k, 0) for k in ("rows", "not_selected", "expired_on_arrival", "below_min_ttl", *PLAN_KEYS)},
+        }
+        run.say(f"Dry run: would create {summary['would_create']:,}, overwrite {summary['would_overwrite']:,}, "
+                f"skip {summary['would_skip_existing']:,}; nothing written")
+        return summary
+    started = time.monotonic()
+    summary = _write_parts(run, snapshot, target, options, check, "restore-progress")
+    elapsed = time.monotonic() - started
+    run.say(f"Restored {summary['written']:,} keys ({summary['created']:,} created, {summary['overwritten']:,} "
+            f"overwritten) into {summary['target']} in {elapsed:,.1f} s ({_rate(summary['written'], elapsed)}); "
+            f"{summary['expired_on_arrival']:,} expired on arrival")
+    return summary
+
+
+# -- transfer ----------------------------------------------------------------------------------
+
+_TRANSFER_COUNTS = ("scanned", "keys", "vanished", "duplicates", "expired_on_arrival", "below_min_ttl")
+
+
+def transfer_sessions(run: Runner, source: Connection, target: Connection, options: TransferOptions,
+                      checkpoint_path: Location | None = None) -> dict[str, Any]:
+    """Preflight (and the checkpoint), then one resumable streamed copy."""
+    run.say(f"Connecting to {shown(source)} and {shown(target)} ...")
+    check = run.step(steps.check_transfer, source, target, options, checkpoint_path)
+    if options.dry_run:
+        plan = check.get("plan", {})
+        summary = {"source": check["source"], "target": check["target"], "source_server": check["source_server"],
+                   "target_server": check["target_server"], "dry_run": True,
+                   **{k: plan.get(k, 0) for k in (*_TRANSFER_COUNTS, *PLAN_KEYS)}}
+        run.say(f"Dry run: would create {summary['would_create']:,}, overwrite {summary['would_overwrite']:,}, "
+                f"skip {summary['would_skip_existing']:,}; nothing written")
+        return summary
+    if check["resumed"]:
+        run.say(f"Resuming the transfer from its checkpoint {check['checkpoint']}")
+    progress = run.progress("transfer-progress", "Transfer")
+    started = time.monotonic()
+    summary = run.step(steps.transfer, source, target, options, checkpoint_path, progress)
+    progress.done()
+    elapsed = time.monotonic() - started
+    run.say(f"Transferred {summary['written']:,} keys ({summary['created']:,} created, {summary['overwritten']:,} "
+            f"overwritten) in {elapsed:,.1f} s ({_rate(summary['written'], elapsed)})")
+    return summary
+
+
+# -- verify, validate, audit -------------------------------------------------------------------
+
+
+def verify_sessions(run: Runner, a: Connection | Location, b: Connection | Location,
+                    options: VerifyOptions) -> dict[str, Any]:
+    """Compare A and B key by key, both directions."""
+    progress = run.progress("verify-progress", "Verify")
+    report = run.step(steps.verify, a, b, options, progress)
+    progress.done()
+    mismatches = ", ".join(f"{c} {n:,}" for c, n in report["counts"].items() if n and c != "OK")
+    run.say(f"Verify {'OK' if report['ok'] else 'MISMATCH'}: {report['counts']['OK']:,} keys equal"
+            + (f"; {mismatches}" if mismatches else ""))
+    return report
+
+
+def validate_snapshot(run: Runner, snapshot: Location, check_rows: bool = True) -> dict[str, Any]:
+    """Manifest, every part's sha256/rows/schema, unlisted files, duplicate and out-of-scope rows."""
+    report = run.step(steps.validate, snapshot, check_rows)
+    run.say(f"Snapshot {report['snapshot']}: {'valid' if report['valid'] else 'INVALID'}, "
+            f"{report['parts_checked']:,} part(s), {report['rows_checked']:,} rows checked")
+    return report
+
+
+def audit_report(run: Runner, snapshot: Location | None, output: Location | None = None,
+                 max_age_ms: dict[str, int] | None = None, backup_path: Location | None = None) -> dict[str, Any]:
+    """Validate, count, judge every session, and write report.html/.md/.json and findings.csv.
+    Without `snapshot`, the newest backup under `backup_path` is audited (a scheduled audit)."""
+    if snapshot is None:
+        if backup_path is None:
+            raise InvalidParameter("Name the snapshot to audit, or a backup_path whose newest backup is audited.")
+        snapshot = run.step(steps.newest_backup, backup_path)
+        run.say(f"Auditing the newest backup: {snapshot}")
+    validation = run.step(steps.validate, snapshot)
+    if any(p["code"] == "not-found" for p in validation["problems"]):
+        raise SnapshotNotFound(validation["problems"][0]["message"])
+    return _audit(run, snapshot, validation, output, max_age_ms)
+
+
+def _audit(run: Runner, snapshot: Location, validation: dict[str, Any], output: Location | None,
+           max_age_ms: dict[str, int] | None) -> dict[str, Any]:
+    from .storage import child
+
+    stats = run.step(steps.compute_stats, snapshot, validation, max_age_ms)
+    report = run.step(steps.write_report, snapshot, validation, stats, output or child(snapshot, "audit"))
+    run.say(f"Audit of {report['snapshot']['url']}: {report.get('keys', 0):,} keys, "
+            f"{report['findings']['total']:,} finding(s); report: {report['files']['html']}")
+    return report
+
+
+# -- cleanup, retention ------------------------------------------------------------------------
+
+
+def cleanup_expired_sessions(run: Runner, source: Connection, options: CleanupOptions,
+                             backup_path: Location | None = None) -> dict[str, Any]:
+    """Classify every key in scope; with apply, snapshot the chosen ones, then delete them."""
+    run.say(f"Connecting to {shown(source)} ...")
+    progress = run.progress("cleanup-progress", "Cleanup" if options.apply else "Cleanup (dry run)")
+    report = run.step(steps.clean_up, source, options, backup_path, progress)
+    progress.done()
+    if options.apply:
+        run.say(f"Cleanup: {report['scanned']:,} keys scanned, {report['deleted']:,} deleted, {report['changed']:,} "
+                f"kept (refreshed meanwhile), {report['gone']:,} already gone; pre-image {report['pre_image']}")
+    else:
+        run.say(f"Cleanup dry run: {report['scanned']:,} keys scanned, {report['total']:,} would be deleted")
+    return report
+
+
+def prune_snapshots(run: Runner, backup_path: Location, options: RetentionOptions) -> dict[str, Any]:
+    plan = run.step(steps.prune, backup_path, options)
+    verb = "would delete" if plan["dry_run"] else "deleted"
+    run.say(f"Retention in {plan['root']}: keep {len(plan['keep']):,}, {verb} {len(plan['delete']):,} snapshot(s)")
+    return plan
+
+
+# -- migration ---------------------------------------------------------------------------------
+
+
+def full_migration(run: Runner, source: Connection, target: Connection, backup_path: Location,
+                   options: MigrationOptions) -> dict[str, Any]:
+    """Backup -> validate -> pre-image -> restore -> verify -> audit; on a failure after the first
+    write, the target is put back as its pre-image says. The state file
+    `<backup_path>/migrations/<id>.json` records every step (see migration.py).
+
+    Raises `MigrationRefused` (nothing written) or `MigrationFailed` (with `.summary`)."""
+    run.say(f"Connecting to {shown(source)} and {shown(target)} ...")
+    checked = run.step(steps.check_migration, source, target, backup_path, options)
+    run.reached("preflight", checked)
+    if options.dry_run:
+        plan = run.step(steps.plan_migration, source, target, options)
+        run.reached("restore_plan", plan["restore_plan"])
+        return {"dry_run": True, **checked, **plan}
+    migration_id = new_migration_id()
+    started = run.step(steps.start_migration, source, target, backup_path, options, migration_id)
+    run.reached("started", {"migration_id": migration_id, "state_file": started["state_file"]})
+    run.say(f"Migration {migration_id} started; its state file: {started['state_file']}")
+
+    def record(step: str, counts: dict[str, Any] | None = None, **fields: Any) -> None:
+        run.step(steps.record_migration_step, backup_path, migration_id, step, counts, fields or None)
+
+    try:
+        backup = backup_sessions(run, source, backup_path, options.backup_options(snapshot_id=new_snapshot_id()))
+        record("backed_up", {"backup": backup}, snapshot=backup["snapshot"], snapshot_id=backup["snapshot_id"])
+        run.reached("backup", backup)
+        snapshot = _below(backup_path, backup["snapshot_id"])
+        validation = run.step(steps.validate, snapshot)
+        checked_rows = {k: validation[k] for k in ("valid", "rows_checked", "problems")}
+        if not validation["valid"]:
+            record("backed_up", {"validate": checked_rows})
+            problems = " ".join(f"[{p['code']}] {p['message']}" for p in validation["problems"])
+            raise SnapshotInvalid(f"The source snapshot {backup['snapshot']} is not valid: {problems}")
+        record("validated", {"validate": checked_rows})
+        run.reached("validate", checked_rows)
+        pre = run.step(steps.take_pre_image, target, backup_path, options, new_snapshot_id() + PRE_IMAGE_SUFFIX)
+        record("pre_image", {"pre_image": pre}, pre_image=pre["snapshot"], pre_image_id=pre["snapshot_id"])
+        run.reached("pre_image", pre)
+        run.say(f"Pre-image of the target: {pre['keys']:,} keys in scope, in {pre['snapshot']}")
+        record("restoring")  # from here on, a failure rolls the target back
+        restore_options = options.restore_options()
+        check = run.step(steps.check_restore, snapshot, target, restore_options)
+        restored = _write_parts(run, snapshot, target, restore_options, check, "migration-restore-progress")
+        record("restored", {"restore": restored})
+        run.reached("restore", restored)
+        run.say(f"Restored {restored['written']:,} keys ({restored['created']:,} created, "
+                f"{restored['overwritten']:,} overwritten)")
+        if options.verify:
+            progress = run.progress("migration-verify-progress", "Verify")
+            report = run.step(steps.verify, snapshot, target, options.verify_options(), progress)
+            progress.done()
+            judged = run.step(steps.judge_verification, report, target, backup_path, backup["snapshot_id"],
+                              pre["snapshot_id"], options)
+            record("restored", None, verify=judged)
+            run.reached("verify", judged)
+            if not judged["ok"]:
+                raise MigrationFailed(verification_failure(judged))
+            run.say(f"Verified: {judged['counts']['OK']:,} keys equal, {judged['kept_target_only']:,} target-only "
+                    "keys kept")
+        record("verified")
+    except Exception as exc:  # every failure is recorded and, after a write, rolled back
+        outcome = run.step(steps.handle_migration_failure, target, backup_path, migration_id,
+                           str(exc) or exc.__class__.__name__, options.rollback_on_failure, run.reached)
+        run.say(outcome["message"])
+        raise MigrationFailed(outcome["message"], outcome["summary"]) from exc
+    except BaseException as exc:  # Ctrl-C, SIGTERM: recorded; rolling back is the operator's call
+        steps.record_interruption(backup_path, migration_id, exc)
+        raise
+    audit = _audit(run, snapshot, validation, None, None)
+    record("audited", None, audit=audit["files"])
+    run.reached("audit", audit["files"])
+    record("done")
+    run.reached("done", {"migration_id": migration_id})
+    summary = run.step(steps.migration_summary, backup_path, migration_id)
+    run.say(f"Migration {migration_id} done: {summary['restore']['written']:,} keys moved; "
+            f"audit report: {summary['audit']['html']}")
+    return summary
+
+
+def _below(location: Location, name: str) -> Location:
+    from .storage import child
+
+    return child(location, name)

@@ -1,0 +1,144 @@
+"""Flow parameters -> option objects, once for every entry point.
+
+The Prefect flows, the CLI (in both of its modes) and `deployments/check_parameters.py` all
+turn the same parameters (named as the flows name them) into options here, so a value means
+the same thing, and is refused with the same sentence, wherever it comes from. A parameter
+that is absent, or None where None is not a choice of its own, takes the option's default:
+the defaults live in the option dataclasses only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import operations
+from .cleanup import CleanupOptions, parse_max_age
+from .errors import InvalidParameter
+from .migration import MigrationOptions
+from .options import BackupOptions, RestoreOptions
+from .patterns import DEFAULT_PATTERNS
+from .retention import RetentionOptions
+from .runner import Runner
+from .transfer import TransferOptions
+from .verify import VerifyOptions
+
+# Flow parameters that name where the work happens (connections, locations), not how it is done.
+LOCATIONS = frozenset({"source", "target", "a", "b", "snapshot", "backup_path", "output", "checkpoint_path"})
+
+
+def _given(params: Mapping[str, Any], *names: str) -> dict[str, Any]:
+    """The named parameters that were given (not None)."""
+    return {name: params[name] for name in names if params.get(name) is not None}
+
+
+def _patterns(params: Mapping[str, Any], default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    patterns = params.get("patterns")
+    if patterns is None or (not isinstance(patterns, str) and not patterns):
+        return default
+    if isinstance(patterns, str):
+        raise InvalidParameter("patterns must be a list of key patterns, not a single string.")
+    return tuple(patterns)
+
+
+def _seconds_to_ms(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidParameter(f"{name} must be a number of seconds; got {value!r}.")
+    return int(value * 1000)
+
+
+def backup_options(params: Mapping[str, Any]) -> BackupOptions:
+    return BackupOptions(patterns=_patterns(params, DEFAULT_PATTERNS), **_given(
+        params, "batch_size", "preserve_ttl", "compression", "dry_run", "snapshot_id", "capture_dump", "part_rows",
+        "readers"))
+
+
+def _write_fields(params: Mapping[str, Any]) -> dict[str, Any]:
+    given = _given(params, "ttl_policy", "on_conflict", "batch_size", "dry_run")
+    if params.get("min_ttl_seconds") is not None:
+        given["min_ttl_ms"] = _seconds_to_ms("min_ttl_seconds", params["min_ttl_seconds"])
+    rename = params.get("rename_prefix")
+    if rename is not None:
+        given["rename_prefix"] = rename if isinstance(rename, str) else tuple(rename)
+    return given
+
+
+def restore_options(params: Mapping[str, Any]) -> RestoreOptions:
+    return RestoreOptions(patterns=_patterns(params, None), **_write_fields(params))
+
+
+def transfer_options(params: Mapping[str, Any]) -> TransferOptions:
+    return TransferOptions(patterns=_patterns(params, DEFAULT_PATTERNS), **_write_fields(params))
+
+
+def verify_options(params: Mapping[str, Any]) -> VerifyOptions:
+    # ttl_tolerance_ms=None is a choice of its own (do not compare expiry), so it is passed as given.
+    tolerance = params["ttl_tolerance_ms"] if "ttl_tolerance_ms" in params else VerifyOptions.ttl_tolerance_ms
+    return VerifyOptions(patterns=_patterns(params, None), ttl_tolerance_ms=tolerance,
+                         **_given(params, "sample", "batch_size"))
+
+
+def cleanup_options(params: Mapping[str, Any]) -> CleanupOptions:
+    if params.get("apply") and not params.get("backup_path"):
+        raise InvalidParameter("apply needs a backup_path: the keys are snapshotted there before they are deleted.")
+    return CleanupOptions(patterns=_patterns(params, DEFAULT_PATTERNS), include=frozenset(params.get("include") or ()),
+                          max_age_ms=parse_max_age(params.get("max_age")),
+                          **_given(params, "max_delete", "apply", "batch_size", "max_rate"))
+
+
+def audit_max_age_ms(params: Mapping[str, Any]) -> dict[str, int]:
+    """The audit's only option: per-store maximum session age, as durations ({"aiohttp": "1d"})."""
+    return parse_max_age(params.get("max_age"))
+
+
+def retention_options(params: Mapping[str, Any]) -> RetentionOptions:
+    return RetentionOptions(**_given(params, "keep_last", "keep_days", "dry_run"))
+
+
+def migration_options(params: Mapping[str, Any]) -> MigrationOptions:
+    return MigrationOptions(patterns=_patterns(params, DEFAULT_PATTERNS), **_given(
+        params, "batch_size", "preserve_ttl", "dry_run", "verify", "rollback_on_failure", "require_empty_target"))
+
+
+def validate_check_rows(params: Mapping[str, Any]) -> bool:
+    check_rows = params.get("check_rows", True)
+    if not isinstance(check_rows, bool):
+        raise InvalidParameter(f"check_rows must be true or false; got {check_rows!r}.")
+    return check_rows
+
+
+# flow function name -> the function that turns its parameters into its options
+OPTIONS_FROM_PARAMS = {
+    "backup_sessions": backup_options,
+    "restore_sessions": restore_options,
+    "transfer_sessions": transfer_options,
+    "verify_sessions": verify_options,
+    "validate_snapshot": validate_check_rows,
+    "audit_report": audit_max_age_ms,
+    "cleanup_expired_sessions": cleanup_options,
+    "prune_snapshots": retention_options,
+    "full_migration": migration_options,
+}
+
+# flow function name -> the operation it runs, called with the flow's own parameters
+_OPERATIONS: dict[str, Callable[[Runner, Mapping[str, Any]], dict[str, Any]]] = {
+    "backup_sessions": lambda run, p: operations.backup_sessions(run, p["source"], p["backup_path"], backup_options(p)),
+    "restore_sessions": lambda run, p: operations.restore_sessions(run, p["snapshot"], p["target"], restore_options(p)),
+    "transfer_sessions": lambda run, p: operations.transfer_sessions(
+        run, p["source"], p["target"], transfer_options(p), p.get("checkpoint_path")),
+    "verify_sessions": lambda run, p: operations.verify_sessions(run, p["a"], p["b"], verify_options(p)),
+    "validate_snapshot": lambda run, p: operations.validate_snapshot(run, p["snapshot"], validate_check_rows(p)),
+    "audit_report": lambda run, p: operations.audit_report(run, p.get("snapshot"), p.get("output"), audit_max_age_ms(p),
+                                                           p.get("backup_path")),
+    "cleanup_expired_sessions": lambda run, p: operations.cleanup_expired_sessions(
+        run, p["source"], cleanup_options(p), p.get("backup_path")),
+    "prune_snapshots": lambda run, p: operations.prune_snapshots(run, p["backup_path"], retention_options(p)),
+    "full_migration": lambda run, p: operations.full_migration(
+        run, p["source"], p["target"], p["backup_path"], migration_options(p)),
+}
+
+
+def run_operation(flow_name: str, run: Runner, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the operation of the flow `flow_name` with that flow's parameters: what the flow
+    does (with a Prefect runner) and what the CLI does without Prefect (with a direct one)."""
+    return _OPERATIONS[flow_name](run, params)
