@@ -42,8 +42,9 @@ FILES = {"json": "report.json", "md": "report.md", "html": "report.html", "csv":
 FINDING_COLUMNS = ("redacted_key", "store", "status", "reason")
 
 # Validation problems that leave no trustworthy manifest: nothing can be counted then.
-_MANIFEST_PROBLEMS = frozenset({"not-found", "unfinished", "empty", "manifest-missing", "manifest-unparsable",
-                                "manifest-format", "format-version", "manifest-edited"})
+_MANIFEST_PROBLEMS = frozenset({"not-found", "unfinished", "empty", "not-a-snapshot", "manifest-too-large",
+                                "manifest-unparsable", "manifest-format", "format-version", "manifest-schema",
+                                "manifest-edited", "unsigned", "signature-invalid"})
 # validation.Problem carries no count, so the out-of-scope count is read from its message.
 _OUT_OF_SCOPE_COUNT = re.compile(r"^(\d+) row")
 
