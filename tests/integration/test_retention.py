@@ -49,8 +49,12 @@ def test_never_deletes_the_only_valid_snapshot(root):
     part = root / newest.snapshot_id / "parts" / newest.parts[0].name
     part.write_bytes(b"corrupted")  # the newest is now invalid
     plan = prune_snapshots(fs, path, RetentionOptions(keep_last=1, dry_run=False))
-    assert plan.protected == snaps[-2].snapshot_id
-    assert snaps[-2].snapshot_id in [s.snapshot_id for s in list_snapshots(str(root))]
+    # the damaged newest one is not a keeper: the next one is, and the damaged one is left alone
+    assert ids(plan.keep) == [snaps[-2].snapshot_id] and plan.protected is None
+    assert [s["name"] for s in plan.suspicious] == [newest.snapshot_id]
+    assert "its parts fail validation" in plan.suspicious[0]["reason"]
+    left = [s.snapshot_id for s in list_snapshots(str(root))]
+    assert left == [snaps[-2].snapshot_id, newest.snapshot_id]
 
 
 def test_unfinished_backups_are_left_alone(root):
