@@ -152,7 +152,7 @@ class Keyring:
     def check(self, document: Mapping[str, Any], purpose: str) -> Verdict:
         """Never raises: a malformed signature is INVALID."""
         signature = document.get(SIGNATURE)
-        if signature is None:
+        if SIGNATURE not in document:
             reason = "it is not signed" if self.configured else None
             return Verdict(signed=False, status=UNCHECKED, reason=reason)
         if not self.configured:
