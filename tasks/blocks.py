@@ -1,4 +1,5 @@
-"""`RedisConnection`: a Prefect block that keeps a Redis/Valkey password as a secret.
+"""`RedisConnection`: a Prefect block that keeps a Redis/Valkey password as a secret; and the
+signing key, from the environment or a Prefect `Secret` block (`signing_keyring`).
 
 Flows take a connection as a string: a Redis URL *without* a password, or the name of one of
 these blocks. A URL carrying a password is refused, because Prefect stores flow parameters.
@@ -13,6 +14,7 @@ from pydantic import Field, SecretStr
 
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import InvalidParameter
+from session_migration.signing import Keyring
 
 
 class RedisConnection(Block):
@@ -49,3 +51,21 @@ def resolve_endpoint(connection: str) -> RedisEndpoint:
             "use a RedisConnection block, or ?password_env=VARIABLE with the password in that environment variable."
         )
     return endpoint
+
+
+def signing_keyring(signing_key_block: str | None = None, allow_unsigned: bool = False) -> Keyring:
+    """The signing keys a task uses: the environment's (`SESSION_MIGRATION_SIGNING_KEY`,
+    `SESSION_MIGRATION_SIGNING_KEYS`), with the current key taken from the Prefect `Secret`
+    block named `signing_key_block` when one is named. Only the block's name is ever a
+    parameter; its value stays inside the task."""
+    if not signing_key_block:
+        return Keyring.from_env(allow_unsigned=allow_unsigned)
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(signing_key_block).get()
+    except ValueError as exc:
+        raise InvalidParameter(f"No Secret block named {signing_key_block!r} holds a signing key: {exc}") from None
+    if not isinstance(value, str):
+        raise InvalidParameter(f"The Secret block {signing_key_block!r} must hold the signing key as a string.")
+    return Keyring.from_env(current=value, allow_unsigned=allow_unsigned, where=f"the Secret block {signing_key_block!r}")
