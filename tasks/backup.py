@@ -12,7 +12,7 @@ from session_migration.options import BackupOptions
 from session_migration.pipeline import run_backup
 from session_migration.preflight import check_backup
 
-from .blocks import resolve_endpoint
+from .blocks import resolve_endpoint, signing_keyring
 from .policy import RETRY_POLICY
 from .progress import ProgressReporter
 
@@ -25,10 +25,13 @@ def check_backup_task(source: str, backup_path: str, options: BackupOptions) -> 
 
 
 @task(name="back-up-sessions", cache_policy=NO_CACHE, **RETRY_POLICY)
-def back_up_task(source: str, backup_path: str, options: BackupOptions) -> dict[str, Any]:
-    """Copy the keys into the snapshot. A retry resumes from the snapshot's checkpoint."""
+def back_up_task(source: str, backup_path: str, options: BackupOptions,
+                 signing_key_block: str | None = None) -> dict[str, Any]:
+    """Copy the keys into the snapshot (signed when a key is configured). A retry resumes
+    from the snapshot's checkpoint."""
     fs, root = storage.resolve(backup_path)
     reporter = ProgressReporter(key="backup-progress", description=f"Backup {options.snapshot_id}")
-    result = run_backup(resolve_endpoint(source), fs, root, options, progress=reporter)
+    result = run_backup(resolve_endpoint(source), fs, root, options, progress=reporter,
+                        keyring=signing_keyring(signing_key_block))
     reporter.done()
     return result.summary()

@@ -10,11 +10,13 @@ from prefect.cache_policies import NO_CACHE
 from session_migration import storage
 from session_migration.cleanup import CleanupOptions, run_cleanup
 
-from .blocks import resolve_endpoint
+from .blocks import resolve_endpoint, signing_keyring
 from .policy import RETRY_POLICY
 
 
 @task(name="clean-up-sessions", cache_policy=NO_CACHE, **RETRY_POLICY)
-def cleanup_task(source: str, options: CleanupOptions, backup_path: str | None) -> dict[str, Any]:
+def cleanup_task(source: str, options: CleanupOptions, backup_path: str | None,
+                 signing_key_block: str | None = None) -> dict[str, Any]:
     fs, root = storage.resolve(backup_path) if backup_path else (None, None)
-    return run_cleanup(resolve_endpoint(source), options, fs=fs, root=root).as_dict()
+    return run_cleanup(resolve_endpoint(source), options, fs=fs, root=root,
+                       keyring=signing_keyring(signing_key_block)).as_dict()

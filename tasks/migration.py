@@ -14,7 +14,7 @@ from session_migration import migration as core
 from session_migration import storage
 from session_migration.snapshot import open_snapshot
 
-from .blocks import resolve_endpoint
+from .blocks import resolve_endpoint, signing_keyring
 from .policy import RETRY_POLICY
 
 
@@ -34,50 +34,56 @@ def plan_migration_task(source: str, target: str, options: core.MigrationOptions
 
 @task(name="start-migration", cache_policy=NO_CACHE, **RETRY_POLICY)
 def start_migration_task(source: str, target: str, backup_path: str, options: core.MigrationOptions,
-                         migration_id: str) -> dict[str, Any]:
+                         migration_id: str, signing_key_block: str | None = None) -> dict[str, Any]:
     """Write the migration's state file (<backup_path>/migrations/<id>.json)."""
     fs, root = storage.resolve(backup_path)
-    state = core.start_migration(resolve_endpoint(source), resolve_endpoint(target), fs, root, options, migration_id)
+    state = core.start_migration(resolve_endpoint(source), resolve_endpoint(target), fs, root, options, migration_id,
+                                 keyring=signing_keyring(signing_key_block))
     return {**state.summary(), "state_file": storage.unstrip(fs, core.state_path(root, migration_id))}
 
 
 @task(name="record-migration-step", task_run_name="record-{step}", cache_policy=NO_CACHE, **RETRY_POLICY)
 def record_step_task(backup_path: str, migration_id: str, step: str, counts: dict[str, Any] | None = None,
-                     fields: dict[str, Any] | None = None) -> dict[str, Any]:
+                     fields: dict[str, Any] | None = None, signing_key_block: str | None = None) -> dict[str, Any]:
     fs, root = storage.resolve(backup_path)
-    return core.record_step(fs, root, migration_id, step, counts, **(fields or {})).summary()
+    return core.record_step(fs, root, migration_id, step, counts, keyring=signing_keyring(signing_key_block),
+                            **(fields or {})).summary()
 
 
 @task(name="take-pre-image", cache_policy=NO_CACHE, **RETRY_POLICY)
-def pre_image_task(target: str, backup_path: str, options: core.MigrationOptions, snapshot_id: str) -> dict[str, Any]:
+def pre_image_task(target: str, backup_path: str, options: core.MigrationOptions, snapshot_id: str,
+                   signing_key_block: str | None = None) -> dict[str, Any]:
     """Snapshot the target's keys in scope (what a rollback puts back)."""
     fs, root = storage.resolve(backup_path)
-    existing = open_snapshot(fs, storage.join(root, snapshot_id), verify=False) if fs.exists(
+    keyring = signing_keyring(signing_key_block)
+    existing = open_snapshot(fs, storage.join(root, snapshot_id), verify=False, keyring=keyring) if fs.exists(
         storage.join(root, snapshot_id, "manifest.json")) else None
     if existing is not None:  # a retry after the commit: the pre-image is already there
         return {"snapshot": existing.url, "snapshot_id": snapshot_id, "keys": existing.totals["keys"]}
-    return core.take_pre_image(resolve_endpoint(target), fs, root, options, snapshot_id).summary()
+    return core.take_pre_image(resolve_endpoint(target), fs, root, options, snapshot_id, keyring).summary()
 
 
 @task(name="judge-verification", cache_policy=NO_CACHE, **RETRY_POLICY)
 def judge_verification_task(report: dict[str, Any], target: str, snapshot: str, pre_image: str,
-                            options: core.MigrationOptions) -> dict[str, Any]:
+                            options: core.MigrationOptions, signing_key_block: str | None = None) -> dict[str, Any]:
     """Verify's report judged for a migration: target-only keys from the pre-image are fine."""
-    return core.judge_verification(report, resolve_endpoint(target), open_snapshot(snapshot, verify=False),
-                                   open_snapshot(pre_image, verify=False), options)
+    keyring = signing_keyring(signing_key_block)
+    return core.judge_verification(report, resolve_endpoint(target), open_snapshot(snapshot, verify=False, keyring=keyring),
+                                   open_snapshot(pre_image, verify=False, keyring=keyring), options)
 
 
 @task(name="handle-migration-failure", cache_policy=NO_CACHE, **RETRY_POLICY)
 def handle_failure_task(target: str, backup_path: str, migration_id: str, message: str,
-                        rollback_on_failure: bool) -> dict[str, Any]:
+                        rollback_on_failure: bool, signing_key_block: str | None = None) -> dict[str, Any]:
     """Roll the target back (resumable) when writes may have reached it, or record the failure."""
     fs, root = storage.resolve(backup_path)
-    state = core.MigrationState.load(fs, root, migration_id)
+    keyring = signing_keyring(signing_key_block)
+    state = core.MigrationState.load(fs, root, migration_id, keyring)
     text = core.handle_failure(resolve_endpoint(target), fs, root, state, rollback_on_failure, message)
-    return {"message": text, "summary": core.result_summary(fs, root, migration_id)}
+    return {"message": text, "summary": core.result_summary(fs, root, migration_id, keyring)}
 
 
 @task(name="migration-summary", cache_policy=NO_CACHE, **RETRY_POLICY)
-def summary_task(backup_path: str, migration_id: str) -> dict[str, Any]:
+def summary_task(backup_path: str, migration_id: str, signing_key_block: str | None = None) -> dict[str, Any]:
     fs, root = storage.resolve(backup_path)
-    return core.result_summary(fs, root, migration_id)
+    return core.result_summary(fs, root, migration_id, signing_keyring(signing_key_block))
