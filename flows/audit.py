@@ -16,7 +16,8 @@ from tasks.validate import validate_snapshot_task
 
 
 @flow(name="audit-report")
-def audit_report(snapshot: str, output: str | None = None, max_age_ms: dict[str, int] | None = None) -> dict[str, Any]:
+def audit_report(snapshot: str, output: str | None = None, max_age_ms: dict[str, int] | None = None,
+                 signing_key_block: str | None = None) -> dict[str, Any]:
     """Audit a snapshot: validation, counts by store/type/status, TTL and size distribution,
     largest keys, findings and NIST control evidence, written as report.html, report.md,
     report.json and findings.csv. Returns report.json's content plus `files`; a snapshot that
@@ -27,8 +28,10 @@ def audit_report(snapshot: str, output: str | None = None, max_age_ms: dict[str,
         output: folder or fsspec URL for the report files; default: <snapshot>/audit.
         max_age_ms: per-store maximum session age in ms (e.g. {"aiohttp": 86400000}) for stores
             whose payload does not record it.
+        signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
+            default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
     """
-    validation = validate_snapshot_task(snapshot)
+    validation = validate_snapshot_task(snapshot, signing_key_block=signing_key_block)
     if any(p["code"] == "not-found" for p in validation["problems"]):
         raise SnapshotNotFound(validation["problems"][0]["message"])
     stats = compute_stats_task(snapshot, validation, max_age_ms)

@@ -25,6 +25,7 @@ def cleanup_expired_sessions(
     apply: bool = False,
     batch_size: int = 500,
     max_rate: float | None = 5_000.0,
+    signing_key_block: str | None = None,
 ) -> dict[str, Any]:
     """Delete expired sessions; a dry run unless `apply`.
 
@@ -35,13 +36,15 @@ def cleanup_expired_sessions(
         max_age: store -> duration (e.g. {"express": "30d"}) judging sessions without TTL by idle time.
         max_delete: refuse the run when it would delete more keys than this.
         max_rate: deletes per second at most.
+        signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
+            default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
     """
     if apply and not backup_path:
         raise InvalidParameter("apply needs a backup_path: the keys are snapshotted there before they are deleted.")
     options = CleanupOptions(patterns=tuple(patterns) if patterns else DEFAULT_PATTERNS,
                              include=frozenset(include or ()), max_age_ms=parse_max_age(max_age),
                              max_delete=max_delete, apply=apply, batch_size=batch_size, max_rate=max_rate)
-    report = cleanup_task(source, options, backup_path)
+    report = cleanup_task(source, options, backup_path, signing_key_block)
     verb = "deleted" if apply else "would delete"
     create_table_artifact(key="cleanup-summary", table=[
         {"category": c, "keys": report["candidates"][c], "included": c == "expired" or c in options.include}

@@ -42,6 +42,7 @@ def full_migration(
     verify: bool = True,
     rollback_on_failure: bool = True,
     require_empty_target: bool = False,
+    signing_key_block: str | None = None,
 ) -> dict[str, Any]:
     """Move sessions from SOURCE to TARGET through a validated snapshot, verify, audit; on a
     failure after the first write, put TARGET back exactly as its pre-image says.
@@ -56,7 +57,10 @@ def full_migration(
         verify: compare the snapshot with the target after the restore (a mismatch fails the run).
         rollback_on_failure: undo the target's changes when a step after the first write fails.
         require_empty_target: refuse when the target already holds keys in scope.
+        signing_key_block: name of a Prefect Secret block holding the signing key, which signs the
+            snapshot, the pre-image and the state file; default: SESSION_MIGRATION_SIGNING_KEY, if set.
     """
+    key = {"signing_key_block": signing_key_block}
     options = MigrationOptions(
         patterns=tuple(patterns) if patterns else DEFAULT_PATTERNS, batch_size=batch_size, preserve_ttl=preserve_ttl,
         dry_run=dry_run, verify=verify, rollback_on_failure=rollback_on_failure,
@@ -68,53 +72,53 @@ def full_migration(
         _publish(summary)
         return summary
     migration_id = new_migration_id()
-    start_migration_task(source, target, backup_path, options, migration_id)
+    start_migration_task(source, target, backup_path, options, migration_id, **key)
     try:
-        backup = back_up_task(source, backup_path, options.backup_options(snapshot_id=new_snapshot_id()))
+        backup = back_up_task(source, backup_path, options.backup_options(snapshot_id=new_snapshot_id()), **key)
         snapshot = backup["snapshot"]
         record_step_task(backup_path, migration_id, "backed_up", {"backup": backup},
-                         {"snapshot": snapshot, "snapshot_id": backup["snapshot_id"]})
-        validation = validate_snapshot_task(snapshot)
+                         {"snapshot": snapshot, "snapshot_id": backup["snapshot_id"]}, **key)
+        validation = validate_snapshot_task(snapshot, **key)
         record_step_task(backup_path, migration_id, "validated" if validation["valid"] else "backed_up",
-                         {"validate": {k: validation[k] for k in ("valid", "rows_checked", "problems")}})
+                         {"validate": {k: validation[k] for k in ("valid", "rows_checked", "problems")}}, **key)
         if not validation["valid"]:
             problems = " ".join(f"[{p['code']}] {p['message']}" for p in validation["problems"])
             raise SnapshotInvalid(f"The source snapshot {snapshot} is not valid: {problems}")
-        pre = pre_image_task(target, backup_path, options, f"{new_snapshot_id()}-pre")
+        pre = pre_image_task(target, backup_path, options, f"{new_snapshot_id()}-pre", **key)
         record_step_task(backup_path, migration_id, "pre_image", {"pre_image": pre},
-                         {"pre_image": pre["snapshot"], "pre_image_id": pre["snapshot_id"]})
-        record_step_task(backup_path, migration_id, "restoring")  # from here on, rollback applies
+                         {"pre_image": pre["snapshot"], "pre_image_id": pre["snapshot_id"]}, **key)
+        record_step_task(backup_path, migration_id, "restoring", **key)  # from here on, rollback applies
         restore_options = options.restore_options()
-        check = check_restore_task(snapshot, target, restore_options)
+        check = check_restore_task(snapshot, target, restore_options, **key)
         reporter = ProgressReporter(key="migration-restore-progress", description=f"Restore {check['snapshot_id']}")
         resumed = rows = written = 0
         for index, name in enumerate(check["parts"], 1):
-            done = restore_part(snapshot, target, name, restore_options)
+            done = restore_part(snapshot, target, name, restore_options, **key)
             resumed, rows, written = resumed + bool(done["resumed"]), rows + done["rows"], written + done["written"]
             reporter(RestoreProgress(check["snapshot_id"], name, index, len(check["parts"]), rows, written,
                                      index / len(check["parts"])))
         reporter.done()
-        restored = finish_restore_task(snapshot, target, restore_options, resumed, check["server"])
-        record_step_task(backup_path, migration_id, "restored", {"restore": restored})
+        restored = finish_restore_task(snapshot, target, restore_options, resumed, check["server"], **key)
+        record_step_task(backup_path, migration_id, "restored", {"restore": restored}, **key)
         if verify:
             report = verify_task(snapshot, target, options.verify_options())
-            judged = judge_verification_task(report, target, snapshot, pre["snapshot"], options)
-            record_step_task(backup_path, migration_id, "restored", None, {"verify": judged})
+            judged = judge_verification_task(report, target, snapshot, pre["snapshot"], options, **key)
+            record_step_task(backup_path, migration_id, "restored", None, {"verify": judged}, **key)
             if not judged["ok"]:
                 raise MigrationFailed("Verification failed: " + ", ".join(
                     f"{c} {n}" for c, n in judged["counts"].items() if c in ("MISSING", "TYPE", "VALUE", "TTL") and n)
                     + (f", unexpected EXTRA {judged['unexpected_extra']}" if judged["unexpected_extra"] else ""))
-        record_step_task(backup_path, migration_id, "verified")
+        record_step_task(backup_path, migration_id, "verified", **key)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and, after a write, rolled back
         outcome = handle_failure_task(target, backup_path, migration_id, str(exc) or exc.__class__.__name__,
-                                      rollback_on_failure)
+                                      rollback_on_failure, **key)
         _publish(outcome["summary"], outcome["message"])
         raise MigrationFailed(outcome["message"], outcome["summary"]) from exc
     stats = compute_stats_task(snapshot, validation)
     audit = write_report_task(snapshot, validation, quote(stats), f"{snapshot.rstrip('/')}/audit")
-    record_step_task(backup_path, migration_id, "audited", None, {"audit": audit["files"]})
-    record_step_task(backup_path, migration_id, "done")
-    summary = summary_task(backup_path, migration_id)
+    record_step_task(backup_path, migration_id, "audited", None, {"audit": audit["files"]}, **key)
+    record_step_task(backup_path, migration_id, "done", **key)
+    summary = summary_task(backup_path, migration_id, **key)
     _publish(summary)
     return summary
 

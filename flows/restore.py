@@ -26,29 +26,37 @@ def restore_sessions(
     rename_prefix: list[str] | None = None,
     batch_size: int = 1000,
     dry_run: bool = False,
+    signing_key_block: str | None = None,
+    allow_unsigned: bool = False,
 ) -> dict[str, Any]:
     """Restore a snapshot into a Redis/Valkey server.
 
     Args:
         snapshot: the snapshot folder or URL (ROOT/SNAPSHOT_ID), any fsspec URL.
         target: a redis:// URL without password (use ?password_env=VAR) or a RedisConnection block name.
-        patterns: restore only rows matching these patterns; default: the whole snapshot scope.
+        patterns: restore only rows matching these patterns; default: the snapshot's scope when a signing
+            key verified its signature, else the default session patterns.
         ttl_policy: absolute (expire at the source's instant), relative (restart the captured TTL), none.
         min_ttl_seconds: skip sessions that would expire within this many seconds of arriving.
         on_conflict: replace existing keys, skip them, or fail before writing anything.
         rename_prefix: [OLD, NEW]: keys starting with OLD are written with NEW instead.
         batch_size: rows per pipelined round trip.
         dry_run: write nothing; report what would be created, overwritten, skipped, expired.
+        signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
+            default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
+        allow_unsigned: with a signing key configured, restore an unsigned snapshot all the same, knowingly.
     """
     options = write_options(RestoreOptions, patterns=patterns, ttl_policy=ttl_policy, min_ttl_seconds=min_ttl_seconds,
                             on_conflict=on_conflict, rename_prefix=rename_prefix, batch_size=batch_size, dry_run=dry_run)
-    check = check_restore_task(snapshot, target, options)
+    signing = {"signing_key_block": signing_key_block, "allow_unsigned": allow_unsigned}
+    check = check_restore_task(snapshot, target, options, **signing)
     if dry_run:
         plan = check.get("plan", {})
         summary = {
             "snapshot": check["snapshot"], "snapshot_id": check["snapshot_id"], "target": check["target"],
-            "server": check["server"], "dry_run": True, "parts": len(check["parts"]),
-            **{k: plan.get(k, 0) for k in ("rows", "not_selected", "expired_on_arrival", "below_min_ttl", *_PLAN_KEYS)},
+            "server": check["server"], "dry_run": True, "parts": len(check["parts"]), "scope_from": check["scope_from"],
+            **{k: plan.get(k, 0) for k in ("rows", "not_selected", "outside_default_patterns", "expired_on_arrival",
+                                           "below_min_ttl", *_PLAN_KEYS)},
         }
         _publish(summary)
         return summary
@@ -56,19 +64,20 @@ def restore_sessions(
     resumed = rows = written = 0
     parts = check["parts"]
     for index, name in enumerate(parts, 1):
-        done = restore_part(snapshot, target, name, options)
+        done = restore_part(snapshot, target, name, options, **signing)
         resumed += bool(done["resumed"])
         rows += done["rows"]
         written += done["written"]
         reporter(RestoreProgress(check["snapshot_id"], name, index, len(parts), rows, written, index / len(parts)))
     reporter.done()
-    summary = finish_restore_task(snapshot, target, options, resumed, check["server"])
+    summary = finish_restore_task(snapshot, target, options, resumed, check["server"], **signing)
     _publish(summary)
     return summary
 
 
 def _publish(summary: dict[str, Any]) -> None:
-    keys = ("snapshot", "target", "server", "parts", "resumed_parts", "rows", "not_selected", "written", "created",
+    keys = ("snapshot", "target", "server", "scope_from", "parts", "resumed_parts", "rows", "not_selected",
+            "outside_default_patterns", "written", "created",
             "overwritten", "skipped_existing", "expired_on_arrival", "below_min_ttl", "dump_restored",
             "dump_fallbacks", "typed_writes", *_PLAN_KEYS)
     publish_summary(summary, keys, "restore", "Restore of snapshot {snapshot_id}")

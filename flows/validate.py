@@ -11,14 +11,16 @@ from tasks.validate import validate_snapshot_task
 
 
 @flow(name="validate-snapshot")
-def validate_snapshot(snapshot: str, check_rows: bool = True) -> dict[str, Any]:
+def validate_snapshot(snapshot: str, check_rows: bool = True, signing_key_block: str | None = None) -> dict[str, Any]:
     """Validate a snapshot: manifest, every part's sha256/rows/schema, unlisted files,
-    duplicate keys and rows outside the declared scope. Returns the report (never raises
-    for data problems: `report["valid"]` says)."""
-    report = validate_snapshot_task(snapshot, check_rows)
+    duplicate keys and rows outside the declared scope; with a signing key (the environment's,
+    or the Prefect Secret block `signing_key_block`), its signature. Returns the report (never
+    raises for data problems: `report["valid"]` says)."""
+    report = validate_snapshot_task(snapshot, check_rows, signing_key_block)
     lines = [f"# Snapshot validation: {'valid' if report['valid'] else 'INVALID'}", "",
              f"- snapshot: `{report['snapshot']}`", f"- parts checked: {report['parts_checked']}",
-             f"- sha256 verified: {report['checksums_verified']}", f"- rows checked: {report['rows_checked']}"]
+             f"- sha256 verified: {report['checksums_verified']}", f"- rows checked: {report['rows_checked']}",
+             f"- signed: {'yes' if report['signed'] else 'no'}, signature {report['signature']}"]
     if report["problems"]:
         lines += ["", "| problem | part | message |", "|---|---|---|"]
         lines += [f"| {p['code']} | {p['part'] or ''} | {p['message']} |" for p in report["problems"]]
