@@ -36,6 +36,9 @@ _MIN_TTL = typer.Option(0, "--min-ttl", metavar="SECONDS", help="Skip sessions t
 _ON_CONFLICT = typer.Option("replace", help="replace existing keys, skip them, or fail before writing anything.")
 _RENAME_PREFIX = typer.Option(None, "--rename-prefix", metavar="OLD NEW", help="Write keys starting with OLD under NEW instead.")
 _DRY_RUN_PLAN = typer.Option(False, "--dry-run", help="Write nothing; report what would be created, overwritten, skipped, expired.")
+_SIGNING_KEY_BLOCK = typer.Option(None, "--signing-key-block", metavar="NAME",
+                                  help="A Prefect Secret block holding the signing key. Default: SESSION_MIGRATION_SIGNING_KEY, if set.")
+_ALLOW_UNSIGNED = typer.Option(False, "--allow-unsigned", help="With a signing key configured, accept an unsigned snapshot knowingly (a wrongly signed one is still refused).")
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -155,6 +158,7 @@ def backup(
     part_rows: int = typer.Option(100_000, help="Rows per Parquet part (the checkpoint granularity)."),
     readers: Optional[int] = typer.Option(None, help="Worker processes, one per share of the SCAN: 1, 2, 4 or 8. Default: 2 on 4 or more cores for 50,000 keys or more, else 1."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report what would be written."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     as_json: bool = _JSON_SUMMARY,
     verbose: bool = _VERBOSE,
 ) -> None:
@@ -167,6 +171,7 @@ def backup(
         "backup", backup_sessions, as_json, source=source, backup_path=dest, patterns=pattern or None,
         batch_size=batch_size, preserve_ttl=not no_ttl, compression=compression, dry_run=dry_run,
         snapshot_id=snapshot_id, capture_dump=capture_dump, part_rows=part_rows, readers=readers,
+        signing_key_block=signing_key_block,
     )
     _print_backup(summary, as_json)
 
@@ -259,6 +264,7 @@ def cleanup(
     pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Key pattern (repeatable). Default: every known session store."),
     batch_size: int = typer.Option(500, help="Keys per SCAN page and per delete batch."),
     max_rate: float = typer.Option(5_000.0, help="Deletes per second at most."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on the last line of stdout."),
     verbose: bool = _VERBOSE,
 ) -> None:
@@ -275,7 +281,7 @@ def cleanup(
 
     report = _run(cleanup_expired_sessions, as_json, source=source, backup_path=backup_path, patterns=pattern or None,
                   include=include or None, max_age=max_age_map or None, max_delete=max_delete, apply=apply,
-                  batch_size=batch_size, max_rate=max_rate)
+                  batch_size=batch_size, max_rate=max_rate, signing_key_block=signing_key_block)
     table = Table(title=("Cleanup applied" if apply else "Cleanup dry run: nothing deleted"))
     table.add_column("category")
     table.add_column("keys", justify="right")
@@ -300,29 +306,22 @@ def snapshots(
     keep_last: Optional[int] = typer.Option(None, help="prune: keep the newest N snapshots."),
     keep_days: Optional[float] = typer.Option(None, help="prune: keep snapshots younger than D days."),
     apply: bool = typer.Option(False, "--apply", help="prune: really delete (default: dry run)."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on the last line of stdout."),
     verbose: bool = _VERBOSE,
 ) -> None:
     """List the committed snapshots under ROOT (oldest first), or prune them: `snapshots prune ROOT --keep-last 7`."""
     if len(args) == 2 and args[0] == "prune":
-        return _prune(args[1], keep_last, keep_days, apply, as_json, verbose)
+        return _prune(args[1], keep_last, keep_days, apply, as_json, verbose, signing_key_block)
     if len(args) != 1:
         _fail(ValueError("Give ROOT to list snapshots, or 'prune ROOT' to apply retention."), as_json)
-    from session_migration.snapshot import list_snapshots
+    from session_migration import storage
+    from session_migration.snapshot import inspect_root
+    from tasks.blocks import signing_keyring
 
     root = args[0]
-    try:
-        found = list_snapshots(root)
-    except ValueError as exc:
-        _fail(exc, as_json)
-    rows = [
-        {
-            "snapshot_id": s.snapshot_id, "snapshot": s.url, "finished_at": s.manifest["finished_at"],
-            "source": s.manifest["source"]["url"], "keys": s.totals["keys"], "bytes": s.totals["bytes"],
-            "parts": len(s.parts), "snapshot_bytes": sum(p.bytes for p in s.parts),
-        }
-        for s in found
-    ]
+    inventory = _run(lambda: inspect_root(*storage.resolve(root), signing_keyring(signing_key_block)).as_dict(), as_json)
+    rows = inventory["snapshots"]
     if as_json:
         print(json.dumps(rows))
         return
@@ -332,22 +331,36 @@ def snapshots(
     for r in rows:
         table.add_row(r["snapshot_id"], r["finished_at"], r["source"], f"{r['keys']:,}", f"{r['bytes']:,}", str(r["parts"]))
     out.print(table)
+    _print_left_alone(inventory, out)
 
 
-def _prune(root: str, keep_last, keep_days, apply: bool, as_json: bool, verbose: bool) -> None:
+def _print_left_alone(found: dict[str, Any], console: Console) -> None:
+    """Folders of a root that are not committed snapshots, and why; names are escaped (they
+    come from the storage)."""
+    for name in found["unfinished"]:
+        console.print(f"  left alone: {escape(repr(name))} (unfinished backup: checkpoint.json, no manifest)", highlight=False)
+    for name in found["not_snapshots"]:
+        console.print(f"  left alone: {escape(repr(name))} (not a snapshot)", highlight=False)
+    for item in found["suspicious"]:
+        console.print(f"  left alone: {escape(item['name'])} (suspicious: {escape(item['reason'])})", highlight=False)
+
+
+def _prune(root: str, keep_last, keep_days, apply: bool, as_json: bool, verbose: bool, signing_key_block: str | None) -> None:
     _quiet_prefect(verbose)
     from flows.retention import prune_snapshots
 
-    plan = _run(prune_snapshots, as_json, backup_path=root, keep_last=keep_last, keep_days=keep_days, dry_run=not apply)
+    plan = _run(prune_snapshots, as_json, backup_path=root, keep_last=keep_last, keep_days=keep_days, dry_run=not apply,
+                signing_key_block=signing_key_block)
     console = err if as_json else out
     verb = "would delete" if plan["dry_run"] else "deleted"
     console.print(f"keep {len(plan['keep'])}, {verb} {len(plan['delete'])} snapshot(s) in {plan['root']}", highlight=False)
     for s in plan["delete"]:
         console.print(f"  {verb}: {s['snapshot_id']} ({s['finished_at']}, {s['keys']:,} keys)", highlight=False)
     if plan["protected"]:
-        console.print(f"  kept {plan['protected']}: the newest snapshot that passes its checksums", highlight=False)
-    for name in plan["unfinished"]:
-        console.print(f"  left alone: {name} (unfinished backup)", highlight=False)
+        console.print(f"  kept {plan['protected']}: the newest backup that validates fully", highlight=False)
+    _print_left_alone(plan, console)
+    for note in plan["notes"]:
+        console.print(f"  note: {escape(note)}", highlight=False)
     if plan["dry_run"] and plan["delete"]:
         console.print("Dry run: nothing deleted. Add --apply to delete.")
     if as_json:
@@ -358,13 +371,15 @@ def _prune(root: str, keep_last, keep_days, apply: bool, as_json: bool, verbose:
 def restore(
     snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
     target: str = typer.Argument(..., help="redis://[user[:password]@]host:port/db, rediss://..., unix:///sock?db=N, or a RedisConnection block name."),
-    pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Restore only keys matching this pattern (repeatable). Default: the whole snapshot."),
+    pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Restore only keys matching this pattern (repeatable). Default: the snapshot's scope when a signing key verified it, else the default session patterns."),
     ttl_policy: str = typer.Option("absolute", help="absolute: expire at the source's instant; relative: restart the captured TTL; none: no expiry."),
     min_ttl: int = _MIN_TTL,
     on_conflict: str = _ON_CONFLICT,
     rename_prefix: Optional[tuple[str, str]] = _RENAME_PREFIX,
     batch_size: int = typer.Option(1000, help="Rows per pipelined round trip."),
     dry_run: bool = _DRY_RUN_PLAN,
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
+    allow_unsigned: bool = _ALLOW_UNSIGNED,
     as_json: bool = _JSON_SUMMARY,
     verbose: bool = _VERBOSE,
 ) -> None:
@@ -376,7 +391,7 @@ def restore(
     summary = _run_with_bar(
         "restore", restore_sessions, as_json, snapshot=snapshot, target=target, patterns=pattern or None,
         ttl_policy=ttl_policy, min_ttl_seconds=min_ttl, on_conflict=on_conflict, rename_prefix=_rename(rename_prefix),
-        batch_size=batch_size, dry_run=dry_run,
+        batch_size=batch_size, dry_run=dry_run, signing_key_block=signing_key_block, allow_unsigned=allow_unsigned,
     )
     _print_counts(summary, "Restore done", ("dry_run", "snapshot_id"), as_json)
 
@@ -393,7 +408,9 @@ def migrate(
     no_rollback: bool = typer.Option(False, "--no-rollback", help="On failure, leave the target as it is (roll back later with --resume-rollback)."),
     require_empty_target: bool = typer.Option(False, "--require-empty-target", help="Refuse when the target already holds keys in scope."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report the backup's numbers and what the restore would do."),
-    resume_rollback: Optional[str] = typer.Option(None, "--resume-rollback", metavar="MIGRATION_ID", help="Finish the interrupted rollback of this migration (from BACKUP_PATH/migrations/) instead of migrating."),
+    resume_rollback: Optional[str] = typer.Option(None, "--resume-rollback", metavar="MIGRATION_ID", help="Finish the interrupted rollback of this migration (from BACKUP_PATH/migrations/) instead of migrating, only within --pattern (default: the session patterns) and the migration's own patterns; with --dry-run, say what it would delete and restore."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="--resume-rollback: with a signing key configured, accept an unsigned state file and pre-image knowingly."),
     as_json: bool = _JSON_SUMMARY,
     verbose: bool = _VERBOSE,
 ) -> None:
@@ -409,11 +426,17 @@ def migrate(
         if resume_rollback:
             from session_migration import migration as core
             from session_migration import storage
-            from tasks.blocks import resolve_endpoint
+            from tasks.blocks import resolve_endpoint, signing_keyring
 
             fs, root = storage.resolve(backup_path)
-            core.resume_rollback(resolve_endpoint(target), fs, root, resume_rollback)
-            summary = core.result_summary(fs, root, resume_rollback)
+            keyring = signing_keyring(signing_key_block, allow_unsigned)
+            if dry_run:
+                plan = core.plan_rollback(resolve_endpoint(target), fs, root, resume_rollback, patterns=pattern or None,
+                                          keyring=keyring)
+                return _print_rollback_plan(plan, as_json)
+            core.resume_rollback(resolve_endpoint(target), fs, root, resume_rollback, patterns=pattern or None,
+                                 keyring=keyring)
+            summary = core.result_summary(fs, root, resume_rollback, keyring)
         else:
             from flows.migration import full_migration
 
@@ -421,6 +444,7 @@ def migrate(
                 source=source, target=target, backup_path=backup_path, patterns=pattern or None,
                 batch_size=batch_size, preserve_ttl=not no_ttl, dry_run=dry_run, verify=not no_verify,
                 rollback_on_failure=not no_rollback, require_empty_target=require_empty_target,
+                signing_key_block=signing_key_block,
             )
     except MigrationFailed as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
@@ -455,22 +479,35 @@ def migrate(
     _emit(table, summary, as_json)
 
 
+def _print_rollback_plan(plan: dict[str, Any], as_json: bool) -> None:
+    table = Table(title=f"Dry run of the rollback of {plan['migration_id']}: nothing written", show_header=False)
+    for key in ("action", "step", "stage", "target", "patterns", "recorded_patterns", "narrowed", "would_delete",
+                "would_restore", "would_remove_expired", "not_restored_outside_patterns", "delete_examples"):
+        value = plan[key]
+        table.add_row(key.replace("_", " "), ", ".join(map(str, value)) if isinstance(value, list) else
+                      (f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)))
+    _emit(table, plan, as_json)
+
+
 @app.command()
 def validate(
     snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
     skip_rows: bool = typer.Option(False, "--skip-rows", help="Check files and checksums only, not duplicate or out-of-scope rows."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on the last line of stdout."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on the last line of stdout (with `signed` and `signature`)."),
     verbose: bool = _VERBOSE,
 ) -> None:
-    """Check a snapshot's integrity. Exit 0 when valid, 1 when not."""
+    """Check a snapshot's integrity (and, with a signing key, its signature). Exit 0 when valid, 1 when not."""
     _quiet_prefect(verbose)
     from flows.validate import validate_snapshot
 
-    report = _run(validate_snapshot, as_json, snapshot=snapshot, check_rows=not skip_rows)
+    report = _run(validate_snapshot, as_json, snapshot=snapshot, check_rows=not skip_rows,
+                  signing_key_block=signing_key_block)
     console = err if as_json else out
     if report["valid"]:
         console.print(f"[green]valid[/]: {report['snapshot']} ({report['parts_checked']} parts, "
-                      f"{report['checksums_verified']} sha256 verified, {report['rows_checked']:,} rows checked)", highlight=False)
+                      f"{report['checksums_verified']} sha256 verified, {report['rows_checked']:,} rows checked; "
+                      f"signature {report['signature']})", highlight=False)
     else:
         console.print(f"[red]INVALID[/]: {report['snapshot']}", highlight=False)
         for p in report["problems"]:
@@ -484,6 +521,7 @@ def validate(
 def audit(
     snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder or fsspec URL for the report files. Default: SNAPSHOT/audit."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     as_json: bool = typer.Option(False, "--json", help="Print report.json's content plus `files` as one JSON object on the last line of stdout."),
     verbose: bool = _VERBOSE,
 ) -> None:
@@ -493,7 +531,7 @@ def audit(
 
     from flows.audit import audit_report
 
-    report = _run(audit_report, as_json, snapshot=snapshot, output=output)
+    report = _run(audit_report, as_json, snapshot=snapshot, output=output, signing_key_block=signing_key_block)
     console = err if as_json else out
     status = "[green]valid[/]" if report["valid"] else "[red]INVALID[/]"
     console.print(f"{status}: {escape(report['snapshot']['url'])}", highlight=False)
