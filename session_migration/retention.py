@@ -121,7 +121,8 @@ def prune_snapshots(fs: fsspec.AbstractFileSystem, root: str, options: Retention
     """Decide (and unless `options.dry_run`, delete) by the rules of this module's docstring.
     Raises `SnapshotRootNotFound` when `root` does not exist."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    inventory = inspect_root(fs, root, resolve(keyring), now)
+    keyring = resolve(keyring)
+    inventory = inspect_root(fs, root, keyring, now)
     plan = PrunePlan(root=inventory.root, dry_run=options.dry_run, unfinished=inventory.unfinished,
                      not_snapshots=inventory.not_snapshots, suspicious=list(inventory.suspicious))
     newest_first = sorted(inventory.snapshots, key=lambda s: (s.finished_at, s.snapshot_id), reverse=True)
@@ -135,7 +136,7 @@ def prune_snapshots(fs: fsspec.AbstractFileSystem, root: str, options: Retention
             rules.why[rescue.snapshot_id] = "the newest backup that validates fully"
             plan.protected = rescue.snapshot_id
     pre_images = [s for s in newest_first if s.is_pre_image]
-    _pre_images(fs, root, pre_images, rules, plan)
+    _pre_images(fs, root, pre_images, rules, plan, keyring)
     # A snapshot that failed full validation and is newer than the oldest kept one of its kind
     # was passed over while counting keepers: it is left for a person to look at.
     left_alone = set()
@@ -156,11 +157,11 @@ def prune_snapshots(fs: fsspec.AbstractFileSystem, root: str, options: Retention
     return plan
 
 
-def _pre_images(fs, root: str, pre_images: list[Snapshot], rules: _Rules, plan: PrunePlan) -> None:
+def _pre_images(fs, root: str, pre_images: list[Snapshot], rules: _Rules, plan: PrunePlan, keyring: Keyring) -> None:
     """Pre-images follow their migration; the others are a series of their own (module docstring)."""
     if not pre_images:
         return
-    states, unreadable = _migration_states(fs, root)
+    states, unreadable = _migration_states(fs, root, keyring)
     if unreadable:
         plan.notes.append(f"Migration state file(s) {', '.join(unreadable)} could not be read, so no pre-image "
                           "is deleted: which one they need is unknown.")
@@ -190,7 +191,7 @@ def _final_steps() -> frozenset[str]:
     return FINAL_STEPS
 
 
-def _migration_states(fs, root: str) -> tuple[list[Any], list[str]]:
+def _migration_states(fs, root: str, keyring: Keyring) -> tuple[list[Any], list[str]]:
     """The migration states under `root`, and the names of the files that could not be read."""
     from .migration import MIGRATIONS, MigrationState
 
@@ -204,7 +205,7 @@ def _migration_states(fs, root: str) -> tuple[list[Any], list[str]]:
         if not name.endswith(".json"):
             continue
         try:
-            states.append(MigrationState.load(fs, root, name[: -len(".json")]))
+            states.append(MigrationState.load(fs, root, name[: -len(".json")], keyring))
         except SessionMigrationError:
             unreadable.append(repr(name)[:80])
     return states, unreadable
