@@ -147,9 +147,13 @@ class _Rules(WriteRules):
 
     def __init__(self, snapshot: Snapshot, options: RestoreOptions):
         super().__init__(options)
-        self.scope = ScopeMatcher(snapshot.manifest["scope"]["patterns"])
+        declared = snapshot.manifest["scope"]["patterns"]
+        self.scope = ScopeMatcher(declared)
         self.scope_from, patterns = write_scope(snapshot, options)
-        self.select = ScopeMatcher(patterns) if patterns is not None else None
+        # A row outside the declared scope refuses its part (below), so when every declared
+        # pattern is one of `patterns` there is nothing left to select: no second pass per batch.
+        covered = patterns is None or set(declared) <= set(patterns)
+        self.select = None if covered else ScopeMatcher(patterns)
         # the count rows left out go to: chosen by the operator, or by the missing signature
         self.unselected = "outside_default_patterns" if self.scope_from == SCOPE_FROM_DEFAULTS else "not_selected"
         self.finished_ms = _iso_ms(snapshot.manifest["finished_at"])
