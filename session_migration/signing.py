@@ -182,8 +182,7 @@ class Keyring:
         """`check`, raising `SignatureInvalid` naming `what` when the keyring does not accept it."""
         verdict = self.check(document, purpose)
         if not self.accepts(verdict):
-            hint = " Restore it knowingly with --allow-unsigned." if not verdict.signed and purpose == "manifest" else ""
-            raise SignatureInvalid(f"Refusing {what}: a signing key is configured and {verdict.reason}.{hint}")
+            raise SignatureInvalid(f"Refusing {what}: a signing key is configured and {verdict.reason}.")
         return verdict
 
 
