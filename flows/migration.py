@@ -111,7 +111,7 @@ def full_migration(
         record_step_task(backup_path, migration_id, "verified", **key)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and, after a write, rolled back
         outcome = handle_failure_task(target, backup_path, migration_id, str(exc) or exc.__class__.__name__,
-                                      rollback_on_failure, **key)
+                                      rollback_on_failure, patterns=list(options.patterns), **key)
         _publish(outcome["summary"], outcome["message"])
         raise MigrationFailed(outcome["message"], outcome["summary"]) from exc
     stats = compute_stats_task(snapshot, validation)

@@ -759,14 +759,16 @@ def _result(fs, root: str, state: MigrationState) -> MigrationResult:
 
 
 def handle_failure(target: RedisEndpoint, fs, root: str, state: MigrationState, rollback_on_failure: bool,
-                   message: str, progress: ProgressFn | None = None) -> str:
+                   message: str, progress: ProgressFn | None = None,
+                   patterns: tuple[str, ...] | list[str] | None = None) -> str:
     """Record a failure; roll the target back when writes may have reached it and rollback is
-    on. Returns the sentence to report (it says whether the target was rolled back). A failing
-    rollback raises `MigrationFailed` naming `resume_rollback`."""
+    on, within `patterns` (the run's own; give them when `state` was read back from the
+    storage) and the recorded ones. Returns the sentence to report (it says whether the target
+    was rolled back). A failing rollback raises `MigrationFailed` naming `resume_rollback`."""
     state.error = message
     if state.needs_rollback and rollback_on_failure:
         try:
-            rollback(target, fs, root, state, progress)
+            rollback(target, fs, root, state, progress, patterns=tuple(patterns) if patterns else None)
         except SessionMigrationError as rb_exc:
             state.error = f"{message}; the rollback failed too ({rb_exc}); finish it with resume_rollback {state.migration_id}"
             state.save(fs, root)

@@ -74,12 +74,15 @@ def judge_verification_task(report: dict[str, Any], target: str, snapshot: str, 
 
 @task(name="handle-migration-failure", cache_policy=NO_CACHE, **RETRY_POLICY)
 def handle_failure_task(target: str, backup_path: str, migration_id: str, message: str,
-                        rollback_on_failure: bool, signing_key_block: str | None = None) -> dict[str, Any]:
-    """Roll the target back (resumable) when writes may have reached it, or record the failure."""
+                        rollback_on_failure: bool, signing_key_block: str | None = None,
+                        patterns: list[str] | None = None) -> dict[str, Any]:
+    """Roll the target back (resumable) when writes may have reached it, or record the failure.
+    The rollback acts only within `patterns` (the flow's own) and those the state file records."""
     fs, root = storage.resolve(backup_path)
     keyring = signing_keyring(signing_key_block)
     state = core.MigrationState.load(fs, root, migration_id, keyring)
-    text = core.handle_failure(resolve_endpoint(target), fs, root, state, rollback_on_failure, message)
+    text = core.handle_failure(resolve_endpoint(target), fs, root, state, rollback_on_failure, message,
+                               patterns=patterns)
     return {"message": text, "summary": core.result_summary(fs, root, migration_id, keyring)}
 
 
