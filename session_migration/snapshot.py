@@ -30,7 +30,7 @@ from .schema import PART_NAME_RE, RECORD_SCHEMA, SNAPSHOT_ID_RE
 from .signing import Keyring, Verdict, resolve
 
 __all__ = ["CHECKPOINT", "MANIFEST", "PARTS", "PRE_IMAGE_SUFFIX", "PartInfo", "RootInventory", "Snapshot",
-           "check_snapshot_id", "inspect_root", "list_snapshots", "manifest_bytes", "manifest_checksum",
+           "check_part_name", "check_snapshot_id", "inspect_root", "list_snapshots", "manifest_bytes", "manifest_checksum",
            "new_snapshot_id", "open_snapshot", "part_name", "read_manifest", "snapshot_dir", "verify_part"]
 
 PARTS = "parts"
@@ -58,6 +58,13 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
+def check_part_name(name: object) -> str:
+    """A part name of the format's own pattern, never a path: nothing outside parts/ is read."""
+    if not isinstance(name, str) or not PART_NAME_RE.match(name):
+        raise SnapshotInvalid(f"{shown(name)} is not a part name (part-NNNNN.parquet); nothing outside parts/ is read.")
+    return name
+
+
 def snapshot_dir(root: str, snapshot_id: str) -> str:
     """`<root>/<snapshot_id>`: an id never holds a path separator or starts with a dot."""
     return storage.join(root, check_snapshot_id(snapshot_id))
@@ -71,8 +78,7 @@ class PartInfo:
     sha256: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not PART_NAME_RE.match(self.name):
-            raise SnapshotInvalid(f"{shown(self.name)} is not a part name (part-NNNNN.parquet); nothing outside parts/ is read.")
+        check_part_name(self.name)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
@@ -131,8 +137,8 @@ class Snapshot:
         return self.manifest["totals"]
 
     def part_path(self, part: PartInfo) -> str:
-        """`<snapshot>/parts/<name>`; PartInfo only holds names of the format's own pattern."""
-        return storage.join(self.path, PARTS, PartInfo(part.name, 0, 0, "").name)
+        """`<snapshot>/parts/<name>`, checked again here: this is where a name becomes a path."""
+        return storage.join(self.path, PARTS, check_part_name(part.name))
 
     def verify_parts(self) -> None:
         """Check every part's bytes, sha256 and row count against the manifest."""
