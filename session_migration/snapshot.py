@@ -243,7 +243,7 @@ class RootInventory:
     """What a snapshot root holds, folder by folder. Nothing in it is deleted or trusted here."""
 
     root: str
-    snapshots: list[Snapshot] = field(default_factory=list)  # committed, oldest first
+    snapshots: list[Snapshot] = field(default_factory=list)  # committed, by id (ids sort by time)
     unfinished: list[str] = field(default_factory=list)  # checkpoint.json, no manifest: a backup under way or stopped
     not_snapshots: list[str] = field(default_factory=list)  # neither manifest nor checkpoint
     suspicious: list[dict[str, str]] = field(default_factory=list)  # a manifest we do not believe: name, reason
@@ -290,7 +290,6 @@ def inspect_root(fs: fsspec.AbstractFileSystem, root: str, keyring: Keyring | No
         parts = [PartInfo(**p) for p in checked.manifest["parts"]]
         inventory.snapshots.append(Snapshot(fs=fs, path=path, manifest=checked.manifest, parts=parts,
                                             verdict=checked.verdict))
-    inventory.snapshots.sort(key=lambda s: (s.finished_at, s.snapshot_id))
     return inventory
 
 
@@ -308,7 +307,7 @@ def _doubt(checked: Checked, name: str, now: dt.datetime) -> str | None:
 
 def list_snapshots(url_or_fs: str | fsspec.AbstractFileSystem, root: str | None = None,
                    keyring: Keyring | None = None) -> list[Snapshot]:
-    """Committed snapshots under a root, oldest first; unfinished, broken and suspicious ones
+    """Committed snapshots under a root, by id (oldest first); unfinished, broken and suspicious ones
     are left out (`inspect_root` lists them). Raises `SnapshotRootNotFound` for a missing root."""
     if isinstance(url_or_fs, str):
         fs, root = storage.resolve(url_or_fs)
