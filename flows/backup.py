@@ -24,6 +24,7 @@ def backup_sessions(
     capture_dump: bool = False,
     part_rows: int = 100_000,
     readers: int | None = None,
+    signing_key_block: str | None = None,
 ) -> dict[str, Any]:
     """Back up the sessions of a Redis/Valkey server into a Parquet snapshot.
 
@@ -40,6 +41,8 @@ def backup_sessions(
         part_rows: rows per Parquet part, the checkpoint granularity.
         readers: worker processes, each reading and writing one share of the SCAN (1, 2, 4 or 8);
             default: 2 on 4 or more cores for a database of 50,000 keys or more, else 1.
+        signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
+            default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
     """
     summary = parameters.run_operation("backup_sessions", PREFECT, locals())
     _publish(summary)

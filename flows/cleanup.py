@@ -23,6 +23,7 @@ def cleanup_expired_sessions(
     apply: bool = False,
     batch_size: int = 500,
     max_rate: float | None = 5_000.0,
+    signing_key_block: str | None = None,
 ) -> dict[str, Any]:
     """Delete expired sessions; a dry run unless `apply`.
 
@@ -36,6 +37,8 @@ def cleanup_expired_sessions(
         apply: really delete (default: a dry run).
         batch_size: keys per SCAN page and per delete batch.
         max_rate: deletes per second at most.
+        signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
+            default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
     """
     report = parameters.run_operation("cleanup_expired_sessions", PREFECT, locals())
     verb = "deleted" if apply else "would delete"

@@ -25,6 +25,7 @@ def full_migration(
     verify: bool = True,
     rollback_on_failure: bool = True,
     require_empty_target: bool = False,
+    signing_key_block: str | None = None,
 ) -> dict[str, Any]:
     """Move sessions from SOURCE to TARGET through a validated snapshot, verify, audit; on a
     failure after the first write, put TARGET back exactly as its pre-image says.
@@ -40,6 +41,8 @@ def full_migration(
         verify: compare the snapshot with the target after the restore (a mismatch fails the run).
         rollback_on_failure: undo the target's changes when a step after the first write fails.
         require_empty_target: refuse when the target already holds keys in scope.
+        signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
+            default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
     """
     try:
         summary = parameters.run_operation("full_migration", PREFECT, locals())

@@ -24,6 +24,7 @@ def transfer_sessions(
     batch_size: int = 1000,
     dry_run: bool = False,
     checkpoint_path: str | None = None,
+    signing_key_block: str | None = None,
 ) -> dict[str, Any]:
     """Copy sessions from one Redis/Valkey server to another (SCAN + pipelined reads and writes; never MIGRATE).
 
@@ -39,6 +40,8 @@ def transfer_sessions(
         dry_run: write nothing (not even a checkpoint); report what would happen.
         checkpoint_path: folder or fsspec URL for checkpoints (kept in its transfers/ folder);
             default: $SESSION_MIGRATION_STATE_DIR, else ~/.local/state/session-migration.
+        signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
+            default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
     """
     summary = parameters.run_operation("transfer_sessions", PREFECT, locals())
     publish_summary(summary, SUMMARY_KEYS, "transfer", "Transfer {source} -> {target}")

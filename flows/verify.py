@@ -19,6 +19,7 @@ def verify_sessions(
     ttl_tolerance_ms: int | None = 2_000,
     sample: float | None = None,
     batch_size: int = 1000,
+    signing_key_block: str | None = None,
 ) -> dict[str, Any]:
     """Compare A and B key by key, both directions: OK, MISSING, EXTRA, TYPE, VALUE, TTL.
 
@@ -29,6 +30,8 @@ def verify_sessions(
         ttl_tolerance_ms: allowed expiry difference (TTLs count down during a copy); None: ignore expiry.
         sample: compare only this fraction of keys (reproducible hash sample); None: every key.
         batch_size: keys per SCAN page and pipelined read.
+        signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
+            default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
     """
     report = parameters.run_operation("verify_sessions", PREFECT, locals())
     table("verify-counts", [{"category": c, "keys": report["counts"][c]} for c in CATEGORIES],

@@ -28,13 +28,14 @@ from . import storage as _storage  # noqa: E402
 
 
 def backup(source: str | RedisEndpoint, backup_path: str, *, storage_options: dict | None = None,
-           progress=None, **options) -> BackupResult:
-    """Back up without Prefect: `backup("redis://localhost:6379/0", "snapshots/", patterns=["sess:*"])`."""
+           progress=None, keyring=None, **options) -> BackupResult:
+    """Back up without Prefect: `backup("redis://localhost:6379/0", "snapshots/", patterns=["sess:*"])`.
+    Signed when a signing key is configured (`keyring`, default: the environment's)."""
     endpoint = source if isinstance(source, RedisEndpoint) else RedisEndpoint.from_url(source)
     if "patterns" in options and options["patterns"] is not None:
         options["patterns"] = tuple(options["patterns"])
     fs, root = _storage.resolve(backup_path, storage_options)
-    return run_backup(endpoint, fs, root, BackupOptions(**options), progress=progress)
+    return run_backup(endpoint, fs, root, BackupOptions(**options), progress=progress, keyring=keyring)
 
 
 __all__ = [

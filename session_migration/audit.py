@@ -42,8 +42,9 @@ FILES = {"json": "report.json", "md": "report.md", "html": "report.html", "csv":
 FINDING_COLUMNS = ("redacted_key", "store", "status", "reason")
 
 # Validation problems that leave no trustworthy manifest: nothing can be counted then.
-_MANIFEST_PROBLEMS = frozenset({"not-found", "unfinished", "empty", "manifest-missing", "manifest-unparsable",
-                                "manifest-format", "format-version", "manifest-edited"})
+_MANIFEST_PROBLEMS = frozenset({"not-found", "unfinished", "empty", "not-a-snapshot", "manifest-too-large",
+                                "manifest-unparsable", "manifest-format", "format-version", "manifest-schema",
+                                "manifest-edited", "unsigned", "signature-invalid"})
 # validation.Problem carries no count, so the out-of-scope count is read from its message.
 _OUT_OF_SCOPE_COUNT = re.compile(r"^(\d+) row")
 
@@ -119,6 +120,13 @@ def _out_of_scope(validation: dict[str, Any]) -> int | None:
     return 0
 
 
+def _signature(validation: dict[str, Any]) -> str:
+    status = validation.get("signature", "unchecked")
+    if status != "unchecked":
+        return "verified" if status == "valid" else "failed"
+    return "signed, not checked (no signing key configured)" if validation.get("signed") else "not signed"
+
+
 def _check(ok: bool | None) -> str:
     return "not checked" if ok is None else ("passed" if ok else "failed")
 
@@ -148,6 +156,7 @@ def control_evidence(snap: dict[str, Any], validation: dict[str, Any], stats: Sn
             ("format", f"{snap.get('format')} v{snap.get('format_version')}" if snap["manifest_readable"] else None),
             ("manifest checksum",
              "failed" if "manifest-edited" in problems else ("verified" if snap["manifest_readable"] else None)),
+            ("manifest signature (HMAC-SHA256)", _signature(validation)),
             ("part sha256 verified", f"{validation['checksums_verified']} of {snap.get('parts', validation['parts_checked'])}"),
             ("rows read back / in manifest", f"{validation['rows_checked']} / {totals.get('keys')}"),
             ("validation result", "valid" if validation["valid"] else "INVALID: " + ", ".join(problems)),

@@ -4,6 +4,9 @@ It is rewritten (atomically) each time a part is complete and names where the SC
 for each reader (one per SCAN segment), the pattern and the cursor after the last key it
 contributed to that part. A backup started again with the
 same snapshot id reads it, skips the completed parts, and continues from there.
+
+With a signing key the checkpoint is signed like the manifest: the parts it lists end up in
+the signed manifest, so a checkpoint someone else wrote must not be resumed.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import fsspec
 
 from . import storage
 from .counters import BackupCounters
-from .errors import SnapshotInvalid
+from .errors import SignatureInvalid, SnapshotInvalid
+from .signing import Keyring, resolve
 from .snapshot import CHECKPOINT, PartInfo
+
+PURPOSE = "backup-checkpoint"
 
 
 @dataclass
@@ -30,9 +36,10 @@ class BackupCheckpoint:
     positions: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
     parts: list[PartInfo] = field(default_factory=list)
     counters: BackupCounters = field(default_factory=BackupCounters)
+    keyring: Keyring | None = field(default=None, repr=False, compare=False)  # signs it; never written
 
     def to_json(self) -> bytes:
-        return json.dumps(
+        return json.dumps(resolve(self.keyring).sign(
             {
                 "snapshot_id": self.snapshot_id,
                 "started_at": self.started_at,
@@ -41,7 +48,7 @@ class BackupCheckpoint:
                 "positions": [list(p) for p in self.positions],
                 "parts": [p.as_dict() for p in self.parts],
                 "counters": self.counters.as_dict(),
-            },
+            }, PURPOSE),
             indent=1,
         ).encode()
 
@@ -49,13 +56,16 @@ class BackupCheckpoint:
         storage.write_atomic(fs, storage.join(snapshot_path, CHECKPOINT), self.to_json())
 
 
-def load_checkpoint(fs: fsspec.AbstractFileSystem, snapshot_path: str) -> BackupCheckpoint | None:
+def load_checkpoint(fs: fsspec.AbstractFileSystem, snapshot_path: str,
+                    keyring: Keyring | None = None) -> BackupCheckpoint | None:
     path = storage.join(snapshot_path, CHECKPOINT)
     raw = storage.read_bytes(fs, path)
     if raw is None:
         return None
+    keyring = resolve(keyring)
     try:
         data = json.loads(raw)
+        keyring.require(data, PURPOSE, f"the backup checkpoint {storage.unstrip(fs, path)}")
         return BackupCheckpoint(
             snapshot_id=data["snapshot_id"],
             started_at=data["started_at"],
@@ -64,8 +74,11 @@ def load_checkpoint(fs: fsspec.AbstractFileSystem, snapshot_path: str) -> Backup
             positions=[(int(index), int(cursor)) for index, cursor in data["positions"]],
             parts=[PartInfo(**p) for p in data["parts"]],
             counters=BackupCounters.from_dict(data["counters"]),
+            keyring=keyring,
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except SignatureInvalid:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, SnapshotInvalid) as exc:
         raise SnapshotInvalid(
             f"The checkpoint {storage.unstrip(fs, path)} is unreadable ({exc}); delete that snapshot folder and start a new backup."
         ) from None

@@ -37,6 +37,8 @@ from .record import records_from_batch
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .sessions import SessionStatus, classify
+from .signing import Keyring
+from .snapshot import PRE_IMAGE_SUFFIX, new_snapshot_id
 from .sources.redis import RedisSource
 from .sources.segments import scan_fraction
 
@@ -136,7 +138,7 @@ class CleanupProgress:
 
 
 def run_cleanup(endpoint: RedisEndpoint, options: CleanupOptions, *, fs: fsspec.AbstractFileSystem | None = None,
-                root: str | None = None, now_ms: int | None = None,
+                root: str | None = None, now_ms: int | None = None, keyring: Keyring | None = None,
                 progress: Callable[[CleanupProgress], None] | None = None) -> CleanupReport:
     """Find what to delete; with `options.apply`, snapshot it under `root` and delete it."""
     if options.apply and (fs is None or root is None):
@@ -159,7 +161,8 @@ def run_cleanup(endpoint: RedisEndpoint, options: CleanupOptions, *, fs: fsspec.
             )
         if options.apply and chosen.count:
             pre = write_snapshot(fs, root, chosen.batches, endpoint, source.info,
-                                 BackupOptions(patterns=options.patterns, part_rows=100_000))
+                                 BackupOptions(patterns=options.patterns, part_rows=100_000,
+                                               snapshot_id=f"{new_snapshot_id()}{PRE_IMAGE_SUFFIX}"), keyring)
             report.pre_image = pre.url
             _delete(source, chosen, options, report)
     finally:

@@ -11,7 +11,9 @@
         ├── DestinationNotWritable
         ├── SnapshotExists        the snapshot id already has a manifest
         ├── SnapshotNotFound
+        │   └── SnapshotRootNotFound  the snapshot root itself does not exist
         ├── SnapshotInvalid       missing/edited manifest, checksum or row count mismatch, ...
+        │   └── SignatureInvalid  unsigned or wrongly signed, with a signing key configured
         └── ScopeViolation        a row or key outside the configured patterns
 
 `is_transient` is the one place that decides whether something is retried.
@@ -66,8 +68,18 @@ class SnapshotNotFound(TerminalError):
     pass
 
 
+class SnapshotRootNotFound(SnapshotNotFound):
+    pass
+
+
 class SnapshotInvalid(TerminalError):
     pass
+
+
+class SignatureInvalid(SnapshotInvalid):
+    """A snapshot, migration state file or checkpoint that is unsigned or wrongly signed while
+    a signing key is configured: it may have been written by someone who can write to the
+    storage but does not hold the key."""
 
 
 class ScopeViolation(TerminalError):

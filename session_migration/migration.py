@@ -39,7 +39,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import fsspec
 import pyarrow as pa
@@ -55,13 +55,19 @@ from .redis_glob import ScopeMatcher
 from .restore import run_restore
 from .seen import SeenKeys
 from .sinks.redis import RedisSink
-from .snapshot import PRE_IMAGE_SUFFIX, Snapshot, new_snapshot_id, open_snapshot
+from .schema import SNAPSHOT_ID_RE
+from .signing import SIGNATURE, Keyring
+from .signing import resolve as resolve_keyring
+from .snapshot import PRE_IMAGE_SUFFIX, Snapshot, new_snapshot_id, open_snapshot, shown, snapshot_dir
 from .sources import resp
 from .sources.redis import RedisSource
 from .verify import MISMATCHES, VerifyOptions
 
 MIGRATIONS = "migrations"
 MAX_EXAMPLES = 5
+STATE_PURPOSE = "migration-state"  # what a state file's signature says it signs
+MAX_STATE_BYTES = 16 << 20
+ROLLBACK_STAGES = ("started", "new_keys_deleted", "pre_image_restored", "done")
 
 # Steps in the order they are reached; "restoring" is the first that writes to the target.
 STEPS = ("started", "backed_up", "validated", "pre_image", "restoring", "restored", "verified",
@@ -119,8 +125,10 @@ class MigrationOptions:
                              snapshot_id=snapshot_id, dry_run=dry_run)
 
     def restore_options(self) -> RestoreOptions:
-        """The migration's own restore: whole snapshot scope, same expiry instant, overwrite."""
-        return RestoreOptions(ttl_policy="absolute", on_conflict="replace", batch_size=self.batch_size)
+        """The migration's own restore: its patterns (never the scope a manifest claims), same
+        expiry instant, overwrite."""
+        return RestoreOptions(patterns=self.patterns, ttl_policy="absolute", on_conflict="replace",
+                              batch_size=self.batch_size)
 
     def verify_options(self) -> VerifyOptions:
         return VerifyOptions(patterns=self.patterns, ttl_tolerance_ms=self.ttl_tolerance_ms,
@@ -165,8 +173,12 @@ class MigrationState:
         """Writes may have reached the target and the run did not finish or roll back."""
         return self.step in WRITING_STEPS
 
+    keyring: ClassVar[Keyring | None] = None  # set per instance: signs what `save` writes; never saved
+
     def save(self, fs: fsspec.AbstractFileSystem, root: str) -> None:
-        storage.write_atomic(fs, state_path(root, self.migration_id), json.dumps(asdict(self), indent=1).encode())
+        """Write the state file, atomically; signed when a signing key is configured."""
+        data = resolve_keyring(self.keyring).sign(asdict(self), STATE_PURPOSE)
+        storage.write_atomic(fs, state_path(root, self.migration_id), json.dumps(data, indent=1).encode())
 
     def advance(self, fs, root: str, step: str, **updates: Any) -> None:
         if step not in STEPS:
@@ -178,15 +190,31 @@ class MigrationState:
         self.save(fs, root)
 
     @classmethod
-    def load(cls, fs: fsspec.AbstractFileSystem, root: str, migration_id: str) -> MigrationState:
+    def load(cls, fs: fsspec.AbstractFileSystem, root: str, migration_id: str,
+             keyring: Keyring | None = None) -> MigrationState:
+        """Read and check a state file: its signature (with a key), every field's type, and
+        that it is the state of `migration_id`. It comes from the storage: nothing in it is
+        believed unchecked."""
         path = state_path(root, migration_id)
-        raw = storage.read_bytes(fs, path)
+        where = storage.unstrip(fs, path)
+        raw = storage.read_bytes(fs, path, limit=MAX_STATE_BYTES + 1)
         if raw is None:
-            raise InvalidParameter(f"No migration {migration_id} under {storage.unstrip(fs, root)} (no {storage.unstrip(fs, path)}).")
+            raise InvalidParameter(f"No migration {migration_id} under {storage.unstrip(fs, root)} (no {where}).")
+        keyring = resolve_keyring(keyring)
         try:
-            return cls(**json.loads(raw))
-        except (ValueError, TypeError) as exc:
-            raise SnapshotInvalid(f"The migration state {storage.unstrip(fs, path)} is unreadable ({exc}).") from None
+            if len(raw) > MAX_STATE_BYTES:
+                raise ValueError(f"larger than {MAX_STATE_BYTES >> 20} MiB")
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            keyring.require(data, STATE_PURPOSE, f"the migration state {where}")
+            data.pop(SIGNATURE, None)
+            state = cls(**data)
+            _check_state(state, migration_id)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise SnapshotInvalid(f"The migration state {where} is unreadable ({exc}).") from None
+        state.keyring = keyring
+        return state
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -198,17 +226,52 @@ class MigrationState:
         }
 
 
+def check_migration_id(migration_id: object) -> str:
+    """A migration id names a file under `<root>/migrations/`: no path characters in it."""
+    if not isinstance(migration_id, str) or not SNAPSHOT_ID_RE.match(migration_id):
+        raise InvalidParameter(f"Migration id {shown(migration_id)} is not valid: use 1-128 letters, digits, '.', '_' "
+                               "or '-', starting with a letter or digit (e.g. migration-20261125T181500Z-3fa2c1).")
+    return migration_id
+
+
 def state_path(root: str, migration_id: str) -> str:
-    return storage.join(root, MIGRATIONS, f"{migration_id}.json")
+    return storage.join(root, MIGRATIONS, f"{check_migration_id(migration_id)}.json")
 
 
-def list_migrations(fs: fsspec.AbstractFileSystem, root: str) -> list[MigrationState]:
+def _check_state(state: MigrationState, migration_id: str) -> None:
+    """Raise ValueError/TypeError unless every field of a loaded state has its type and bounds."""
+    if state.migration_id != migration_id:
+        raise ValueError(f"it is the state of another migration ({shown(state.migration_id)})")
+    if state.step not in STEPS:
+        raise ValueError(f"unknown step {shown(state.step)}")
+    for name in ("source", "target", "started_at"):
+        if not isinstance(getattr(state, name), str):
+            raise TypeError(f"{name} is not a string")
+    for name in ("snapshot_id", "pre_image_id"):
+        value = getattr(state, name)
+        if value is not None and not (isinstance(value, str) and SNAPSHOT_ID_RE.match(value)):
+            raise ValueError(f"{name} is not a snapshot id")
+    for name in ("options", "counts", "rollback"):
+        if not isinstance(getattr(state, name), dict):
+            raise TypeError(f"{name} is not an object")
+    if not isinstance(state.history, list) or not isinstance(state.rolled_back, bool):
+        raise TypeError("history or rolled_back has the wrong type")
+    check_patterns(state.options.get("patterns") if isinstance(state.options.get("patterns"), list) else ())
+    batch = state.options.get("batch_size", 1000)
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH_SIZE:
+        raise ValueError("options.batch_size is not a whole number from 1 to 100,000")
+    if state.rollback.get("stage", "started") not in ROLLBACK_STAGES:
+        raise ValueError("rollback.stage is not a rollback stage")
+
+
+def list_migrations(fs: fsspec.AbstractFileSystem, root: str, keyring: Keyring | None = None) -> list[MigrationState]:
     folder = storage.join(root, MIGRATIONS)
     try:
         names = sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(folder, detail=False))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return [MigrationState.load(fs, root, n[: -len(".json")]) for n in names if n.endswith(".json") and not n.endswith(".tmp")]
+    return [MigrationState.load(fs, root, n[: -len(".json")], keyring) for n in names
+            if n.endswith(".json") and not n.endswith(".tmp")]
 
 
 # -- step 1: refusals -------------------------------------------------------------------------
@@ -279,15 +342,16 @@ def new_migration_id() -> str:
 
 
 def start_migration(source: RedisEndpoint, target: RedisEndpoint, fs, root: str, options: MigrationOptions,
-                    migration_id: str | None = None) -> MigrationState:
-    state = MigrationState(migration_id=migration_id or new_migration_id(), source=source.display_url,
+                    migration_id: str | None = None, keyring: Keyring | None = None) -> MigrationState:
+    state = MigrationState(migration_id=check_migration_id(migration_id or new_migration_id()), source=source.display_url,
                            target=target.identity, options=options.as_dict(), started_at=_now())
+    state.keyring = keyring
     state.advance(fs, root, "started")
     return state
 
 
 def take_pre_image(target: RedisEndpoint, fs, root: str, options: MigrationOptions,
-                   snapshot_id: str | None = None) -> BackupResult:
+                   snapshot_id: str | None = None, keyring: Keyring | None = None) -> BackupResult:
     """Snapshot the target's keys in scope (expiry always captured): what a rollback puts back."""
     source = RedisSource(target, preserve_ttl=True)
     try:
@@ -305,7 +369,7 @@ def take_pre_image(target: RedisEndpoint, fs, root: str, options: MigrationOptio
 
         opts = BackupOptions(patterns=options.patterns, batch_size=options.batch_size, preserve_ttl=True,
                              snapshot_id=snapshot_id or new_snapshot_id() + PRE_IMAGE_SUFFIX)
-        return write_snapshot(fs, root, batches(), target, source.info, opts)
+        return write_snapshot(fs, root, batches(), target, source.info, opts, keyring)
     finally:
         source.close()
 
@@ -368,31 +432,99 @@ def _unlink(client, endpoint: RedisEndpoint, keys: list[bytes], scope) -> int:
     return sum(int(r) for r in replies if isinstance(r, int))
 
 
+class _RollbackScope:
+    """The keys a rollback may touch: those matching both the operator's patterns and the ones
+    the state file records. The state file comes from the storage: it can narrow what a
+    rollback deletes and restores, never widen it."""
+
+    def __init__(self, operator: tuple[str, ...], recorded: tuple[str, ...]):
+        self.patterns = operator  # what is scanned, and what the pre-image restore selects
+        self.recorded = recorded
+        self._operator, self._recorded = ScopeMatcher(operator), ScopeMatcher(recorded)
+
+    @property
+    def narrowed(self) -> bool:
+        return set(self.patterns) != set(self.recorded)
+
+    def fullmatch(self, key: bytes) -> bool:
+        return self._operator.fullmatch(key) and self._recorded.fullmatch(key)
+
+    def within(self, keys: list[bytes]) -> list[bytes]:
+        if not keys:
+            return keys
+        mask = self._operator.mask(pa.array(keys, pa.binary())) & self._recorded.mask(pa.array(keys, pa.binary()))
+        return [k for k, inside in zip(keys, mask.tolist()) if inside]
+
+    def target_keys(self, target: RedisEndpoint, batch_size: int) -> Iterator[list[bytes]]:
+        """The target's keys in scope, in chunks."""
+        for chunk in _chunks(_scope_keys(target, self.patterns, batch_size), batch_size):
+            yield self.within(chunk)
+
+    def describe(self) -> dict[str, Any]:
+        return {"patterns": list(self.patterns), "recorded_patterns": list(self.recorded), "narrowed": self.narrowed}
+
+
+def _rollback_scope(state: MigrationState, patterns: tuple[str, ...] | list[str] | None) -> _RollbackScope:
+    operator = check_patterns(patterns) if patterns is not None else state.patterns
+    return _RollbackScope(tuple(operator), state.patterns)
+
+
+def _open_pre_image(fs, root: str, state: MigrationState, keyring: Keyring) -> Snapshot:
+    """The pre-image, read only from `<root>/<pre_image_id>` (the URL in the state file is not
+    followed): checksummed, signed when a key is configured, and with the id and the scope
+    the state records, so that every row of it is within the recorded patterns."""
+    pre = open_snapshot(fs, snapshot_dir(root, state.pre_image_id), verify=True, keyring=keyring)
+    if pre.snapshot_id != state.pre_image_id:
+        raise SnapshotInvalid(f"The pre-image folder {state.pre_image_id} holds snapshot {pre.snapshot_id}; "
+                              f"migration {state.migration_id} cannot be rolled back from it.")
+    if tuple(pre.manifest["scope"]["patterns"]) != state.patterns:
+        raise SnapshotInvalid(f"The pre-image {state.pre_image_id} was not taken with the patterns migration "
+                              f"{state.migration_id} records; it cannot be rolled back from it.")
+    return pre
+
+
+def _restore_options(scope: _RollbackScope, batch_size: int, dry_run: bool = False) -> RestoreOptions:
+    return RestoreOptions(patterns=scope.patterns, ttl_policy="absolute", on_conflict="replace",
+                          batch_size=batch_size, dry_run=dry_run)
+
+
+def _expired(pre: Snapshot, scope: _RollbackScope, now_ms: int, batch_size: int) -> Iterator[list[bytes]]:
+    """Pre-image keys in scope whose expiry has passed by `now_ms`, in chunks."""
+    for batch in pre.iter_batches(columns=["key", "expire_at_ms"], batch_size=batch_size):
+        gone = [k for k, e in zip(batch.column("key").to_pylist(), batch.column("expire_at_ms").to_pylist())
+                if e is not None and e <= now_ms]
+        yield scope.within(gone)
+
+
 def rollback(target: RedisEndpoint, fs, root: str, state: MigrationState,
-             progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Put the target back as the pre-image says. Resumable: each stage is idempotent and its
+             progress: ProgressFn | None = None, *, patterns: tuple[str, ...] | None = None,
+             keyring: Keyring | None = None) -> dict[str, Any]:
+    """Put the target back as the pre-image says, within `patterns` (default: the recorded
+    ones) and the recorded patterns both. Resumable: each stage is idempotent and its
     completion recorded in the state file, so a re-run continues where the last one stopped."""
     if state.target != target.identity:
-        raise InvalidParameter(f"Migration {state.migration_id} wrote to {state.target}, not {target.display_url}.")
-    scope = ScopeMatcher(state.patterns)
+        raise InvalidParameter(f"Migration {state.migration_id} wrote to {shown(state.target)}, not {target.display_url}.")
+    scope = _rollback_scope(state, patterns)
+    keyring = resolve_keyring(keyring if keyring is not None else state.keyring)
+    state.keyring = keyring
     batch_size = int(state.options.get("batch_size", 1000))
     rb = dict(state.rollback or {})
     rb.setdefault("stage", "started")
     rb.setdefault("started_at", _now())
+    rb.update(scope.describe())
     state.advance(fs, root, "rolling_back", rollback=rb)
-    if state.pre_image is None:
+    if state.pre_image_id is None:
         # The run died before the pre-image was committed, so nothing was written to the target.
         rb.update(stage="done", note="no pre-image: nothing had been written to the target")
         state.advance(fs, root, "rolled_back", rollback=rb, rolled_back=True, finished_at=_now())
         return rb
-    pfs, ppath = storage.resolve(state.pre_image)
-    pre = open_snapshot(pfs, ppath, verify=True)
+    pre = _open_pre_image(fs, root, state, keyring)
     if rb["stage"] == "started":
         in_pre = _key_set(pre)
         client = target.connect()
         deleted = 0
         try:
-            for chunk in _chunks(_scope_keys(target, state.patterns, batch_size), batch_size):
+            for chunk in scope.target_keys(target, batch_size):
                 new = [k for k, before in zip(chunk, in_pre.contains(chunk).tolist()) if not before]
                 deleted += _unlink(client, target, new, scope)
         finally:
@@ -402,10 +534,10 @@ def rollback(target: RedisEndpoint, fs, root: str, state: MigrationState,
         if progress:
             progress("rollback_delete", {"deleted_new": rb["deleted_new"]})
     if rb["stage"] == "new_keys_deleted":
-        result = run_restore(pre, target, RestoreOptions(ttl_policy="absolute", on_conflict="replace",
-                                                          batch_size=batch_size))
+        result = run_restore(pre, target, _restore_options(scope, batch_size), keyring=keyring)
         rb.update(stage="pre_image_restored", restored=result.counters.written,
-                  expired_on_arrival=result.counters.expired_on_arrival)
+                  expired_on_arrival=result.counters.expired_on_arrival,
+                  not_restored_outside_patterns=result.counters.not_selected)
         state.advance(fs, root, "rolling_back", rollback=rb)
         if progress:
             progress("rollback_restore", {"restored": rb["restored"]})
@@ -414,10 +546,7 @@ def rollback(target: RedisEndpoint, fs, root: str, state: MigrationState,
         sink = RedisSink(target)
         removed = 0
         try:
-            now = sink.now_ms()
-            for batch in pre.iter_batches(columns=["key", "expire_at_ms"], batch_size=batch_size):
-                gone = [k for k, e in zip(batch.column("key").to_pylist(), batch.column("expire_at_ms").to_pylist())
-                        if e is not None and e <= now]
+            for gone in _expired(pre, scope, sink.now_ms(), batch_size):
                 removed += _unlink(sink.client, target, gone, scope)
         finally:
             sink.close()
@@ -429,18 +558,61 @@ def rollback(target: RedisEndpoint, fs, root: str, state: MigrationState,
 
 
 def resume_rollback(target: RedisEndpoint, fs, root: str, migration_id: str,
-                    progress: ProgressFn | None = None) -> MigrationState:
+                    progress: ProgressFn | None = None, *, patterns: tuple[str, ...] | list[str] | None = None,
+                    keyring: Keyring | None = None) -> MigrationState:
     """Finish the rollback of an interrupted migration (or roll back a run that died while
-    writing). A migration that finished, or already rolled back, is left alone."""
-    state = MigrationState.load(fs, root, migration_id)
+    writing), only within `patterns` (the operator's; default: the session patterns) and the
+    patterns the state file records. A migration that finished, or already rolled back, is
+    left alone."""
+    operator = check_patterns(patterns if patterns is not None else DEFAULT_PATTERNS)
+    state = MigrationState.load(fs, root, migration_id, keyring)
     if state.step in FINAL_STEPS:
         return state
     if state.step in WRITING_STEPS:
-        rollback(target, fs, root, state, progress)
+        rollback(target, fs, root, state, progress, patterns=operator, keyring=keyring)
     else:  # died before the first write: nothing to undo
         state.advance(fs, root, "failed", error=state.error or "interrupted before any write to the target",
                       finished_at=_now())
     return state
+
+
+def plan_rollback(target: RedisEndpoint, fs, root: str, migration_id: str, *,
+                  patterns: tuple[str, ...] | list[str] | None = None, keyring: Keyring | None = None) -> dict[str, Any]:
+    """`resume_rollback`'s dry run: what it would delete and restore on `target`, stage by
+    stage as the state file stands. Writes nothing, to the target or the storage."""
+    operator = check_patterns(patterns if patterns is not None else DEFAULT_PATTERNS)
+    keyring = resolve_keyring(keyring)
+    state = MigrationState.load(fs, root, migration_id, keyring)
+    scope = _rollback_scope(state, operator)
+    stage = state.rollback.get("stage", "started")
+    plan: dict[str, Any] = {"migration_id": migration_id, "dry_run": True, "step": state.step, "stage": stage,
+                            "target": target.display_url, **scope.describe(), "would_delete": 0, "would_restore": 0,
+                            "would_remove_expired": 0, "not_restored_outside_patterns": 0, "delete_examples": []}
+    if state.step in FINAL_STEPS:
+        return {**plan, "action": "nothing: the migration is finished or already rolled back"}
+    if state.step not in WRITING_STEPS or state.pre_image_id is None:
+        return {**plan, "action": "nothing: no write had reached the target"}
+    if state.target != target.identity:
+        raise InvalidParameter(f"Migration {state.migration_id} wrote to {shown(state.target)}, not {target.display_url}.")
+    batch_size = int(state.options.get("batch_size", 1000))
+    pre = _open_pre_image(fs, root, state, keyring)
+    if stage == "started":
+        in_pre = _key_set(pre)
+        for chunk in scope.target_keys(target, batch_size):
+            new = [k for k, before in zip(chunk, in_pre.contains(chunk).tolist()) if not before]
+            plan["would_delete"] += len(new)
+            plan["delete_examples"] += [redact_key(k) for k in new[: MAX_EXAMPLES - len(plan["delete_examples"])]]
+    if stage in ("started", "new_keys_deleted"):
+        restore = run_restore(pre, target, _restore_options(scope, batch_size, dry_run=True), keyring=keyring)
+        plan["would_restore"] = restore.plan["would_create"] + restore.plan["would_overwrite"]
+        plan["not_restored_outside_patterns"] = restore.counters.not_selected
+    if stage != "done":
+        sink = RedisSink(target)
+        try:
+            plan["would_remove_expired"] = sum(len(gone) for gone in _expired(pre, scope, sink.now_ms(), batch_size))
+        finally:
+            sink.close()
+    return {**plan, "action": "roll back"}
 
 
 # -- the whole run -------------------------------------------------------------------------------
@@ -538,14 +710,16 @@ def _summary(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def handle_failure(target: RedisEndpoint, fs, root: str, state: MigrationState, rollback_on_failure: bool,
-                   message: str, progress: ProgressFn | None = None) -> str:
+                   message: str, progress: ProgressFn | None = None,
+                   patterns: tuple[str, ...] | list[str] | None = None) -> str:
     """Record a failure; roll the target back when writes may have reached it and rollback is
-    on. Returns the sentence to report (it says whether the target was rolled back). A failing
-    rollback raises `MigrationFailed` naming `resume_rollback`."""
+    on, within `patterns` (the run's own; give them when `state` was read back from the
+    storage) and the recorded ones. Returns the sentence to report (it says whether the target
+    was rolled back). A failing rollback raises `MigrationFailed` naming `resume_rollback`."""
     state.error = message
     if state.needs_rollback and rollback_on_failure:
         try:
-            rollback(target, fs, root, state, progress)
+            rollback(target, fs, root, state, progress, patterns=tuple(patterns) if patterns else None)
         except SessionMigrationError as rb_exc:
             state.error = f"{message}; the rollback failed too ({rb_exc}); finish it with resume_rollback {state.migration_id}"
             state.save(fs, root)
@@ -559,18 +733,18 @@ def handle_failure(target: RedisEndpoint, fs, root: str, state: MigrationState, 
     return f"Migration {state.migration_id} failed before any write to the target: {message}"
 
 
-def record_interruption(fs, root: str, migration_id: str, exc: BaseException) -> None:
+def record_interruption(fs, root: str, migration_id: str, exc: BaseException, keyring: Keyring | None = None) -> None:
     """Ctrl-C or SIGTERM during a migration: the state file says so; a rollback, if writes had
     begun, is the operator's call (`resume_rollback`)."""
-    state = MigrationState.load(fs, root, migration_id)
+    state = MigrationState.load(fs, root, migration_id, keyring)
     state.error = f"interrupted ({exc.__class__.__name__})"
     state.save(fs, root)
 
 
 def record_step(fs, root: str, migration_id: str, step: str, counts: dict[str, Any] | None = None,
-                **fields: Any) -> MigrationState:
+                *, keyring: Keyring | None = None, **fields: Any) -> MigrationState:
     """Load the state, merge `counts` (step name -> numbers) and `fields`, move to `step`, save."""
-    state = MigrationState.load(fs, root, migration_id)
+    state = MigrationState.load(fs, root, migration_id, keyring)
     if counts:
         state.counts.update(counts)
     if step == "done" and "finished_at" not in fields:
@@ -579,8 +753,8 @@ def record_step(fs, root: str, migration_id: str, step: str, counts: dict[str, A
     return state
 
 
-def result_summary(fs, root: str, migration_id: str) -> dict[str, Any]:
-    return _result(fs, root, MigrationState.load(fs, root, migration_id)).summary()
+def result_summary(fs, root: str, migration_id: str, keyring: Keyring | None = None) -> dict[str, Any]:
+    return _result(fs, root, MigrationState.load(fs, root, migration_id, keyring)).summary()
 
 
 def migrate(source: str | RedisEndpoint, target: str | RedisEndpoint, backup_path: str, *,

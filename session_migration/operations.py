@@ -25,6 +25,7 @@ from .options import BackupOptions, RestoreOptions
 from .plan import PLAN_KEYS
 from .retention import RetentionOptions
 from .runner import Runner
+from .signing import KeySource
 from .snapshot import PRE_IMAGE_SUFFIX, new_snapshot_id
 from .storage import Location
 from .transfer import TransferOptions
@@ -60,7 +61,8 @@ def _size(n: int) -> str:
 # -- backup ------------------------------------------------------------------------------------
 
 
-def backup_sessions(run: Runner, source: Connection, backup_path: Location, options: BackupOptions) -> dict[str, Any]:
+def backup_sessions(run: Runner, source: Connection, backup_path: Location, options: BackupOptions,
+                    keys: KeySource | None = None) -> dict[str, Any]:
     """Preflight, then the resumable copy into a snapshot (or, as a dry run, the counts only)."""
     if options.snapshot_id is None and not options.dry_run:
         options = replace(options, snapshot_id=new_snapshot_id())  # fixed first, so a retry resumes it
@@ -73,7 +75,7 @@ def backup_sessions(run: Runner, source: Connection, backup_path: Location, opti
                 "already written are reused")
     progress = run.progress("backup-progress", f"Backup {options.snapshot_id or '(dry run)'}")
     started = time.monotonic()
-    summary = run.step(steps.back_up, source, backup_path, options, progress)
+    summary = run.step(steps.back_up, source, backup_path, options, progress, keys)
     progress.done()
     elapsed = time.monotonic() - started
     summary["source"] = info["source"]
@@ -93,7 +95,7 @@ def backup_sessions(run: Runner, source: Connection, backup_path: Location, opti
 
 
 def _write_parts(run: Runner, snapshot: Location, target: Connection, options: RestoreOptions,
-                 check: dict[str, Any], progress_key: str) -> dict[str, Any]:
+                 check: dict[str, Any], progress_key: str, keys: KeySource | None) -> dict[str, Any]:
     """Write every part (one step each; done parts are skipped), then total up."""
     if check["done"]:
         run.say(f"Resuming the restore of {check['snapshot_id']}: {len(check['done']):,} of "
@@ -101,28 +103,31 @@ def _write_parts(run: Runner, snapshot: Location, target: Connection, options: R
     progress = run.progress(progress_key, f"Restore {check['snapshot_id']}")
     resumed = 0
     for name in check["parts"]:
-        done = run.step(steps.restore_part, snapshot, target, name, options, progress)
+        done = run.step(steps.restore_part, snapshot, target, name, options, progress, keys)
         resumed += bool(done["resumed"])
     progress.done()
-    return run.step(steps.finish_restore, snapshot, target, options, resumed, check["server"])
+    return run.step(steps.finish_restore, snapshot, target, options, resumed, check["server"], keys)
 
 
-def restore_sessions(run: Runner, snapshot: Location, target: Connection, options: RestoreOptions) -> dict[str, Any]:
+def restore_sessions(run: Runner, snapshot: Location, target: Connection, options: RestoreOptions,
+                     keys: KeySource | None = None) -> dict[str, Any]:
     """Validate and plan, then write part by part (resumable); a dry run stops at the plan."""
     run.say(f"Validating the snapshot and connecting to {shown(target)} ...")
-    check = run.step(steps.check_restore, snapshot, target, options)
+    check = run.step(steps.check_restore, snapshot, target, options, keys)
     if options.dry_run:
         plan = check.get("plan", {})
         summary = {
             "snapshot": check["snapshot"], "snapshot_id": check["snapshot_id"], "target": check["target"],
             "server": check["server"], "dry_run": True, "parts": len(check["parts"]),
-            **{k: plan.get(k, 0) for k in ("rows", "not_selected", "expired_on_arrival", "below_min_ttl", *PLAN_KEYS)},
+            **{k: plan.get(k, 0) for k in ("rows", "not_selected", "expired_on_arrival", "below_min_ttl",
+                                           "outside_default_patterns", *PLAN_KEYS)},
+            **{k: check[k] for k in ("scope_from",) if k in check},
         }
         run.say(f"Dry run: would create {summary['would_create']:,}, overwrite {summary['would_overwrite']:,}, "
                 f"skip {summary['would_skip_existing']:,}; nothing written")
         return summary
     started = time.monotonic()
-    summary = _write_parts(run, snapshot, target, options, check, "restore-progress")
+    summary = _write_parts(run, snapshot, target, options, check, "restore-progress", keys)
     elapsed = time.monotonic() - started
     run.say(f"Restored {summary['written']:,} keys ({summary['created']:,} created, {summary['overwritten']:,} "
             f"overwritten) into {summary['target']} in {elapsed:,.1f} s ({_rate(summary['written'], elapsed)}); "
@@ -136,10 +141,10 @@ _TRANSFER_COUNTS = ("scanned", "keys", "vanished", "duplicates", "expired_on_arr
 
 
 def transfer_sessions(run: Runner, source: Connection, target: Connection, options: TransferOptions,
-                      checkpoint_path: Location | None = None) -> dict[str, Any]:
+                      checkpoint_path: Location | None = None, keys: KeySource | None = None) -> dict[str, Any]:
     """Preflight (and the checkpoint), then one resumable streamed copy."""
     run.say(f"Connecting to {shown(source)} and {shown(target)} ...")
-    check = run.step(steps.check_transfer, source, target, options, checkpoint_path)
+    check = run.step(steps.check_transfer, source, target, options, checkpoint_path, keys)
     if options.dry_run:
         plan = check.get("plan", {})
         summary = {"source": check["source"], "target": check["target"], "source_server": check["source_server"],
@@ -152,7 +157,7 @@ def transfer_sessions(run: Runner, source: Connection, target: Connection, optio
         run.say(f"Resuming the transfer from its checkpoint {check['checkpoint']}")
     progress = run.progress("transfer-progress", "Transfer")
     started = time.monotonic()
-    summary = run.step(steps.transfer, source, target, options, checkpoint_path, progress)
+    summary = run.step(steps.transfer, source, target, options, checkpoint_path, progress, keys)
     progress.done()
     elapsed = time.monotonic() - started
     run.say(f"Transferred {summary['written']:,} keys ({summary['created']:,} created, {summary['overwritten']:,} "
@@ -164,10 +169,10 @@ def transfer_sessions(run: Runner, source: Connection, target: Connection, optio
 
 
 def verify_sessions(run: Runner, a: Connection | Location, b: Connection | Location,
-                    options: VerifyOptions) -> dict[str, Any]:
+                    options: VerifyOptions, keys: KeySource | None = None) -> dict[str, Any]:
     """Compare A and B key by key, both directions."""
     progress = run.progress("verify-progress", "Verify")
-    report = run.step(steps.verify, a, b, options, progress)
+    report = run.step(steps.verify, a, b, options, progress, keys)
     progress.done()
     mismatches = ", ".join(f"{c} {n:,}" for c, n in report["counts"].items() if n and c != "OK")
     run.say(f"Verify {'OK' if report['ok'] else 'MISMATCH'}: {report['counts']['OK']:,} keys equal"
@@ -175,31 +180,34 @@ def verify_sessions(run: Runner, a: Connection | Location, b: Connection | Locat
     return report
 
 
-def validate_snapshot(run: Runner, snapshot: Location, check_rows: bool = True) -> dict[str, Any]:
-    """Manifest, every part's sha256/rows/schema, unlisted files, duplicate and out-of-scope rows."""
-    report = run.step(steps.validate, snapshot, check_rows)
+def validate_snapshot(run: Runner, snapshot: Location, check_rows: bool = True,
+                      keys: KeySource | None = None) -> dict[str, Any]:
+    """Manifest (and its signature, with a key), every part's sha256/rows/schema, unlisted files,
+    duplicate and out-of-scope rows."""
+    report = run.step(steps.validate, snapshot, check_rows, keys)
     run.say(f"Snapshot {report['snapshot']}: {'valid' if report['valid'] else 'INVALID'}, "
             f"{report['parts_checked']:,} part(s), {report['rows_checked']:,} rows checked")
     return report
 
 
 def audit_report(run: Runner, snapshot: Location | None, output: Location | None = None,
-                 max_age_ms: dict[str, int] | None = None, backup_path: Location | None = None) -> dict[str, Any]:
+                 max_age_ms: dict[str, int] | None = None, backup_path: Location | None = None,
+                 keys: KeySource | None = None) -> dict[str, Any]:
     """Validate, count, judge every session, and write report.html/.md/.json and findings.csv.
     Without `snapshot`, the newest backup under `backup_path` is audited (a scheduled audit)."""
     if snapshot is None:
         if backup_path is None:
             raise InvalidParameter("Name the snapshot to audit, or a backup_path whose newest backup is audited.")
-        snapshot = run.step(steps.newest_backup, backup_path)
+        snapshot = run.step(steps.newest_backup, backup_path, keys)
         run.say(f"Auditing the newest backup: {snapshot}")
-    validation = run.step(steps.validate, snapshot)
+    validation = run.step(steps.validate, snapshot, True, keys)
     if any(p["code"] == "not-found" for p in validation["problems"]):
         raise SnapshotNotFound(validation["problems"][0]["message"])
-    return _audit(run, snapshot, validation, output, max_age_ms)
+    return _audit(run, snapshot, validation, output, max_age_ms, keys)
 
 
 def _audit(run: Runner, snapshot: Location, validation: dict[str, Any], output: Location | None,
-           max_age_ms: dict[str, int] | None) -> dict[str, Any]:
+           max_age_ms: dict[str, int] | None, keys: KeySource | None) -> dict[str, Any]:
     from .storage import child
 
     stats = run.step(steps.compute_stats, snapshot, validation, max_age_ms)
@@ -213,11 +221,11 @@ def _audit(run: Runner, snapshot: Location, validation: dict[str, Any], output: 
 
 
 def cleanup_expired_sessions(run: Runner, source: Connection, options: CleanupOptions,
-                             backup_path: Location | None = None) -> dict[str, Any]:
+                             backup_path: Location | None = None, keys: KeySource | None = None) -> dict[str, Any]:
     """Classify every key in scope; with apply, snapshot the chosen ones, then delete them."""
     run.say(f"Connecting to {shown(source)} ...")
     progress = run.progress("cleanup-progress", "Cleanup" if options.apply else "Cleanup (dry run)")
-    report = run.step(steps.clean_up, source, options, backup_path, progress)
+    report = run.step(steps.clean_up, source, options, backup_path, progress, keys)
     progress.done()
     if options.apply:
         run.say(f"Cleanup: {report['scanned']:,} keys scanned, {report['deleted']:,} deleted, {report['changed']:,} "
@@ -227,8 +235,9 @@ def cleanup_expired_sessions(run: Runner, source: Connection, options: CleanupOp
     return report
 
 
-def prune_snapshots(run: Runner, backup_path: Location, options: RetentionOptions) -> dict[str, Any]:
-    plan = run.step(steps.prune, backup_path, options)
+def prune_snapshots(run: Runner, backup_path: Location, options: RetentionOptions,
+                    keys: KeySource | None = None) -> dict[str, Any]:
+    plan = run.step(steps.prune, backup_path, options, keys)
     verb = "would delete" if plan["dry_run"] else "deleted"
     run.say(f"Retention in {plan['root']}: keep {len(plan['keep']):,}, {verb} {len(plan['delete']):,} snapshot(s)")
     return plan
@@ -238,7 +247,7 @@ def prune_snapshots(run: Runner, backup_path: Location, options: RetentionOption
 
 
 def full_migration(run: Runner, source: Connection, target: Connection, backup_path: Location,
-                   options: MigrationOptions) -> dict[str, Any]:
+                   options: MigrationOptions, keys: KeySource | None = None) -> dict[str, Any]:
     """Backup -> validate -> pre-image -> restore -> verify -> audit; on a failure after the first
     write, the target is put back as its pre-image says. The state file
     `<backup_path>/migrations/<id>.json` records every step (see migration.py).
@@ -252,19 +261,19 @@ def full_migration(run: Runner, source: Connection, target: Connection, backup_p
         run.reached("restore_plan", plan["restore_plan"])
         return {"dry_run": True, **checked, **plan}
     migration_id = new_migration_id()
-    started = run.step(steps.start_migration, source, target, backup_path, options, migration_id)
+    started = run.step(steps.start_migration, source, target, backup_path, options, migration_id, keys)
     run.reached("started", {"migration_id": migration_id, "state_file": started["state_file"]})
     run.say(f"Migration {migration_id} started; its state file: {started['state_file']}")
 
     def record(step: str, counts: dict[str, Any] | None = None, **fields: Any) -> None:
-        run.step(steps.record_migration_step, backup_path, migration_id, step, counts, fields or None)
+        run.step(steps.record_migration_step, backup_path, migration_id, step, counts, fields or None, keys)
 
     try:
-        backup = backup_sessions(run, source, backup_path, options.backup_options(snapshot_id=new_snapshot_id()))
+        backup = backup_sessions(run, source, backup_path, options.backup_options(snapshot_id=new_snapshot_id()), keys)
         record("backed_up", {"backup": backup}, snapshot=backup["snapshot"], snapshot_id=backup["snapshot_id"])
         run.reached("backup", backup)
         snapshot = _below(backup_path, backup["snapshot_id"])
-        validation = run.step(steps.validate, snapshot)
+        validation = run.step(steps.validate, snapshot, True, keys)
         checked_rows = {k: validation[k] for k in ("valid", "rows_checked", "problems")}
         if not validation["valid"]:
             record("backed_up", {"validate": checked_rows})
@@ -272,24 +281,24 @@ def full_migration(run: Runner, source: Connection, target: Connection, backup_p
             raise SnapshotInvalid(f"The source snapshot {backup['snapshot']} is not valid: {problems}")
         record("validated", {"validate": checked_rows})
         run.reached("validate", checked_rows)
-        pre = run.step(steps.take_pre_image, target, backup_path, options, new_snapshot_id() + PRE_IMAGE_SUFFIX)
+        pre = run.step(steps.take_pre_image, target, backup_path, options, new_snapshot_id() + PRE_IMAGE_SUFFIX, keys)
         record("pre_image", {"pre_image": pre}, pre_image=pre["snapshot"], pre_image_id=pre["snapshot_id"])
         run.reached("pre_image", pre)
         run.say(f"Pre-image of the target: {pre['keys']:,} keys in scope, in {pre['snapshot']}")
         record("restoring")  # from here on, a failure rolls the target back
         restore_options = options.restore_options()
-        check = run.step(steps.check_restore, snapshot, target, restore_options)
-        restored = _write_parts(run, snapshot, target, restore_options, check, "migration-restore-progress")
+        check = run.step(steps.check_restore, snapshot, target, restore_options, keys)
+        restored = _write_parts(run, snapshot, target, restore_options, check, "migration-restore-progress", keys)
         record("restored", {"restore": restored})
         run.reached("restore", restored)
         run.say(f"Restored {restored['written']:,} keys ({restored['created']:,} created, "
                 f"{restored['overwritten']:,} overwritten)")
         if options.verify:
             progress = run.progress("migration-verify-progress", "Verify")
-            report = run.step(steps.verify, snapshot, target, options.verify_options(), progress)
+            report = run.step(steps.verify, snapshot, target, options.verify_options(), progress, keys)
             progress.done()
             judged = run.step(steps.judge_verification, report, target, backup_path, backup["snapshot_id"],
-                              pre["snapshot_id"], options)
+                              pre["snapshot_id"], options, keys)
             record("restored", None, verify=judged)
             run.reached("verify", judged)
             if not judged["ok"]:
@@ -299,18 +308,18 @@ def full_migration(run: Runner, source: Connection, target: Connection, backup_p
         record("verified")
     except Exception as exc:  # every failure is recorded and, after a write, rolled back
         outcome = run.step(steps.handle_migration_failure, target, backup_path, migration_id,
-                           str(exc) or exc.__class__.__name__, options.rollback_on_failure, run.reached)
+                           str(exc) or exc.__class__.__name__, options, run.reached, keys)
         run.say(outcome["message"])
         raise MigrationFailed(outcome["message"], outcome["summary"]) from exc
     except BaseException as exc:  # Ctrl-C, SIGTERM: recorded; rolling back is the operator's call
-        steps.record_interruption(backup_path, migration_id, exc)
+        steps.record_interruption(backup_path, migration_id, exc, keys)
         raise
-    audit = _audit(run, snapshot, validation, None, None)
+    audit = _audit(run, snapshot, validation, None, None, keys)
     record("audited", None, audit=audit["files"])
     run.reached("audit", audit["files"])
     record("done")
     run.reached("done", {"migration_id": migration_id})
-    summary = run.step(steps.migration_summary, backup_path, migration_id)
+    summary = run.step(steps.migration_summary, backup_path, migration_id, keys)
     run.say(f"Migration {migration_id} done: {summary['restore']['written']:,} keys moved; "
             f"audit report: {summary['audit']['html']}")
     return summary

@@ -20,12 +20,9 @@ from .options import BackupOptions, RestoreOptions
 from .patterns import DEFAULT_PATTERNS
 from .retention import RetentionOptions
 from .runner import Runner
+from .signing import KeySource
 from .transfer import TransferOptions
 from .verify import VerifyOptions
-
-# Flow parameters that name where the work happens (connections, locations), not how it is done.
-LOCATIONS = frozenset({"source", "target", "a", "b", "snapshot", "backup_path", "output", "checkpoint_path"})
-
 
 def _given(params: Mapping[str, Any], *names: str) -> dict[str, Any]:
     """The named parameters that were given (not None)."""
@@ -120,21 +117,36 @@ OPTIONS_FROM_PARAMS = {
     "full_migration": migration_options,
 }
 
+def key_source(params: Mapping[str, Any]) -> KeySource:
+    """Where the run's signing keys come from: a Secret block's name, or the environment."""
+    block = params.get("signing_key_block")
+    if block is not None and (not isinstance(block, str) or not block.strip()):
+        raise InvalidParameter(f"signing_key_block must be the name of a Prefect Secret block; got {block!r}.")
+    allow_unsigned = params.get("allow_unsigned", False)
+    if not isinstance(allow_unsigned, bool):
+        raise InvalidParameter(f"allow_unsigned must be true or false; got {allow_unsigned!r}.")
+    return KeySource(block=block or None, allow_unsigned=allow_unsigned)
+
+
 # flow function name -> the operation it runs, called with the flow's own parameters
 _OPERATIONS: dict[str, Callable[[Runner, Mapping[str, Any]], dict[str, Any]]] = {
-    "backup_sessions": lambda run, p: operations.backup_sessions(run, p["source"], p["backup_path"], backup_options(p)),
-    "restore_sessions": lambda run, p: operations.restore_sessions(run, p["snapshot"], p["target"], restore_options(p)),
+    "backup_sessions": lambda run, p: operations.backup_sessions(
+        run, p["source"], p["backup_path"], backup_options(p), key_source(p)),
+    "restore_sessions": lambda run, p: operations.restore_sessions(
+        run, p["snapshot"], p["target"], restore_options(p), key_source(p)),
     "transfer_sessions": lambda run, p: operations.transfer_sessions(
-        run, p["source"], p["target"], transfer_options(p), p.get("checkpoint_path")),
-    "verify_sessions": lambda run, p: operations.verify_sessions(run, p["a"], p["b"], verify_options(p)),
-    "validate_snapshot": lambda run, p: operations.validate_snapshot(run, p["snapshot"], validate_check_rows(p)),
-    "audit_report": lambda run, p: operations.audit_report(run, p.get("snapshot"), p.get("output"), audit_max_age_ms(p),
-                                                           p.get("backup_path")),
+        run, p["source"], p["target"], transfer_options(p), p.get("checkpoint_path"), key_source(p)),
+    "verify_sessions": lambda run, p: operations.verify_sessions(run, p["a"], p["b"], verify_options(p), key_source(p)),
+    "validate_snapshot": lambda run, p: operations.validate_snapshot(
+        run, p["snapshot"], validate_check_rows(p), key_source(p)),
+    "audit_report": lambda run, p: operations.audit_report(
+        run, p.get("snapshot"), p.get("output"), audit_max_age_ms(p), p.get("backup_path"), key_source(p)),
     "cleanup_expired_sessions": lambda run, p: operations.cleanup_expired_sessions(
-        run, p["source"], cleanup_options(p), p.get("backup_path")),
-    "prune_snapshots": lambda run, p: operations.prune_snapshots(run, p["backup_path"], retention_options(p)),
+        run, p["source"], cleanup_options(p), p.get("backup_path"), key_source(p)),
+    "prune_snapshots": lambda run, p: operations.prune_snapshots(
+        run, p["backup_path"], retention_options(p), key_source(p)),
     "full_migration": lambda run, p: operations.full_migration(
-        run, p["source"], p["target"], p["backup_path"], migration_options(p)),
+        run, p["source"], p["target"], p["backup_path"], migration_options(p), key_source(p)),
 }
 
 

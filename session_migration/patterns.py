@@ -29,6 +29,10 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
 )
 
 
+MAX_PATTERNS = 256  # the manifest schema allows no more: a manifest must stay cheap to check
+MAX_PATTERN_CHARS = 1024
+
+
 def check_patterns(patterns: Iterable[str]) -> tuple[str, ...]:
     """Validate patterns up front; an empty or blank pattern would mean "nothing" or "everything"."""
     from .errors import InvalidParameter
@@ -36,11 +40,13 @@ def check_patterns(patterns: Iterable[str]) -> tuple[str, ...]:
     result = tuple(patterns)
     if not result:
         raise InvalidParameter("No key pattern given; give at least one, e.g. --pattern 'sess:*'.")
+    if len(result) > MAX_PATTERNS:
+        raise InvalidParameter(f"{len(result)} key patterns given; at most {MAX_PATTERNS} are allowed.")
     for pattern in result:
         if not isinstance(pattern, str) or not pattern.strip():
             raise InvalidParameter(f"Key pattern {pattern!r} is empty.")
-        if len(pattern) > 1024:
-            raise InvalidParameter(f"Key pattern {pattern[:40]!r}... is longer than 1024 characters.")
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise InvalidParameter(f"Key pattern {pattern[:40]!r}... is longer than {MAX_PATTERN_CHARS} characters.")
     if len(set(result)) != len(result):
         raise InvalidParameter("The same key pattern is given twice.")
     return result

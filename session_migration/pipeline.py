@@ -31,7 +31,9 @@ from .preflight import check_snapshot_free
 from .options import BackupOptions
 from .schema import FORMAT_NAME, FORMAT_VERSION, schema_description
 from .seen import SeenKeys
+from .signing import Keyring, resolve
 from .sinks.parquet import PartWriter
+from .manifest import MAX_PARTS, PURPOSE as MANIFEST_PURPOSE
 from .snapshot import MANIFEST, PARTS, Snapshot, manifest_bytes, new_snapshot_id, open_snapshot, snapshot_dir
 from .prefetch import prefetch
 from .sources.redis import Chunk, RedisSource, ServerInfo
@@ -186,10 +188,13 @@ def run_backup(
     root: str,
     options: BackupOptions,
     progress: ProgressFn | None = None,
+    keyring: Keyring | None = None,
 ) -> BackupResult:
-    """Back up the keys matching `options.patterns` into a snapshot under `root`."""
+    """Back up the keys matching `options.patterns` into a snapshot under `root`; signed when
+    a signing key is configured (`keyring`, default: the environment's)."""
     if options.dry_run:
         return _dry_run(endpoint, options, progress)
+    keyring = resolve(keyring)
     snapshot_id = options.snapshot_id or new_snapshot_id()
     path = snapshot_dir(root, snapshot_id)
     storage.check_writable(fs, root)
@@ -197,10 +202,10 @@ def run_backup(
     source = RedisSource(endpoint, preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump)
     try:
         job = _Job(source, options, progress)
-        checkpoint = _start_or_resume(job, fs, path, snapshot_id, endpoint, options)
+        checkpoint = _start_or_resume(job, fs, path, snapshot_id, endpoint, options, keyring)
         resumed_parts = len(checkpoint.parts)
         _copy(job, fs, path, checkpoint)
-        manifest = _commit(fs, path, checkpoint, source.info, endpoint, options)
+        manifest = _commit(fs, path, checkpoint, source.info, endpoint, options, keyring)
     finally:
         source.close()
     return BackupResult(
@@ -213,12 +218,12 @@ def run_backup(
 
 
 def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: RedisEndpoint,
-                     options: BackupOptions) -> BackupCheckpoint:
-    checkpoint = load_checkpoint(fs, path)
+                     options: BackupOptions, keyring: Keyring) -> BackupCheckpoint:
+    checkpoint = load_checkpoint(fs, path, keyring)
     if checkpoint is None:
         checkpoint = BackupCheckpoint(snapshot_id=snapshot_id, started_at=_now(),
                                       source=endpoint.display_url, options=options.for_manifest(),
-                                      positions=[(0, 0)] * job.workers(fs))
+                                      positions=[(0, 0)] * job.workers(fs), keyring=keyring)
         checkpoint.save(fs, path)
         return checkpoint
     if checkpoint.options != options.for_manifest() or checkpoint.source != endpoint.display_url:
@@ -284,8 +289,11 @@ def _copy_here(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
 
 
 def _commit(fs, path: str, checkpoint: BackupCheckpoint, info: ServerInfo, endpoint: RedisEndpoint,
-            options: BackupOptions) -> dict[str, Any]:
-    """Remove stray part files, write the manifest (the commit marker), drop the checkpoint."""
+            options: BackupOptions, keyring: Keyring) -> dict[str, Any]:
+    """Remove stray part files, write the (signed) manifest, the commit marker; drop the checkpoint."""
+    if len(checkpoint.parts) > MAX_PARTS:
+        raise InvalidParameter(f"The snapshot would have {len(checkpoint.parts):,} parts, more than the format's "
+                               f"{MAX_PARTS:,}; back up with a larger part_rows.")
     listed = {p.name for p in checkpoint.parts}
     parts_dir = storage.join(path, PARTS)
     for entry in fs.ls(parts_dir, detail=False) if fs.exists(parts_dir) else []:
@@ -306,9 +314,9 @@ def _commit(fs, path: str, checkpoint: BackupCheckpoint, info: ServerInfo, endpo
         "totals": checkpoint.counters.as_dict(),
         "schema": schema_description(),
     }
-    storage.write_atomic(fs, storage.join(path, MANIFEST), manifest_bytes(manifest))
+    storage.write_atomic(fs, storage.join(path, MANIFEST), manifest_bytes(keyring.sign(manifest, MANIFEST_PURPOSE)))
     remove_checkpoint(fs, path)
-    return open_snapshot(fs, path, verify=False).manifest
+    return open_snapshot(fs, path, verify=False, keyring=keyring).manifest
 
 
 def write_snapshot(
@@ -318,9 +326,11 @@ def write_snapshot(
     endpoint: RedisEndpoint,
     info: ServerInfo,
     options: BackupOptions,
+    keyring: Keyring | None = None,
 ) -> BackupResult:
     """Commit already-read rows (pattern, batch) as a snapshot: the pre-image of a cleanup or a
     migration. Not resumable: these snapshots are small and written just before a change."""
+    keyring = resolve(keyring)
     snapshot_id = options.snapshot_id or new_snapshot_id()
     path = snapshot_dir(root, snapshot_id)
     storage.check_writable(fs, root)
@@ -344,7 +354,7 @@ def write_snapshot(
     finally:
         if part is not None:
             part.abort()
-    manifest = _commit(fs, path, checkpoint, info, endpoint, options)
+    manifest = _commit(fs, path, checkpoint, info, endpoint, options, keyring)
     return BackupResult(snapshot_id=snapshot_id, url=storage.unstrip(fs, path), counters=checkpoint.counters,
                         manifest=manifest)
 

@@ -3,11 +3,16 @@
 Order of work, so that nothing is written unless everything checks out:
 
 1. `validate_snapshot` (manifest, every part's sha256/rows/schema, duplicate and out-of-scope
-   rows). An invalid snapshot raises `SnapshotInvalid` listing its problems; nothing is written.
+   rows; with a signing key, the signature). An invalid snapshot raises `SnapshotInvalid`
+   listing its problems; nothing is written.
 2. A planning pass over the `key` and `expire_at_ms` columns (only when needed): a rename that
    makes two keys collide is refused; with `on_conflict="fail"` pipelined EXISTS over every row
    that would be written refuses the restore if any exists on the target; a dry run returns
    the plan (would create / overwrite / skip / expire on arrival) and stops there.
+   What may be written (`write_scope`): the restore's patterns; without them, the manifest's
+   scope only when a configured key verified its signature, else the default session
+   patterns. Whoever can write to the storage can rewrite a manifest's scope, so an unsigned
+   one never widens what is written; rows outside are counted (`outside_default_patterns`).
 3. One part at a time: rows are selected by the restore's patterns, renamed, given their
    expiry by the TTL policy (all columnar, per batch), and written by `RedisSink`: strings as
    pipelined SETs sent without waiting for the replies of the batch before. After each part
@@ -34,8 +39,9 @@ import pyarrow as pa
 
 from . import storage
 from .endpoints import RedisEndpoint
-from .errors import InvalidParameter, ScopeViolation, SnapshotInvalid, TerminalError
+from .errors import InvalidParameter, ScopeViolation, SignatureInvalid, SnapshotInvalid, TerminalError
 from .options import RestoreOptions
+from .patterns import DEFAULT_PATTERNS
 from .plan import (
     PLAN_KEYS, RenameCollisions, RunCheckpoint, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
     write_batch,
@@ -43,6 +49,7 @@ from .plan import (
 from .prefetch import prefetch
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
+from .signing import Keyring, resolve
 from .sinks.redis import RedisSink, SinkTotals
 from .snapshot import PartInfo, Snapshot, open_snapshot, verify_part
 from .validation import validate_snapshot
@@ -65,6 +72,7 @@ class RenameCollision(InvalidParameter):
 class RestoreCounters(SinkTotals):
     rows: int = 0  # rows read from the snapshot's parts
     not_selected: int = 0  # rows outside the restore's patterns (left alone)
+    outside_default_patterns: int = 0  # no patterns, unsigned manifest: rows outside the session patterns (left alone)
     written: int = 0  # keys written = created + overwritten
     created: int = 0
     overwritten: int = 0
@@ -106,27 +114,52 @@ class RestoreResult:
     checkpoint: str | None = None
     plan: dict[str, int] | None = None
     server: str | None = None
+    scope_from: str | None = None  # what decided the keys that may be written (`write_scope`)
 
     def summary(self) -> dict[str, Any]:
         head = {"snapshot": self.snapshot, "snapshot_id": self.snapshot_id, "target": self.target,
-                "dry_run": self.dry_run, "parts": self.parts, "resumed_parts": self.resumed_parts}
+                "dry_run": self.dry_run, "parts": self.parts, "resumed_parts": self.resumed_parts,
+                "scope_from": self.scope_from}
         return run_summary(head, self.counters, checkpoint=self.checkpoint, plan=self.plan, server=self.server)
 
 
 # -- per-row rules -------------------------------------------------------------------------------
 
 
+SCOPE_FROM_PATTERNS = "patterns"
+SCOPE_FROM_SIGNED_MANIFEST = "signed manifest"
+SCOPE_FROM_DEFAULTS = "default session patterns"
+
+
+def write_scope(snapshot: Snapshot, options: RestoreOptions) -> tuple[str, tuple[str, ...] | None]:
+    """Where the keys a restore may write come from, and their patterns (None: the manifest's
+    whole scope): the operator's patterns; else a manifest whose signature a configured key
+    verified; else the default session patterns. An unsigned scope is never an authority."""
+    if options.patterns is not None:
+        return SCOPE_FROM_PATTERNS, options.patterns
+    if snapshot.trusted:
+        return SCOPE_FROM_SIGNED_MANIFEST, None
+    return SCOPE_FROM_DEFAULTS, DEFAULT_PATTERNS
+
+
 class _Rules(WriteRules):
     """Scope, selection, rename and expiry for one restore."""
 
-    def __init__(self, manifest: dict[str, Any], options: RestoreOptions):
+    def __init__(self, snapshot: Snapshot, options: RestoreOptions):
         super().__init__(options)
-        self.scope = ScopeMatcher(manifest.get("scope", {}).get("patterns") or ["*"])
-        self.select = ScopeMatcher(options.patterns) if options.patterns is not None else None
-        self.finished_ms = _iso_ms(manifest["finished_at"])
+        declared = snapshot.manifest["scope"]["patterns"]
+        self.scope = ScopeMatcher(declared)
+        self.scope_from, patterns = write_scope(snapshot, options)
+        # A row outside the declared scope refuses its part (below), so when every declared
+        # pattern is one of `patterns` there is nothing left to select: no second pass per batch.
+        covered = patterns is None or set(declared) <= set(patterns)
+        self.select = None if covered else ScopeMatcher(patterns)
+        # the count rows left out go to: chosen by the operator, or by the missing signature
+        self.unselected = "outside_default_patterns" if self.scope_from == SCOPE_FROM_DEFAULTS else "not_selected"
+        self.finished_ms = _iso_ms(snapshot.manifest["finished_at"])
 
     def selected(self, batch: pa.RecordBatch, part: str) -> pa.RecordBatch:
-        """The rows of `batch` the restore's patterns select (Redis MATCH rules, as validation);
+        """The rows of `batch` the write scope selects (Redis MATCH rules, as validation);
         a row outside the snapshot's scope refuses the part."""
         keys = batch.column("key")
         outside = np.flatnonzero(~self.scope.mask(keys))
@@ -154,7 +187,10 @@ def _now_iso() -> str:
 
 
 def checkpoint_path(snapshot: Snapshot, endpoint: RedisEndpoint, options: RestoreOptions) -> str:
-    ident = json.dumps({"target": endpoint.identity, "options": options.for_checkpoint()}, sort_keys=True)
+    """`<snapshot>/restores/<16 hex>.json`, named by the target, the options and the write scope."""
+    scope_from, patterns = write_scope(snapshot, options)
+    ident = json.dumps({"target": endpoint.identity, "options": options.for_checkpoint(),
+                        "scope": [scope_from, list(patterns) if patterns else None]}, sort_keys=True)
     return storage.join(snapshot.path, RESTORES, hashlib.sha256(ident.encode()).hexdigest()[:16] + ".json")
 
 
@@ -170,6 +206,26 @@ class RestoreCheckpoint(RunCheckpoint):
 
     run = "restore"
 
+    def _checked(self) -> RestoreCheckpoint:
+        if not isinstance(self.parts, dict) or not all(
+                isinstance(counts, dict) and all(isinstance(v, int) for v in counts.values())
+                for counts in self.parts.values()):
+            raise TypeError("parts is not an object of per-part counts")
+        if not isinstance(self.preflight_passed, bool):
+            raise TypeError("preflight_passed is not true or false")
+        return self
+
+
+def _load_checkpoint(snap: Snapshot, endpoint: RedisEndpoint, options: RestoreOptions, path: str,
+                     keyring: Keyring) -> RestoreCheckpoint | None:
+    """This restore's checkpoint, if any, checked to be this restore's: it can only say which
+    parts are done, never what is written."""
+    checkpoint = RestoreCheckpoint.load(snap.fs, path, keyring)
+    if checkpoint is not None:
+        checkpoint.check_belongs(snap.fs, path, snapshot_id=snap.snapshot_id, target=endpoint.identity,
+                                 options=options.for_checkpoint())
+    return checkpoint
+
 
 # -- the steps -----------------------------------------------------------------------------------
 
@@ -181,24 +237,37 @@ def _resolve(snapshot: storage.Location | Snapshot,
     return storage.locate(snapshot, storage_options)
 
 
-def _validated(snapshot: storage.Location | Snapshot, storage_options: dict[str, Any] | None = None) -> Snapshot:
+def _validated(snapshot: storage.Location | Snapshot, storage_options: dict[str, Any] | None,
+               keyring: Keyring) -> Snapshot:
     fs, path = _resolve(snapshot, storage_options)
-    report = validate_snapshot(fs, path)
+    report = validate_snapshot(fs, path, keyring=keyring)
     if not report.valid:
         problems = " ".join(f"[{p.code}] {p.message}" for p in report.problems)
-        raise SnapshotInvalid(f"Snapshot {report.snapshot} is not valid; nothing was written. {problems}")
-    return open_snapshot(fs, path, verify=False)
+        signature = any(p.code in ("unsigned", "signature-invalid") for p in report.problems)
+        raise (SignatureInvalid if signature else SnapshotInvalid)(
+            f"Snapshot {report.snapshot} is not valid; nothing was written. {problems}")
+    return open_snapshot(fs, path, verify=False, keyring=keyring)
+
+
+def _opened(snapshot: storage.Location | Snapshot, storage_options: dict[str, Any] | None,
+            keyring: Keyring) -> Snapshot:
+    if isinstance(snapshot, Snapshot):
+        return snapshot
+    fs, path = storage.locate(snapshot, storage_options)
+    return open_snapshot(fs, path, verify=False, keyring=keyring)
 
 
 def check_restore(snapshot: storage.Location | Snapshot, endpoint: RedisEndpoint, options: RestoreOptions,
-                  *, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything before the first write: validation, rename collisions, the `fail` preflight,
-    the checkpoint (started or resumed). A dry run returns its plan here and writes nothing."""
-    snap = _validated(snapshot, storage_options)
+                  *, storage_options: dict[str, Any] | None = None, keyring: Keyring | None = None) -> dict[str, Any]:
+    """Everything before the first write: validation (with a signing key configured, of the
+    signature too), rename collisions, the `fail` preflight, the checkpoint (started or
+    resumed). A dry run returns its plan here and writes nothing."""
+    keyring = resolve(keyring)
+    snap = _validated(snapshot, storage_options, keyring)
     sink = RedisSink(endpoint)
     try:
         ckpt_path = checkpoint_path(snap, endpoint, options)
-        checkpoint = None if options.dry_run else RestoreCheckpoint.load(snap.fs, ckpt_path)
+        checkpoint = None if options.dry_run else _load_checkpoint(snap, endpoint, options, ckpt_path, keyring)
         if checkpoint is not None and checkpoint.finished_at is not None:
             checkpoint = None  # a finished restore: this is a new one
         resuming = checkpoint is not None and checkpoint.preflight_passed
@@ -213,7 +282,7 @@ def check_restore(snapshot: storage.Location | Snapshot, endpoint: RedisEndpoint
                 checkpoint = RestoreCheckpoint(snapshot_id=snap.snapshot_id, target=endpoint.identity,
                                                options=options.for_checkpoint(), started_at=_now_iso())
             checkpoint.preflight_passed = True
-            checkpoint.save(snap.fs, ckpt_path)
+            checkpoint.save(snap.fs, ckpt_path, keyring)
         info = sink.info
     finally:
         sink.close()
@@ -226,6 +295,7 @@ def check_restore(snapshot: storage.Location | Snapshot, endpoint: RedisEndpoint
         "parts": [p.name for p in snap.parts],
         "done": done,
         "checkpoint": None if options.dry_run else storage.unstrip(snap.fs, ckpt_path),
+        "scope_from": write_scope(snap, options)[0],
     }
     if options.dry_run and plan is not None:
         result["plan"] = {k: v for k, v in plan.items() if k != "conflict_examples"}
@@ -235,15 +305,15 @@ def check_restore(snapshot: storage.Location | Snapshot, endpoint: RedisEndpoint
 def _plan(snap: Snapshot, sink: RedisSink, options: RestoreOptions, *, probe: bool) -> dict[str, Any]:
     """One pass over keys and expiries: rename collisions always; with `probe`, what would
     happen to each row on this target (pipelined EXISTS, one round trip per batch)."""
-    rules = _Rules(snap.manifest, options)
+    rules = _Rules(snap, options)
     collisions = RenameCollisions()
-    plan = new_plan("rows", "not_selected")
+    plan = new_plan("rows", "not_selected", "outside_default_patterns")
     for part in snap.parts:
         one = Snapshot(fs=snap.fs, path=snap.path, manifest=snap.manifest, parts=[part])
         for batch in one.iter_batches(columns=["key", "expire_at_ms"], batch_size=options.batch_size):
             plan["rows"] += batch.num_rows
             chosen = rules.selected(batch, part.name)
-            plan["not_selected"] += batch.num_rows - chosen.num_rows
+            plan[rules.unselected] += batch.num_rows - chosen.num_rows
             if not chosen.num_rows:
                 continue
             names = rules.target_names(chosen.column("key")).to_pylist()
@@ -261,29 +331,27 @@ def _plan(snap: Snapshot, sink: RedisSink, options: RestoreOptions, *, probe: bo
 
 def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: str, options: RestoreOptions,
                  *, progress: ProgressFn | None = None, verify: bool = True,
-                 storage_options: dict[str, Any] | None = None, _sink: RedisSink | None = None) -> dict[str, Any]:
+                 storage_options: dict[str, Any] | None = None, _sink: RedisSink | None = None,
+                 keyring: Keyring | None = None) -> dict[str, Any]:
     """Write one part (after `check_restore`). A part the checkpoint records is skipped and its
     recorded counters returned with `"resumed": True`."""
     if options.dry_run:
         raise InvalidParameter("restore_part writes; a dry run stops after check_restore.")
-    if isinstance(snapshot, Snapshot):
-        snap = snapshot
-    else:
-        fs, path = storage.resolve(snapshot, storage_options)
-        snap = open_snapshot(fs, path, verify=False)
+    keyring = resolve(keyring)
+    snap = _opened(snapshot, storage_options, keyring)
     parts = {p.name: p for p in snap.parts}
     if part_name not in parts:
         raise InvalidParameter(f"The snapshot {snap.url} has no part named {part_name!r}.")
     part: PartInfo = parts[part_name]
     ckpt_path = checkpoint_path(snap, endpoint, options)
-    checkpoint = RestoreCheckpoint.load(snap.fs, ckpt_path)
+    checkpoint = _load_checkpoint(snap, endpoint, options, ckpt_path, keyring)
     if checkpoint is None or not checkpoint.preflight_passed or checkpoint.finished_at is not None:
         raise InvalidParameter(f"No restore of {snap.url} to {endpoint.display_url} with these options is under way; run check_restore first.")
     if part_name in checkpoint.parts:
         return {"part": part_name, "resumed": True, **checkpoint.parts[part_name]}
     if verify:
         verify_part(snap.fs, snap.part_path(part), part)
-    rules = _Rules(snap.manifest, options)
+    rules = _Rules(snap, options)
     replace_existing = options.on_conflict == "replace"
     counters = RestoreCounters()
     sink = _sink or RedisSink(endpoint)
@@ -294,7 +362,7 @@ def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: s
         for batch in prefetch(one.iter_batches(batch_size=options.batch_size)):
             counters.rows += batch.num_rows
             chosen = rules.selected(batch, part_name)
-            counters.not_selected += batch.num_rows - chosen.num_rows
+            setattr(counters, rules.unselected, getattr(counters, rules.unselected) + batch.num_rows - chosen.num_rows)
             if chosen.num_rows:
                 expiries = rules.expiries(chosen.column("expire_at_ms"), sink.now_ms(), rules.finished_ms)
                 write_batch(sink, chosen, rules.target_names(chosen.column("key")), expiries, counters,
@@ -308,7 +376,7 @@ def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: s
         if _sink is None:
             sink.close()
     checkpoint.parts[part_name] = counters.as_dict()
-    checkpoint.save(snap.fs, ckpt_path)
+    checkpoint.save(snap.fs, ckpt_path, keyring)
     if progress:
         progress(RestoreProgress(snap.snapshot_id, part_name, len(checkpoint.parts), len(snap.parts),
                                  counters.rows, counters.written, len(checkpoint.parts) / len(snap.parts)))
@@ -317,15 +385,12 @@ def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: s
 
 def finish_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: RestoreOptions,
                    *, storage_options: dict[str, Any] | None = None, resumed_parts: int = 0,
-                   server: str | None = None) -> RestoreResult:
+                   server: str | None = None, keyring: Keyring | None = None) -> RestoreResult:
     """Check every part is done, mark the checkpoint finished (kept as a record) and total up."""
-    if isinstance(snapshot, Snapshot):
-        snap = snapshot
-    else:
-        fs, path = storage.resolve(snapshot, storage_options)
-        snap = open_snapshot(fs, path, verify=False)
+    keyring = resolve(keyring)
+    snap = _opened(snapshot, storage_options, keyring)
     ckpt_path = checkpoint_path(snap, endpoint, options)
-    checkpoint = RestoreCheckpoint.load(snap.fs, ckpt_path)
+    checkpoint = _load_checkpoint(snap, endpoint, options, ckpt_path, keyring)
     missing = [p.name for p in snap.parts if checkpoint is None or p.name not in checkpoint.parts]
     if missing:
         raise InvalidParameter(f"The restore of {snap.url} is not complete: {len(missing)} part(s) not written, e.g. {missing[0]}.")
@@ -334,42 +399,49 @@ def finish_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: R
         totals.add(RestoreCounters.from_dict(counts))
     if checkpoint.finished_at is None:
         checkpoint.finished_at = _now_iso()
-        checkpoint.save(snap.fs, ckpt_path)
+        checkpoint.save(snap.fs, ckpt_path, keyring)
     return RestoreResult(snapshot=snap.url, snapshot_id=snap.snapshot_id, target=endpoint.display_url,
                          counters=totals, parts=len(snap.parts), resumed_parts=resumed_parts,
-                         checkpoint=storage.unstrip(snap.fs, ckpt_path), server=server)
+                         checkpoint=storage.unstrip(snap.fs, ckpt_path), server=server,
+                         scope_from=write_scope(snap, options)[0])
 
 
 def run_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: RestoreOptions,
-                progress: ProgressFn | None = None, *, storage_options: dict[str, Any] | None = None) -> RestoreResult:
-    """Restore a snapshot into `endpoint`: validate, plan, write part by part, resumable."""
+                progress: ProgressFn | None = None, *, storage_options: dict[str, Any] | None = None,
+                keyring: Keyring | None = None) -> RestoreResult:
+    """Restore a snapshot into `endpoint`: validate, plan, write part by part, resumable. With a
+    signing key configured (`keyring`, default: the environment's), only a signed snapshot."""
+    keyring = resolve(keyring)
     fs, path = _resolve(snapshot, storage_options)
-    check = check_restore(snapshot, endpoint, options, storage_options=storage_options)
-    snap = open_snapshot(fs, path, verify=False)
+    check = check_restore(snapshot, endpoint, options, storage_options=storage_options, keyring=keyring)
+    snap = open_snapshot(fs, path, verify=False, keyring=keyring)
     if options.dry_run:
         plan = check.get("plan", {})
         counters = RestoreCounters(rows=plan.get("rows", 0), not_selected=plan.get("not_selected", 0),
+                                   outside_default_patterns=plan.get("outside_default_patterns", 0),
                                    expired_on_arrival=plan.get("expired_on_arrival", 0),
                                    below_min_ttl=plan.get("below_min_ttl", 0))
         return RestoreResult(snapshot=snap.url, snapshot_id=snap.snapshot_id, target=endpoint.display_url,
                              counters=counters, dry_run=True, parts=len(snap.parts), server=check["server"],
-                             plan={k: plan.get(k, 0) for k in PLAN_KEYS})
+                             plan={k: plan.get(k, 0) for k in PLAN_KEYS}, scope_from=check["scope_from"])
     sink = RedisSink(endpoint)
     resumed = 0
     try:
         for name in check["parts"]:
-            done = restore_part(snap, endpoint, name, options, progress=progress, verify=False, _sink=sink)
+            done = restore_part(snap, endpoint, name, options, progress=progress, verify=False, _sink=sink,
+                                keyring=keyring)
             resumed += bool(done["resumed"])
     finally:
         sink.close()
-    return finish_restore(snap, endpoint, options, resumed_parts=resumed, server=check["server"])
+    return finish_restore(snap, endpoint, options, resumed_parts=resumed, server=check["server"], keyring=keyring)
 
 
 def restore(snapshot: str | Snapshot, target: str | RedisEndpoint, *, storage_options: dict[str, Any] | None = None,
-            progress: ProgressFn | None = None, **options: Any) -> RestoreResult:
+            progress: ProgressFn | None = None, keyring: Keyring | None = None, **options: Any) -> RestoreResult:
     """Restore without Prefect: `restore("snapshots/ID", "redis://localhost:6379/0", on_conflict="skip")`."""
     endpoint = target if isinstance(target, RedisEndpoint) else RedisEndpoint.from_url(target)
     for name in ("patterns", "rename_prefix"):
         if options.get(name) is not None and not isinstance(options[name], str):
             options[name] = tuple(options[name])
-    return run_restore(snapshot, endpoint, RestoreOptions(**options), progress, storage_options=storage_options)
+    return run_restore(snapshot, endpoint, RestoreOptions(**options), progress, storage_options=storage_options,
+                       keyring=keyring)

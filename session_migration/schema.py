@@ -17,10 +17,18 @@ groups exist only there). `expire_at_ms` is absolute Unix time in ms; null means
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 
 FORMAT_NAME = "redis-session-snapshot"
-FORMAT_VERSION = 1
+# 2: the manifest may carry a `signature` (docs/snapshot-format.md). Version 1 is still read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+SNAPSHOT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# The only names a part may have: nothing else is ever opened under (or outside) parts/.
+PART_NAME_RE = re.compile(r"^part-[0-9]{5,9}\.parquet$")
 
 REDIS_TYPES = ("string", "hash", "list", "set", "zset", "stream")
 

@@ -1,19 +1,19 @@
-"""Snapshot format v1: layout, ids, manifest, and the checks every reader makes.
+"""Snapshot format: layout, ids, the snapshot reader, and the inventory of a root.
 
     <root>/<snapshot_id>/parts/part-00000.parquet ...
     <root>/<snapshot_id>/manifest.json      written last: no manifest = no snapshot
     <root>/<snapshot_id>/checkpoint.json    only while a backup is unfinished
 
-Readers (`open_snapshot`) refuse a snapshot whose manifest is missing or edited, whose format
-version they do not know, or whose parts disagree with it, naming what and where.
+Readers (`open_snapshot`) refuse a snapshot whose manifest is missing, malformed or edited,
+whose format version they do not know, whose signature a configured key does not accept
+(`manifest.py`), or whose parts disagree with it, naming what and where. Nothing outside
+`<snapshot>/parts/` is ever opened: a part's name must be `part-NNNNN.parquet`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
-import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,16 +24,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import storage
-from .errors import InvalidParameter, SnapshotInvalid, SnapshotNotFound
-from .schema import FORMAT_NAME, FORMAT_VERSION, RECORD_SCHEMA
+from .errors import InvalidParameter, SignatureInvalid, SnapshotInvalid, SnapshotNotFound, SnapshotRootNotFound
+from .manifest import CHECKPOINT, MANIFEST, Checked, manifest_bytes, manifest_checksum, parse_time, read_checked
+from .schema import PART_NAME_RE, RECORD_SCHEMA, SNAPSHOT_ID_RE
+from .signing import Keyring, Verdict, resolve
 
-MANIFEST = "manifest.json"
-CHECKPOINT = "checkpoint.json"
+__all__ = ["CHECKPOINT", "MANIFEST", "PARTS", "PRE_IMAGE_SUFFIX", "PartInfo", "RootInventory", "Snapshot",
+           "check_part_name", "check_snapshot_id", "inspect_root", "list_snapshots", "manifest_bytes", "manifest_checksum",
+           "new_snapshot_id", "open_snapshot", "part_name", "read_manifest", "snapshot_dir", "verify_part"]
+
 PARTS = "parts"
 PRE_IMAGE_SUFFIX = "-pre"  # the snapshot id of a pre-image (what a migration or cleanup may put back)
 READ_BUFFER_BYTES = 8 << 20
-
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PRE_IMAGE_SUFFIX = "-pre"  # the ids of the snapshots migrations and cleanups take before they change a store
+ROOT_FOLDERS = frozenset({"migrations", "transfers"})  # state kept next to snapshots, not snapshots
+MAX_CLOCK_SKEW = dt.timedelta(minutes=5)  # a snapshot "finished" later than now + this is not believed
 
 
 def new_snapshot_id(now: dt.datetime | None = None) -> str:
@@ -43,7 +48,7 @@ def new_snapshot_id(now: dt.datetime | None = None) -> str:
 
 
 def check_snapshot_id(snapshot_id: str) -> str:
-    if not isinstance(snapshot_id, str) or not _ID_RE.match(snapshot_id):
+    if not isinstance(snapshot_id, str) or not SNAPSHOT_ID_RE.match(snapshot_id):
         raise InvalidParameter(
             f"Snapshot id {snapshot_id!r} is not valid: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit."
         )
@@ -54,20 +59,16 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
+def check_part_name(name: object) -> str:
+    """A part name of the format's own pattern, never a path: nothing outside parts/ is read."""
+    if not isinstance(name, str) or not PART_NAME_RE.match(name):
+        raise SnapshotInvalid(f"{shown(name)} is not a part name (part-NNNNN.parquet); nothing outside parts/ is read.")
+    return name
+
+
 def snapshot_dir(root: str, snapshot_id: str) -> str:
-    return storage.join(root, snapshot_id)
-
-
-def manifest_checksum(manifest: dict[str, Any]) -> str:
-    """sha256 of the manifest's canonical JSON without its own checksum: edits are detected."""
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def manifest_bytes(manifest: dict[str, Any]) -> bytes:
-    manifest = dict(manifest)
-    manifest["manifest_sha256"] = manifest_checksum(manifest)
-    return json.dumps(manifest, indent=2, sort_keys=False).encode() + b"\n"
+    """`<root>/<snapshot_id>`: an id never holds a path separator or starts with a dot."""
+    return storage.join(root, check_snapshot_id(snapshot_id))
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ class PartInfo:
     rows: int
     bytes: int
     sha256: str
+
+    def __post_init__(self) -> None:
+        check_part_name(self.name)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
@@ -89,10 +93,41 @@ class Snapshot:
     path: str
     manifest: dict[str, Any]
     parts: list[PartInfo] = field(default_factory=list)
+    verdict: Verdict | None = None  # the signature check made when it was opened
 
     @property
     def snapshot_id(self) -> str:
         return self.manifest["snapshot_id"]
+
+    @property
+    def signed(self) -> bool:
+        return "signature" in self.manifest
+
+    @property
+    def signature(self) -> str:
+        """"valid" (checked with a configured key), "invalid", or "unchecked" (no key, or unsigned)."""
+        return self.verdict.status if self.verdict is not None else "unchecked"
+
+    @property
+    def trusted(self) -> bool:
+        """Its manifest is signed by one of our keys: its scope may decide what is written."""
+        return self.verdict is not None and self.verdict.valid
+
+    @property
+    def is_pre_image(self) -> bool:
+        return self.snapshot_id.endswith(PRE_IMAGE_SUFFIX)
+
+    @property
+    def finished_at(self) -> dt.datetime:
+        return parse_time(self.manifest["finished_at"])
+
+    def describe(self) -> dict[str, Any]:
+        """One line of a listing: plain JSON, nothing secret."""
+        return {"snapshot_id": self.snapshot_id, "snapshot": self.url,
+                "kind": "pre-image" if self.is_pre_image else "backup", "finished_at": self.manifest["finished_at"],
+                "source": self.manifest["source"]["url"], "keys": self.totals["keys"], "bytes": self.totals["bytes"],
+                "parts": len(self.parts), "snapshot_bytes": sum(p.bytes for p in self.parts),
+                "signed": self.signed, "signature": self.signature}
 
     @property
     def url(self) -> str:
@@ -103,7 +138,8 @@ class Snapshot:
         return self.manifest["totals"]
 
     def part_path(self, part: PartInfo) -> str:
-        return storage.join(self.path, PARTS, part.name)
+        """`<snapshot>/parts/<name>`, checked again here: this is where a name becomes a path."""
+        return storage.join(self.path, PARTS, check_part_name(part.name))
 
     def verify_parts(self) -> None:
         """Check every part's bytes, sha256 and row count against the manifest."""
@@ -149,30 +185,31 @@ def verify_part(fs: fsspec.AbstractFileSystem, path: str, part: PartInfo) -> Non
         raise SnapshotInvalid(f"Part {part.name} holds {rows} rows but the manifest says {part.rows}: {where}.")
 
 
-def read_manifest(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
-    """Load and check a manifest; every failure names the snapshot and the problem."""
+def shown(text: object, limit: int = 120) -> str:
+    """A name read from the storage, safe to print: quoted, control characters escaped, cut."""
+    text = repr(text if isinstance(text, str) else str(text))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _checked(fs: fsspec.AbstractFileSystem, path: str, keyring: Keyring) -> Checked:
+    """The checked manifest of `path`, or the exception that says why there is none."""
     where = storage.unstrip(fs, path)
-    raw = storage.read_bytes(fs, storage.join(path, MANIFEST))
-    if raw is None:
+    checked = read_checked(fs, path, keyring)
+    if checked is None:
         if storage.read_bytes(fs, storage.join(path, CHECKPOINT)) is not None:
             raise SnapshotInvalid(f"{where} is an unfinished backup (checkpoint but no manifest); resume it with the same snapshot id.")
         if not fs.exists(path):
             raise SnapshotNotFound(f"No snapshot at {where}.")
-        raise SnapshotInvalid(f"{where} has no manifest.json, so it is not a complete snapshot.")
-    try:
-        manifest = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SnapshotInvalid(f"The manifest of {where} is not valid JSON: {exc}.") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise SnapshotInvalid(f"The manifest of {where} is not a {FORMAT_NAME} manifest.")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise SnapshotInvalid(
-            f"{where} uses snapshot format version {version!r}; this tool reads version {FORMAT_VERSION} only (upgrade the tool to read newer snapshots)."
-        )
-    if manifest.get("manifest_sha256") != manifest_checksum(manifest):
-        raise SnapshotInvalid(f"The manifest of {where} was edited after it was written (its checksum does not match).")
-    return manifest
+        raise SnapshotInvalid(f"{where} is not a snapshot: it has no manifest.json (and no checkpoint.json of an unfinished backup).")
+    if checked.code is not None:
+        error = SignatureInvalid if checked.code in ("unsigned", "signature-invalid") else SnapshotInvalid
+        raise error(f"Snapshot {where}: {checked.message}")
+    return checked
+
+
+def read_manifest(fs: fsspec.AbstractFileSystem, path: str, keyring: Keyring | None = None) -> dict[str, Any]:
+    """Load and check a manifest (`manifest.py`); every failure names the snapshot and the problem."""
+    return _checked(fs, path, resolve(keyring)).manifest
 
 
 def open_snapshot(
@@ -181,41 +218,101 @@ def open_snapshot(
     *,
     verify: bool = True,
     storage_options: dict[str, Any] | None = None,
+    keyring: Keyring | None = None,
 ) -> Snapshot:
     """Open a committed snapshot by URL (`open_snapshot("s3://b/root/ID")`) or by `(fs, path)`.
 
-    With `verify` (the default) every part is checksummed before anything is returned.
+    With `verify` (the default) every part is checksummed before anything is returned. With a
+    signing key configured (`keyring`, default: the environment's), an unsigned or wrongly
+    signed manifest raises `SignatureInvalid`.
     """
     if isinstance(url_or_fs, str):
         fs, path = storage.resolve(url_or_fs, storage_options)
     else:
         fs = url_or_fs
         assert path is not None
-    manifest = read_manifest(fs, path)
-    parts = [PartInfo(**p) for p in manifest.get("parts", [])]
-    snapshot = Snapshot(fs=fs, path=path, manifest=manifest, parts=parts)
+    checked = _checked(fs, path, resolve(keyring))
+    parts = [PartInfo(**p) for p in checked.manifest["parts"]]
+    snapshot = Snapshot(fs=fs, path=path, manifest=checked.manifest, parts=parts, verdict=checked.verdict)
     if verify:
         snapshot.verify_parts()
     return snapshot
 
 
-def list_snapshots(url_or_fs: str | fsspec.AbstractFileSystem, root: str | None = None) -> list[Snapshot]:
-    """Committed snapshots under a root, oldest first. Unfinished or broken ones are skipped."""
+@dataclass
+class RootInventory:
+    """What a snapshot root holds, folder by folder. Nothing in it is deleted or trusted here."""
+
+    root: str
+    snapshots: list[Snapshot] = field(default_factory=list)  # committed, by id (ids sort by time)
+    unfinished: list[str] = field(default_factory=list)  # checkpoint.json, no manifest: a backup under way or stopped
+    not_snapshots: list[str] = field(default_factory=list)  # neither manifest nor checkpoint
+    suspicious: list[dict[str, str]] = field(default_factory=list)  # a manifest we do not believe: name, reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"root": self.root, "snapshots": [s.describe() for s in self.snapshots],
+                "unfinished": self.unfinished, "not_snapshots": self.not_snapshots, "suspicious": self.suspicious}
+
+
+def inspect_root(fs: fsspec.AbstractFileSystem, root: str, keyring: Keyring | None = None,
+                 now: dt.datetime | None = None) -> RootInventory:
+    """Sort every folder of `root` into committed snapshots, unfinished backups, folders that
+    are not snapshots, and suspicious ones: a manifest that fails its checks (or, with a key,
+    its signature), names another snapshot than its folder, or finished in the future.
+
+    Raises `SnapshotRootNotFound` when `root` does not exist.
+    """
+    keyring = resolve(keyring)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    where = storage.unstrip(fs, root)
+    try:
+        entries = fs.ls(root, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        raise SnapshotRootNotFound(f"The snapshot root {where} does not exist; check the path (nothing was read).") from None
+    if not entries and not fs.isdir(root):
+        raise SnapshotRootNotFound(f"The snapshot root {where} does not exist; check the path (nothing was read).")
+    inventory = RootInventory(root=where)
+    for entry in sorted(entries, key=lambda e: e["name"]):
+        path = entry["name"].rstrip("/")
+        name = path.rsplit("/", 1)[-1]
+        if entry.get("type") != "directory" or name in ROOT_FOLDERS:
+            continue
+        checked = read_checked(fs, path, keyring)
+        if checked is None:
+            if storage.read_bytes(fs, storage.join(path, CHECKPOINT)) is not None:
+                inventory.unfinished.append(name)
+            else:
+                inventory.not_snapshots.append(name)
+            continue
+        reason = _doubt(checked, name, now)
+        if reason:
+            inventory.suspicious.append({"name": shown(name), "reason": reason})
+            continue
+        parts = [PartInfo(**p) for p in checked.manifest["parts"]]
+        inventory.snapshots.append(Snapshot(fs=fs, path=path, manifest=checked.manifest, parts=parts,
+                                            verdict=checked.verdict))
+    return inventory
+
+
+def _doubt(checked: Checked, name: str, now: dt.datetime) -> str | None:
+    """Why a folder's manifest is not believed, or None."""
+    if checked.code is not None:
+        return f"[{checked.code}] {checked.message}"
+    manifest = checked.manifest
+    if manifest["snapshot_id"] != name:
+        return f"its manifest names snapshot {manifest['snapshot_id']}, not its folder's name"
+    if parse_time(manifest["finished_at"]) > now + MAX_CLOCK_SKEW:
+        return f"it says it finished at {manifest['finished_at']}, in the future"
+    return None
+
+
+def list_snapshots(url_or_fs: str | fsspec.AbstractFileSystem, root: str | None = None,
+                   keyring: Keyring | None = None) -> list[Snapshot]:
+    """Committed snapshots under a root, by id (oldest first); unfinished, broken and suspicious ones
+    are left out (`inspect_root` lists them). Raises `SnapshotRootNotFound` for a missing root."""
     if isinstance(url_or_fs, str):
         fs, root = storage.resolve(url_or_fs)
     else:
         fs = url_or_fs
     assert root is not None
-    try:
-        entries = fs.ls(root, detail=True)
-    except FileNotFoundError:
-        return []
-    found = []
-    for entry in sorted(entries, key=lambda e: e["name"]):
-        if entry.get("type") != "directory":
-            continue
-        try:
-            found.append(open_snapshot(fs, entry["name"].rstrip("/"), verify=False))
-        except (SnapshotInvalid, SnapshotNotFound):
-            continue
-    return found
+    return inspect_root(fs, root, keyring).snapshots

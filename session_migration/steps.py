@@ -14,13 +14,14 @@ from typing import Any
 from . import migration, restore, storage, transfer as transfer_core
 from .audit import open_for_audit, read_report, write_audit_report
 from .cleanup import CleanupOptions, run_cleanup
-from .endpoints import RedisEndpoint, resolve_connection
+from .endpoints import SCHEMES, RedisEndpoint, resolve_connection
 from .errors import InvalidParameter, SnapshotNotFound
 from .options import BackupOptions, RestoreOptions
 from .pipeline import run_backup
 from .preflight import check_backup as _check_backup
 from .retention import RetentionOptions, prune_snapshots
 from .runner import Progress
+from .signing import KeySource, keyring_of
 from .snapshot import MANIFEST, PRE_IMAGE_SUFFIX, Snapshot, list_snapshots, open_snapshot
 from .stats import SnapshotStats, compute_stats as _compute_stats
 from .storage import Location
@@ -41,81 +42,82 @@ def check_backup(source: Connection, backup_path: Location, options: BackupOptio
 
 
 def back_up(source: Connection, backup_path: Location, options: BackupOptions,
-            progress: Progress | None = None) -> dict[str, Any]:
-    """Copy the keys into the snapshot; a second run resumes from the snapshot's checkpoint."""
+            progress: Progress | None = None, keys: KeySource | None = None) -> dict[str, Any]:
+    """Copy the keys into the snapshot (signed when a key is configured); a second run resumes
+    from the snapshot's checkpoint."""
     fs, root = storage.locate(backup_path)
-    return run_backup(resolve_connection(source), fs, root, options, progress=progress).summary()
+    return run_backup(resolve_connection(source), fs, root, options, progress=progress,
+                      keyring=keyring_of(keys)).summary()
 
 
 # -- restore -----------------------------------------------------------------------------------
 
 
-def _snapshot(snapshot: Location) -> Snapshot:
-    fs, path = storage.locate(snapshot)
-    return open_snapshot(fs, path, verify=False)
-
-
-def check_restore(snapshot: Location, target: Connection, options: RestoreOptions) -> dict[str, Any]:
-    """Validate the snapshot, refuse colliding renames and (on_conflict=fail) existing keys,
-    start or resume the checkpoint. A dry run's plan is returned here; nothing is written."""
-    return restore.check_restore(storage.locate(snapshot), resolve_connection(target), options)
+def check_restore(snapshot: Location, target: Connection, options: RestoreOptions,
+                  keys: KeySource | None = None) -> dict[str, Any]:
+    """Validate the snapshot (and its signature, with a key), refuse colliding renames and
+    (on_conflict=fail) existing keys, start or resume the checkpoint. A dry run's plan is
+    returned here; nothing is written."""
+    return restore.check_restore(storage.locate(snapshot), resolve_connection(target), options,
+                                 keyring=keyring_of(keys))
 
 
 def restore_part(snapshot: Location, target: Connection, part_name: str, options: RestoreOptions,
-                 progress: Progress | None = None) -> dict[str, Any]:
+                 progress: Progress | None = None, keys: KeySource | None = None) -> dict[str, Any]:
     """Write one part into the target (checksum checked first); skipped when already done."""
-    return restore.restore_part(_snapshot(snapshot), resolve_connection(target), part_name, options,
-                                progress=progress)
+    return restore.restore_part(storage.locate(snapshot), resolve_connection(target), part_name, options,
+                                progress=progress, keyring=keyring_of(keys))
 
 
 def finish_restore(snapshot: Location, target: Connection, options: RestoreOptions, resumed_parts: int = 0,
-                   server: str | None = None) -> dict[str, Any]:
+                   server: str | None = None, keys: KeySource | None = None) -> dict[str, Any]:
     """Check every part is written, mark the checkpoint finished, return the totals."""
-    return restore.finish_restore(_snapshot(snapshot), resolve_connection(target), options,
-                                  resumed_parts=resumed_parts, server=server).summary()
+    return restore.finish_restore(storage.locate(snapshot), resolve_connection(target), options,
+                                  resumed_parts=resumed_parts, server=server, keyring=keyring_of(keys)).summary()
 
 
 # -- transfer ----------------------------------------------------------------------------------
 
 
 def check_transfer(source: Connection, target: Connection, options: TransferOptions,
-                   checkpoint_path: Location | None = None) -> dict[str, Any]:
+                   checkpoint_path: Location | None = None, keys: KeySource | None = None) -> dict[str, Any]:
     """Refuse source == target, rename collisions and (on_conflict=fail) existing keys; start or
     resume the checkpoint. A dry run's plan is returned here; nothing is written."""
     fs, root = storage.locate(checkpoint_path or transfer_core.default_checkpoint_root())
     return transfer_core.check_transfer(resolve_connection(source), resolve_connection(target), options,
-                                        checkpoint_fs=fs, checkpoint_path=root)
+                                        checkpoint_fs=fs, checkpoint_path=root, keyring=keyring_of(keys))
 
 
 def transfer(source: Connection, target: Connection, options: TransferOptions, checkpoint_path: Location | None = None,
-             progress: Progress | None = None, checkpoint_every: int = transfer_core.CHECKPOINT_EVERY_KEYS) -> dict[str, Any]:
+             progress: Progress | None = None, keys: KeySource | None = None,
+             checkpoint_every: int = transfer_core.CHECKPOINT_EVERY_KEYS) -> dict[str, Any]:
     """Copy every key in scope, resuming from the checkpoint; returns the totals."""
     fs, root = storage.locate(checkpoint_path or transfer_core.default_checkpoint_root())
     return transfer_core.run_transfer(resolve_connection(source), resolve_connection(target), options,
                                       checkpoint_fs=fs, checkpoint_path=root, progress=progress,
-                                      checkpoint_every=checkpoint_every).summary()
+                                      checkpoint_every=checkpoint_every, keyring=keyring_of(keys)).summary()
 
 
 # -- verify, validate, audit -------------------------------------------------------------------
 
 
-def _side(side: Connection | Location) -> Snapshot | RedisEndpoint:
+def _side(side: Connection | Location, keys: KeySource | None) -> Snapshot | RedisEndpoint:
     """A store (Redis URL, block name, endpoint) or a snapshot (a folder/URL holding a manifest)."""
-    if isinstance(side, (RedisEndpoint, tuple)):
-        return side if isinstance(side, RedisEndpoint) else open_snapshot(*side)
-    scheme = side.split("://", 1)[0].lower() if "://" in side else None
-    from .endpoints import SCHEMES
-
-    if scheme in SCHEMES or (scheme is None and "/" not in side and not side.startswith(".")):
-        return resolve_connection(side)
-    return open_snapshot(side)
+    if isinstance(side, RedisEndpoint):
+        return side
+    if isinstance(side, str):
+        scheme = side.split("://", 1)[0].lower() if "://" in side else None
+        if scheme in SCHEMES or (scheme is None and "/" not in side and not side.startswith(".")):
+            return resolve_connection(side)
+    fs, path = storage.locate(side)
+    return open_snapshot(fs, path, keyring=keyring_of(keys))
 
 
 def verify(a: Connection | Location, b: Connection | Location, options: VerifyOptions,
-           progress: Progress | None = None) -> dict[str, Any]:
+           progress: Progress | None = None, keys: KeySource | None = None) -> dict[str, Any]:
     """Compare A and B key by key, both directions; at least one side is a store. The report is
     in the caller's terms: MISSING means in A, not in B."""
-    side_a, side_b = _side(a), _side(b)
+    side_a, side_b = _side(a, keys), _side(b, keys)
     swapped = isinstance(side_b, Snapshot)
     if swapped:
         if isinstance(side_a, Snapshot):
@@ -130,16 +132,18 @@ def verify(a: Connection | Location, b: Connection | Location, options: VerifyOp
     return report
 
 
-def validate(snapshot: Location, check_rows: bool = True) -> dict[str, Any]:
-    """The validation report; data problems are in it, not raised."""
+def validate(snapshot: Location, check_rows: bool = True, keys: KeySource | None = None) -> dict[str, Any]:
+    """The validation report (with a key, the signature is checked too); data problems are in
+    it, not raised."""
     fs, path = storage.locate(snapshot)
-    return validate_snapshot(fs, path, check_rows=check_rows).as_dict()
+    return validate_snapshot(fs, path, check_rows=check_rows, keyring=keyring_of(keys)).as_dict()
 
 
-def newest_backup(backup_path: Location) -> str:
+def newest_backup(backup_path: Location, keys: KeySource | None = None) -> str:
     """The URL of the newest committed backup under a root (pre-images are not backups)."""
     fs, root = storage.locate(backup_path)
-    backups = [s for s in list_snapshots(fs, root) if not s.snapshot_id.endswith(PRE_IMAGE_SUFFIX)]
+    backups = [s for s in list_snapshots(fs, root, keyring=keyring_of(keys))
+               if not s.snapshot_id.endswith(PRE_IMAGE_SUFFIX)]
     if not backups:
         raise SnapshotNotFound(f"There is no committed backup under {storage.unstrip(fs, root)} to audit.")
     return backups[-1].url
@@ -166,16 +170,17 @@ def write_report(snapshot: Location, validation: dict[str, Any], stats: Snapshot
 
 
 def clean_up(source: Connection, options: CleanupOptions, backup_path: Location | None = None,
-             progress: Progress | None = None) -> dict[str, Any]:
-    """Classify; with apply, snapshot the chosen keys, then compare-and-delete them."""
+             progress: Progress | None = None, keys: KeySource | None = None) -> dict[str, Any]:
+    """Classify; with apply, snapshot the chosen keys (signed, with a key), then compare-and-delete them."""
     fs, root = storage.locate(backup_path) if backup_path else (None, None)
-    return run_cleanup(resolve_connection(source), options, fs=fs, root=root, progress=progress).as_dict()
+    return run_cleanup(resolve_connection(source), options, fs=fs, root=root, progress=progress,
+                       keyring=keyring_of(keys)).as_dict()
 
 
-def prune(backup_path: Location, options: RetentionOptions) -> dict[str, Any]:
+def prune(backup_path: Location, options: RetentionOptions, keys: KeySource | None = None) -> dict[str, Any]:
     """Apply the retention rules (a dry run unless `options.dry_run` is off)."""
     fs, root = storage.locate(backup_path)
-    return prune_snapshots(fs, root, options).as_dict()
+    return prune_snapshots(fs, root, options, keyring=keyring_of(keys)).as_dict()
 
 
 # -- migration ---------------------------------------------------------------------------------
@@ -195,58 +200,68 @@ def plan_migration(source: Connection, target: Connection, options: migration.Mi
 
 
 def start_migration(source: Connection, target: Connection, backup_path: Location,
-                    options: migration.MigrationOptions, migration_id: str) -> dict[str, Any]:
-    """Write the migration's state file (<backup_path>/migrations/<id>.json)."""
+                    options: migration.MigrationOptions, migration_id: str,
+                    keys: KeySource | None = None) -> dict[str, Any]:
+    """Write the migration's state file (<backup_path>/migrations/<id>.json; signed, with a key)."""
     fs, root = storage.locate(backup_path)
     state = migration.start_migration(resolve_connection(source), resolve_connection(target), fs, root, options,
-                                      migration_id)
+                                      migration_id, keyring=keyring_of(keys))
     return {**state.summary(), "state_file": storage.unstrip(fs, migration.state_path(root, migration_id))}
 
 
 def record_migration_step(backup_path: Location, migration_id: str, step: str, counts: dict[str, Any] | None = None,
-                          fields: dict[str, Any] | None = None) -> dict[str, Any]:
+                          fields: dict[str, Any] | None = None, keys: KeySource | None = None) -> dict[str, Any]:
     """Move the state file to `step`, merging counts and fields."""
     fs, root = storage.locate(backup_path)
-    return migration.record_step(fs, root, migration_id, step, counts, **(fields or {})).summary()
+    return migration.record_step(fs, root, migration_id, step, counts, keyring=keyring_of(keys),
+                                 **(fields or {})).summary()
 
 
 def take_pre_image(target: Connection, backup_path: Location, options: migration.MigrationOptions,
-                   snapshot_id: str) -> dict[str, Any]:
+                   snapshot_id: str, keys: KeySource | None = None) -> dict[str, Any]:
     """Snapshot the target's keys in scope (what a rollback puts back); a retry after the
     commit finds it there."""
     fs, root = storage.locate(backup_path)
+    keyring = keyring_of(keys)
     path = storage.join(root, snapshot_id)
     if fs.exists(storage.join(path, MANIFEST)):
-        existing = open_snapshot(fs, path, verify=False)
+        existing = open_snapshot(fs, path, verify=False, keyring=keyring)
         return {"snapshot": existing.url, "snapshot_id": snapshot_id, "keys": existing.totals["keys"]}
-    return migration.take_pre_image(resolve_connection(target), fs, root, options, snapshot_id).summary()
+    return migration.take_pre_image(resolve_connection(target), fs, root, options, snapshot_id, keyring).summary()
 
 
 def judge_verification(report: dict[str, Any], target: Connection, backup_path: Location, snapshot_id: str,
-                       pre_image_id: str, options: migration.MigrationOptions) -> dict[str, Any]:
+                       pre_image_id: str, options: migration.MigrationOptions,
+                       keys: KeySource | None = None) -> dict[str, Any]:
     """Verify's report judged for a migration: target-only keys from the pre-image are fine."""
     fs, root = storage.locate(backup_path)
-    return migration.judge_verification(report, resolve_connection(target),
-                                        open_snapshot(fs, storage.join(root, snapshot_id), verify=False),
-                                        open_snapshot(fs, storage.join(root, pre_image_id), verify=False), options)
+    keyring = keyring_of(keys)
+    return migration.judge_verification(
+        report, resolve_connection(target), open_snapshot(fs, storage.join(root, snapshot_id), verify=False,
+                                                          keyring=keyring),
+        open_snapshot(fs, storage.join(root, pre_image_id), verify=False, keyring=keyring), options)
 
 
 def handle_migration_failure(target: Connection, backup_path: Location, migration_id: str, message: str,
-                             rollback_on_failure: bool, progress: migration.ProgressFn | None = None) -> dict[str, Any]:
-    """Roll the target back (resumable) when writes may have reached it, or record the failure."""
+                             options: migration.MigrationOptions, progress: migration.ProgressFn | None = None,
+                             keys: KeySource | None = None) -> dict[str, Any]:
+    """Roll the target back (resumable) when writes may have reached it and the options say so,
+    within the run's own patterns; otherwise record the failure."""
     fs, root = storage.locate(backup_path)
-    state = migration.MigrationState.load(fs, root, migration_id)
-    text = migration.handle_failure(resolve_connection(target), fs, root, state, rollback_on_failure, message,
-                                    progress)
-    return {"message": text, "summary": migration.result_summary(fs, root, migration_id)}
+    keyring = keyring_of(keys)
+    state = migration.MigrationState.load(fs, root, migration_id, keyring)
+    text = migration.handle_failure(resolve_connection(target), fs, root, state, options.rollback_on_failure, message,
+                                    progress, patterns=options.patterns)
+    return {"message": text, "summary": migration.result_summary(fs, root, migration_id, keyring)}
 
 
-def record_interruption(backup_path: Location, migration_id: str, exc: BaseException) -> None:
+def record_interruption(backup_path: Location, migration_id: str, exc: BaseException,
+                        keys: KeySource | None = None) -> None:
     """Not a task: run in the flow or CLI process itself when Ctrl-C or SIGTERM stops a migration."""
     fs, root = storage.locate(backup_path)
-    migration.record_interruption(fs, root, migration_id, exc)
+    migration.record_interruption(fs, root, migration_id, exc, keyring_of(keys))
 
 
-def migration_summary(backup_path: Location, migration_id: str) -> dict[str, Any]:
+def migration_summary(backup_path: Location, migration_id: str, keys: KeySource | None = None) -> dict[str, Any]:
     fs, root = storage.locate(backup_path)
-    return migration.result_summary(fs, root, migration_id)
+    return migration.result_summary(fs, root, migration_id, keyring_of(keys))

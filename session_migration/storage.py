@@ -81,10 +81,10 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         raise StorageUnavailable(f"Writing {unstrip(fs, path)} failed: {exc}") from exc
 
 
-def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
-    """The file's content, or None when it does not exist."""
+def read_bytes(fs: fsspec.AbstractFileSystem, path: str, limit: int | None = None) -> bytes | None:
+    """The file's content (its first `limit` bytes at most), or None when it does not exist."""
     try:
-        return fs.cat_file(path)
+        return fs.cat_file(path) if limit is None else fs.cat_file(path, start=0, end=limit)
     except FileNotFoundError:
         return None
 

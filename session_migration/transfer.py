@@ -52,6 +52,7 @@ from .plan import (
 from .prefetch import prefetch
 from .redis_glob import ScopeMatcher
 from .seen import SeenKeys
+from .signing import Keyring, resolve
 from .sinks.redis import RedisSink, SinkTotals
 from .sources import resp
 from .sources.redis import NO_EXPIRY, NO_KEY, Chunk, RedisSource
@@ -179,13 +180,27 @@ class TransferCheckpoint(RunCheckpoint):
 
     run = "transfer"
 
-    def save(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
+    def save(self, fs: fsspec.AbstractFileSystem, path: str, keyring: Keyring | None = None) -> None:
         self.updated_at = _now_iso()
-        super().save(fs, path)
+        super().save(fs, path, keyring)
 
     def _checked(self) -> TransferCheckpoint:
         self.pattern_index, self.cursor = int(self.pattern_index), int(self.cursor)
+        if self.pattern_index not in (0, 1) or self.cursor < 0:
+            raise ValueError("its position is not a place in a SCAN")
+        if not isinstance(self.counters, dict) or not all(isinstance(v, int) for v in self.counters.values()):
+            raise TypeError("counters is not an object of counts")
         return self
+
+
+def _load_checkpoint(fs, path: str, source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions,
+                     keyring: Keyring) -> TransferCheckpoint | None:
+    """This transfer's checkpoint, if any, checked to be this transfer's: it holds a position
+    and counts, never what is written (the patterns are always the run's own)."""
+    checkpoint = TransferCheckpoint.load(fs, path, keyring)
+    if checkpoint is not None:
+        checkpoint.check_belongs(fs, path, source=source.identity, target=target.identity)
+    return checkpoint
 
 
 def _now_iso() -> str:
@@ -307,9 +322,10 @@ def _read_chunks(source: RedisSource, scope: ScopeMatcher, batch_size: int, curs
 
 def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, *,
                    checkpoint_fs: fsspec.AbstractFileSystem | None = None,
-                   checkpoint_path: str | None = None) -> dict[str, Any]:
+                   checkpoint_path: str | None = None, keyring: Keyring | None = None) -> dict[str, Any]:
     """Everything before the first write: endpoints, rename collisions, the `fail` preflight,
     the checkpoint (started or resumed). A dry run returns its plan and writes nothing."""
+    keyring = resolve(keyring)
     _check_endpoints(source, target)
     fs, root = _resolve_root(checkpoint_fs, checkpoint_path)
     ckpt_path = checkpoint_file(root, source, target, options)
@@ -317,7 +333,7 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
     try:
         sink = RedisSink(target)
         try:
-            checkpoint = None if options.dry_run else TransferCheckpoint.load(fs, ckpt_path)
+            checkpoint = None if options.dry_run else _load_checkpoint(fs, ckpt_path, source, target, options, keyring)
             if checkpoint is not None and checkpoint.finished_at is not None:
                 checkpoint = None  # a finished transfer: this is a new one
             resuming = checkpoint is not None and checkpoint.preflight_passed
@@ -333,7 +349,7 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
                                                     options=_options_id(options), started_at=_now_iso(),
                                                     walk=KEYSPACE_WALK)
                 checkpoint.preflight_passed = True
-                checkpoint.save(fs, ckpt_path)
+                checkpoint.save(fs, ckpt_path, keyring)
             target_info = sink.info
         finally:
             sink.close()
@@ -357,7 +373,8 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
 
 def run_transfer(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, *,
                  checkpoint_fs: fsspec.AbstractFileSystem | None = None, checkpoint_path: str | None = None,
-                 progress: ProgressFn | None = None, checkpoint_every: int = CHECKPOINT_EVERY_KEYS) -> TransferResult:
+                 progress: ProgressFn | None = None, checkpoint_every: int = CHECKPOINT_EVERY_KEYS,
+                 keyring: Keyring | None = None) -> TransferResult:
     """Copy the keys matching `options.patterns` from `source` to `target`; resumable.
 
     `checkpoint_path` is the checkpoint root (default: `default_checkpoint_root()`); the checkpoint is
@@ -365,7 +382,9 @@ def run_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transfer
     """
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise InvalidParameter(f"checkpoint_every must be a whole number >= 1; got {checkpoint_every!r}.")
-    check = check_transfer(source, target, options, checkpoint_fs=checkpoint_fs, checkpoint_path=checkpoint_path)
+    keyring = resolve(keyring)
+    check = check_transfer(source, target, options, checkpoint_fs=checkpoint_fs, checkpoint_path=checkpoint_path,
+                           keyring=keyring)
     if options.dry_run:
         plan = check.get("plan", {})
         counters = TransferCounters(**{k: plan.get(k, 0) for k in ("scanned", "keys", "vanished", "duplicates",
@@ -375,11 +394,11 @@ def run_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transfer
                               source_server=check["source_server"], target_server=check["target_server"])
     fs, root = _resolve_root(checkpoint_fs, checkpoint_path)
     ckpt_path = checkpoint_file(root, source, target, options)
-    checkpoint = TransferCheckpoint.load(fs, ckpt_path)
+    checkpoint = _load_checkpoint(fs, ckpt_path, source, target, options, keyring)
     if checkpoint is None or not checkpoint.preflight_passed or checkpoint.finished_at is not None:
         raise InvalidParameter(f"No transfer from {source.display_url} to {target.display_url} with these options is under way.")
     resumed = (checkpoint.pattern_index, checkpoint.cursor) != (0, 0)  # a copy was under way
-    saved = _copy(source, target, options, fs, ckpt_path, checkpoint, progress, checkpoint_every)
+    saved = _copy(source, target, options, fs, ckpt_path, checkpoint, progress, checkpoint_every, keyring)
     return TransferResult(source=check["source"], target=check["target"],
                           counters=TransferCounters.from_dict(checkpoint.counters), resumed=resumed,
                           checkpoints=saved, checkpoint=storage.unstrip(fs, ckpt_path),
@@ -387,7 +406,7 @@ def run_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transfer
 
 
 def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, fs, ckpt_path: str,
-          checkpoint: TransferCheckpoint, progress: ProgressFn | None, checkpoint_every: int) -> int:
+          checkpoint: TransferCheckpoint, progress: ProgressFn | None, checkpoint_every: int, keyring: Keyring) -> int:
     """The copy loop; returns how many checkpoints it saved. Marks the checkpoint finished."""
     rules = WriteRules(options)
     replace_existing = options.on_conflict == "replace"
@@ -424,7 +443,7 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
                     counters.add_sink(sink.flush())  # the position covers only answered writes
                     checkpoint.pattern_index, checkpoint.cursor = done, chunk.cursor
                     checkpoint.counters = counters.as_dict()
-                    checkpoint.save(fs, ckpt_path)
+                    checkpoint.save(fs, ckpt_path, keyring)
                     saves += 1
                     since = 0
                 if progress:
@@ -439,7 +458,7 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
     checkpoint.pattern_index, checkpoint.cursor = 1, 0
     checkpoint.counters = counters.as_dict()
     checkpoint.finished_at = _now_iso()
-    checkpoint.save(fs, ckpt_path)
+    checkpoint.save(fs, ckpt_path, keyring)
     return saves + 1
 
 

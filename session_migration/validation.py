@@ -1,9 +1,10 @@
 """Snapshot validation: a report, never an exception, for anything wrong with the data.
 
-Checks, in order: the manifest (present, JSON, this format, known version, unedited), then
-every part (present, size, sha256, Parquet, schema, row count), files the manifest does not
-list, and finally the rows themselves (duplicate keys, keys outside the declared scope).
-Restore and transfer run this before they write anything.
+Checks, in order: the manifest (present, JSON, this format, known version, its schema,
+unedited, and with a signing key its signature: `manifest.py`), then every part (present,
+size, sha256, Parquet, schema, row count), files the manifest does not list, and finally the
+rows themselves (duplicate keys, keys outside the declared scope). Restore runs this before it
+writes anything.
 
 Parts are checked by one process per core (`parallel.map_ordered`), each streaming only the
 `key` column of its part. The scope check is one regex over a whole batch of keys, with
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,9 +28,11 @@ import pyarrow.parquet as pq
 from . import parallel, storage
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
-from .schema import FORMAT_NAME, FORMAT_VERSION, RECORD_SCHEMA
+from .manifest import read_checked
+from .schema import RECORD_SCHEMA
 from .seen import keyed_hashes, new_hash_key
-from .snapshot import CHECKPOINT, MANIFEST, PARTS, READ_BUFFER_BYTES, PartInfo, manifest_checksum
+from .signing import Keyring, resolve
+from .snapshot import CHECKPOINT, PARTS, READ_BUFFER_BYTES, PartInfo, shown
 
 MAX_EXAMPLES = 5  # redacted example keys kept per row-level problem
 KEY_BATCH_ROWS = 65_536  # keys decoded at a time (a few MB)
@@ -49,6 +51,8 @@ class ValidationReport:
     checked_at: str
     snapshot_id: str | None = None
     format_version: int | None = None
+    signed: bool = False  # the manifest carries a signature
+    signature: str = "unchecked"  # valid / invalid (checked with a configured key) / unchecked
     parts_checked: int = 0
     rows_checked: int = 0
     checksums_verified: int = 0
@@ -68,19 +72,22 @@ class ValidationReport:
 
 
 def validate_snapshot(fs: fsspec.AbstractFileSystem, path: str, *, check_rows: bool = True,
-                      workers: int | None = None) -> ValidationReport:
+                      workers: int | None = None, keyring: Keyring | None = None) -> ValidationReport:
     """Check `path` and report every problem found; never raises for bad data.
 
     Parts are checked by `workers` processes (default: one per core, one process for small
-    snapshots); the report is the same whatever their number.
+    snapshots); the report is the same whatever their number. With a signing key (`keyring`,
+    default: the environment's) an unsigned or wrongly signed manifest is a problem.
     """
     where = storage.unstrip(fs, path)
     report = ValidationReport(snapshot=where, checked_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    manifest = _check_manifest(fs, path, report)
+    manifest = _check_manifest(fs, path, report, resolve(keyring))
     if manifest is None:
         return report
-    parts = _listed_parts(manifest, report)
-    patterns = manifest.get("scope", {}).get("patterns") or ["*"]
+    parts = [PartInfo(**entry) for entry in manifest["parts"]]  # names and types: checked with the manifest
+    if sum(p.rows for p in parts) != manifest["totals"]["keys"]:
+        report.add("totals", "The manifest's parts do not add up to its total key count.")
+    patterns = manifest["scope"]["patterns"]
     hash_key = new_hash_key()
     tasks = [(fs, path, part, patterns if check_rows else None, hash_key) for part in parts]
     n = parallel.worker_count(workers, sum(p.rows for p in parts))
@@ -96,9 +103,9 @@ def validate_snapshot(fs: fsspec.AbstractFileSystem, path: str, *, check_rows: b
     return report
 
 
-def _check_manifest(fs, path: str, report: ValidationReport) -> dict[str, Any] | None:
-    raw = storage.read_bytes(fs, storage.join(path, MANIFEST))
-    if raw is None:
+def _check_manifest(fs, path: str, report: ValidationReport, keyring: Keyring) -> dict[str, Any] | None:
+    checked = read_checked(fs, path, keyring)
+    if checked is None:
         if not fs.exists(path):
             report.add("not-found", f"No snapshot folder at {report.snapshot}.")
         elif storage.read_bytes(fs, storage.join(path, CHECKPOINT)) is not None:
@@ -106,37 +113,15 @@ def _check_manifest(fs, path: str, report: ValidationReport) -> dict[str, Any] |
         elif not fs.ls(path):
             report.add("empty", f"{report.snapshot} is an empty folder, not a snapshot.")
         else:
-            report.add("manifest-missing", "manifest.json is missing, so the snapshot is not complete.")
+            report.add("not-a-snapshot", f"{report.snapshot} is not a snapshot: it has no manifest.json (and no checkpoint.json of an unfinished backup).")
         return None
-    try:
-        manifest = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        report.add("manifest-unparsable", f"manifest.json is not valid JSON ({exc}).")
+    report.snapshot_id, report.format_version = checked.snapshot_id, checked.format_version
+    if checked.verdict is not None:
+        report.signed, report.signature = checked.verdict.signed, checked.verdict.status
+    if checked.code is not None:
+        report.add(checked.code, checked.message)
         return None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        report.add("manifest-format", f"manifest.json is not a {FORMAT_NAME} manifest.")
-        return None
-    report.snapshot_id = manifest.get("snapshot_id")
-    report.format_version = manifest.get("format_version")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        report.add("format-version", f"Snapshot format version {manifest.get('format_version')!r} is not known to this tool (it reads {FORMAT_VERSION}).")
-        return None
-    if manifest.get("manifest_sha256") != manifest_checksum(manifest):
-        report.add("manifest-edited", "manifest.json was edited after it was written (its checksum does not match its content).")
-        return None
-    return manifest
-
-
-def _listed_parts(manifest: dict[str, Any], report: ValidationReport) -> list[PartInfo]:
-    parts = []
-    for entry in manifest.get("parts", []):
-        try:
-            parts.append(PartInfo(**entry))
-        except TypeError:
-            report.add("manifest-part", f"A part entry of the manifest is malformed: {entry!r}.")
-    if sum(p.rows for p in parts) != manifest.get("totals", {}).get("keys"):
-        report.add("totals", "The manifest's parts do not add up to its total key count.")
-    return parts
+    return checked.manifest
 
 
 @dataclass
@@ -212,7 +197,7 @@ def _check_unlisted(fs, path: str, listed: set[str], report: ValidationReport) -
     except FileNotFoundError:
         return
     for name in sorted(set(names) - listed):
-        report.add("part-unlisted", f"{name} is in parts/ but not listed in the manifest.", name)
+        report.add("part-unlisted", f"{shown(name)} is in parts/ but not listed in the manifest.", name)
 
 
 def _report_rows(fs, path: str, good: list[tuple[PartInfo, _PartResult]], report: ValidationReport) -> None:

@@ -46,6 +46,12 @@ _MIN_TTL = typer.Option(RestoreOptions.min_ttl_ms // 1000, "--min-ttl", metavar=
 _ON_CONFLICT = typer.Option(RestoreOptions.on_conflict, help="replace existing keys, skip them, or fail before writing anything.")
 _RENAME_PREFIX = typer.Option(None, "--rename-prefix", metavar="OLD NEW", help="Write keys starting with OLD under NEW instead.")
 _DRY_RUN_PLAN = typer.Option(False, "--dry-run", help="Write nothing; report what would be created, overwritten, skipped, expired.")
+_SIGNING_KEY_BLOCK = typer.Option(
+    None, "--signing-key-block", metavar="NAME",
+    help="A Prefect Secret block holding the signing key. Default: SESSION_MIGRATION_SIGNING_KEY, if set.")
+_ALLOW_UNSIGNED = typer.Option(
+    False, "--allow-unsigned",
+    help="With a signing key configured, accept an unsigned snapshot knowingly (a wrongly signed one is still refused).")
 _CONNECTION = ("redis://[user[:password]@]host:port/db, rediss://..., unix:///sock?db=N, "
                "or a RedisConnection block name.")
 
@@ -70,6 +76,7 @@ def backup(
     part_rows: int = typer.Option(PART_ROWS, help="Rows per Parquet part (the checkpoint granularity)."),
     readers: Optional[int] = typer.Option(None, help="Worker processes, one per share of the SCAN: 1, 2, 4 or 8. Default: 2 on 4 or more cores for 50,000 keys or more, else 1."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report what would be written."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
     """Back up sessions into a Parquet snapshot (the backup_sessions flow). Resumable."""
@@ -86,7 +93,7 @@ def backup(
         summary = run.run("backup_sessions", dict(
             source=source, backup_path=dest, patterns=pattern or None, batch_size=batch_size, preserve_ttl=not no_ttl,
             compression=compression, dry_run=dry_run, snapshot_id=snapshot_id, capture_dump=capture_dump,
-            part_rows=part_rows, readers=readers))
+            part_rows=part_rows, readers=readers, signing_key_block=signing_key_block))
     report = Report(as_json)
     report.line("Dry run: nothing written" if summary["dry_run"] else "Backup committed", style="bold")
     if summary.get("snapshot"):
@@ -122,13 +129,15 @@ def _print_counts(summary: dict[str, Any], title: str, hidden: tuple[str, ...], 
 def restore(
     snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
     target: str = typer.Argument(..., help=f"The server to write to: {_CONNECTION}"),
-    pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Restore only keys matching this pattern (repeatable). Default: the whole snapshot."),
+    pattern: Optional[list[str]] = typer.Option(None, "--pattern", "-p", help="Restore only keys matching this pattern (repeatable). Default: the snapshot's scope when a signing key verified it, else the default session patterns."),
     ttl_policy: str = typer.Option(RestoreOptions.ttl_policy, help="absolute: expire at the source's instant; relative: restart the captured TTL; none: no expiry."),
     min_ttl: int = _MIN_TTL,
     on_conflict: str = _ON_CONFLICT,
     rename_prefix: Optional[tuple[str, str]] = _RENAME_PREFIX,
     batch_size: int = typer.Option(BATCH_SIZE, help="Rows per pipelined round trip."),
     dry_run: bool = _DRY_RUN_PLAN,
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
+    allow_unsigned: bool = _ALLOW_UNSIGNED,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
     """Restore a snapshot into a Redis/Valkey server (the restore_sessions flow). Resumable."""
@@ -137,7 +146,8 @@ def restore(
                                 f"Resume with the same command: {masked_command()}")
         summary = run.run("restore_sessions", dict(
             snapshot=snapshot, target=target, patterns=pattern or None, ttl_policy=ttl_policy, min_ttl_seconds=min_ttl,
-            on_conflict=on_conflict, rename_prefix=_rename(rename_prefix), batch_size=batch_size, dry_run=dry_run))
+            on_conflict=on_conflict, rename_prefix=_rename(rename_prefix), batch_size=batch_size, dry_run=dry_run,
+            signing_key_block=signing_key_block, allow_unsigned=allow_unsigned))
     _print_counts(summary, "Restore done", ("dry_run", "snapshot_id"), as_json)
 
 
@@ -151,6 +161,7 @@ def transfer(
     on_conflict: str = _ON_CONFLICT,
     rename_prefix: Optional[tuple[str, str]] = _RENAME_PREFIX,
     batch_size: int = typer.Option(BATCH_SIZE, help="Keys per SCAN page and pipelined round trip."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     checkpoint_path: Optional[str] = typer.Option(None, "--checkpoint-path", help="Folder or fsspec URL for the resume checkpoint (in its transfers/ folder). Default: $SESSION_MIGRATION_STATE_DIR, else ~/.local/state/session-migration."),
     dry_run: bool = _DRY_RUN_PLAN,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
@@ -162,7 +173,7 @@ def transfer(
         summary = run.run("transfer_sessions", dict(
             source=source, target=target, patterns=pattern or None, ttl_policy=ttl_policy, min_ttl_seconds=min_ttl,
             on_conflict=on_conflict, rename_prefix=_rename(rename_prefix), batch_size=batch_size, dry_run=dry_run,
-            checkpoint_path=checkpoint_path))
+            checkpoint_path=checkpoint_path, signing_key_block=signing_key_block))
     _print_counts(summary, "Transfer done", ("dry_run",), as_json)
 
 
@@ -178,6 +189,7 @@ def verify(
     ignore_ttl: bool = typer.Option(False, "--ignore-ttl", help="Do not compare expiry times."),
     sample: Optional[float] = typer.Option(None, help="Compare only this fraction of the keys (0-1], reproducibly."),
     batch_size: int = typer.Option(BATCH_SIZE, help="Keys per SCAN page and pipelined read."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
     """Compare A and B key by key, both directions. Exit 0 when equal, 1 on any mismatch."""
@@ -185,7 +197,7 @@ def verify(
         run.interrupted_line = "Interrupted: verify wrote nothing. Run it again to compare."
         result = run.run("verify_sessions", dict(
             a=a, b=b, patterns=pattern or None, sample=sample, batch_size=batch_size,
-            ttl_tolerance_ms=None if ignore_ttl else int(ttl_tolerance * 1000)))
+            ttl_tolerance_ms=None if ignore_ttl else int(ttl_tolerance * 1000), signing_key_block=signing_key_block))
     report = Report(as_json)
     report.line(f"{'OK' if result['ok'] else 'MISMATCH'}", style="bold green" if result["ok"] else "bold red")
     report.field("A", result["a"])
@@ -202,16 +214,19 @@ def verify(
 def validate(
     snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
     skip_rows: bool = typer.Option(False, "--skip-rows", help="Check files and checksums only, not duplicate or out-of-scope rows."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
-    """Check a snapshot's integrity. Exit 0 when valid, 1 when not."""
+    """Check a snapshot's integrity (and, with a signing key, its signature). Exit 0 when valid,
+    1 when not. --json reports `signed` and `signature` (valid, invalid or unchecked)."""
     with Invocation(as_json, debug, prefect) as run:
         run.interrupted_line = "Interrupted: validate wrote nothing."
-        result = run.run("validate_snapshot", dict(snapshot=snapshot, check_rows=not skip_rows))
+        result = run.run("validate_snapshot", dict(snapshot=snapshot, check_rows=not skip_rows,
+                                                   signing_key_block=signing_key_block))
     report = Report(as_json)
     if result["valid"]:
         report.line(f"[green]valid[/] ({result['parts_checked']:,} parts, {result['checksums_verified']:,} sha256 "
-                    f"verified, {result['rows_checked']:,} rows checked)")
+                    f"verified, {result['rows_checked']:,} rows checked; signature {result['signature']})")
     else:
         report.line("[red]INVALID[/]")
     report.field("snapshot", result["snapshot"])
@@ -226,12 +241,14 @@ def audit(
     snapshot: str = typer.Argument(..., help="The snapshot folder or URL (ROOT/SNAPSHOT_ID)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder or fsspec URL for the report files. Default: SNAPSHOT/audit."),
     max_age: Optional[list[str]] = typer.Option(None, "--max-age", help="STORE=DURATION (e.g. aiohttp=1d): the maximum session age for stores whose payload does not record it."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
     """Write an audit report (HTML, Markdown, JSON, findings CSV). Exit 0 when the snapshot is valid, 1 when not."""
     with Invocation(as_json, debug, prefect) as run:
         run.interrupted_line = "Interrupted: the report files may be incomplete; run the command again."
-        result = run.run("audit_report", dict(snapshot=snapshot, output=output, max_age=_max_age(max_age)))
+        result = run.run("audit_report", dict(snapshot=snapshot, output=output, max_age=_max_age(max_age),
+                                              signing_key_block=signing_key_block))
     report = Report(as_json)
     report.line("[green]valid[/]" if result["valid"] else "[red]INVALID[/]")
     report.field("snapshot", result["snapshot"]["url"])
@@ -284,6 +301,7 @@ def cleanup(
     pattern: Optional[list[str]] = _PATTERN,
     batch_size: int = typer.Option(CleanupOptions.batch_size, help="Keys per SCAN page and per delete batch."),
     max_rate: float = typer.Option(CleanupOptions.max_rate, help="Deletes per second at most."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
     """Delete expired sessions (and, opted in, stale, corrupt, locks, orphans). Dry run unless --apply."""
@@ -292,7 +310,8 @@ def cleanup(
                                 f"deleted. Run again to go on: {masked_command()}")
         result = run.run("cleanup_expired_sessions", dict(
             source=source, backup_path=backup_path, patterns=pattern or None, include=include or None,
-            max_age=_max_age(max_age), max_delete=max_delete, apply=apply, batch_size=batch_size, max_rate=max_rate))
+            max_age=_max_age(max_age), max_delete=max_delete, apply=apply, batch_size=batch_size, max_rate=max_rate,
+            signing_key_block=signing_key_block))
     report = Report(as_json)
     report.line("Cleanup applied" if apply else "Cleanup dry run: nothing deleted", style="bold")
     shown = table(None, ("category", "keys", "examples"), numeric=("keys",))
@@ -315,55 +334,58 @@ def cleanup(
 @app.command()
 def snapshots(
     args: list[str] = typer.Argument(..., metavar="[prune] ROOT", help="ROOT lists the committed snapshots; 'prune ROOT' applies retention."),
-    keep_last: Optional[int] = typer.Option(None, help="prune: keep the newest N snapshots."),
+    keep_last: Optional[int] = typer.Option(None, help="prune: keep the newest N backups that validate fully."),
     keep_days: Optional[float] = typer.Option(None, help="prune: keep snapshots younger than D days."),
     apply: bool = typer.Option(False, "--apply", help="prune: really delete (default: dry run)."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
     """List the committed snapshots under ROOT (oldest first), or prune them: `snapshots prune ROOT --keep-last 7`."""
     if len(args) == 2 and args[0] == "prune":
-        return _prune(args[1], keep_last, keep_days, apply, as_json, debug, prefect)
+        return _prune(args[1], keep_last, keep_days, apply, signing_key_block, as_json, debug, prefect)
     with Invocation(as_json, debug, prefect=False) as run:
         if len(args) != 1:
             from session_migration.errors import InvalidParameter
 
             raise InvalidParameter("Give ROOT to list snapshots, or 'prune ROOT' to apply retention.")
         run.interrupted_line = "Interrupted."
-        from session_migration.snapshot import list_snapshots
         from session_migration import storage
+        from session_migration.signing import KeySource
+        from session_migration.snapshot import inspect_root
 
-        root = args[0]
-        fs, path = storage.resolve(root)
-        if not fs.exists(path):
-            from session_migration.errors import SnapshotNotFound
-
-            raise SnapshotNotFound(f"There is no snapshot root at {storage.unstrip(fs, path)}; check the path.")
-        found = list_snapshots(fs, path)
-        rows = [{
-            "snapshot_id": s.snapshot_id, "snapshot": s.url, "finished_at": s.manifest["finished_at"],
-            "source": s.manifest["source"]["url"], "keys": s.totals["keys"], "bytes": s.totals["bytes"],
-            "parts": len(s.parts), "snapshot_bytes": sum(p.bytes for p in s.parts),
-        } for s in found]
-        location = storage.unstrip(fs, path)
+        if signing_key_block:
+            import tasks.blocks  # noqa: F401 - a Secret block: Prefect loads it
+        inventory = inspect_root(*storage.resolve(args[0]), KeySource(signing_key_block).keyring()).as_dict()
     report = Report(as_json)
-    report.line(f"{len(rows)} snapshot(s) in:")
-    report.line(f"  {safe(location)}")
-    shown = table(None, ("snapshot_id", "finished_at", "source", "keys", "bytes", "parts"),
+    report.line(f"{len(inventory['snapshots'])} snapshot(s) in:")
+    report.line(f"  {safe(inventory['root'])}")
+    shown = table(None, ("snapshot_id", "kind", "finished_at", "source", "keys", "bytes", "parts", "signature"),
                   numeric=("keys", "bytes", "parts"))
-    for r in rows:
-        shown.add_row(safe(r["snapshot_id"]), safe(r["finished_at"]), safe(r["source"]), f"{r['keys']:,}",
-                      f"{r['bytes']:,}", str(r["parts"]))
-    if rows:
+    for r in inventory["snapshots"]:
+        shown.add_row(safe(r["snapshot_id"]), safe(r["kind"]), safe(r["finished_at"]), safe(r["source"]),
+                      f"{r['keys']:,}", f"{r['bytes']:,}", str(r["parts"]), safe(r["signature"]))
+    if inventory["snapshots"]:
         report.show(shown)
-    report.result({"root": location, "snapshots": rows})
+    _print_left_alone(inventory, report)
+    report.result(inventory)
 
 
-def _prune(root: str, keep_last: int | None, keep_days: float | None, apply: bool, as_json: bool, debug: bool,
-           prefect: bool | None) -> None:
+def _print_left_alone(found: dict[str, Any], report: Report) -> None:
+    """Folders of a root that are not committed snapshots, and why (their names come from the storage)."""
+    for name in found["unfinished"]:
+        report.line(f"  left alone: {safe(repr(name))} (unfinished backup: checkpoint.json, no manifest)")
+    for name in found["not_snapshots"]:
+        report.line(f"  left alone: {safe(repr(name))} (not a snapshot)")
+    for item in found["suspicious"]:
+        report.line(f"  left alone: {safe(item['name'])} (suspicious: {safe(item['reason'])})")
+
+
+def _prune(root: str, keep_last: int | None, keep_days: float | None, apply: bool, signing_key_block: str | None,
+           as_json: bool, debug: bool, prefect: bool | None) -> None:
     with Invocation(as_json, debug, prefect) as run:
         run.interrupted_line = "Interrupted: a snapshot being deleted loses its manifest first, so none is left half-readable."
         plan = run.run("prune_snapshots", dict(backup_path=root, keep_last=keep_last, keep_days=keep_days,
-                                               dry_run=not apply))
+                                               dry_run=not apply, signing_key_block=signing_key_block))
     report = Report(as_json)
     verb = "would delete" if plan["dry_run"] else "deleted"
     report.line(f"keep {len(plan['keep'])}, {verb} {len(plan['delete'])} snapshot(s) in:")
@@ -371,9 +393,10 @@ def _prune(root: str, keep_last: int | None, keep_days: float | None, apply: boo
     for s in plan["delete"]:
         report.line(f"  {verb}: {safe(s['snapshot_id'])} ({safe(s['finished_at'])}, {s['keys']:,} keys)")
     if plan["protected"]:
-        report.line(f"  kept {safe(plan['protected'])}: the newest snapshot that passes its checksums")
-    for name in plan["unfinished"]:
-        report.line(f"  left alone: {safe(name)} (unfinished backup)")
+        report.line(f"  kept {safe(plan['protected'])}: the newest backup that validates fully")
+    _print_left_alone(plan, report)
+    for note in plan["notes"]:
+        report.line(f"  note: {safe(note)}")
     if plan["dry_run"] and plan["delete"]:
         report.line("Dry run: nothing deleted. Add --apply to delete.")
     report.result(plan)
@@ -394,7 +417,9 @@ def migrate(
     no_rollback: bool = typer.Option(False, "--no-rollback", help="On failure, leave the target as it is (roll back later with --resume-rollback)."),
     require_empty_target: bool = typer.Option(False, "--require-empty-target", help="Refuse when the target already holds keys in scope."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report the backup's numbers and what the restore would do."),
-    resume_rollback: Optional[str] = typer.Option(None, "--resume-rollback", metavar="MIGRATION_ID", help="Finish the interrupted rollback of this migration (from BACKUP_PATH/migrations/) instead of migrating."),
+    resume_rollback: Optional[str] = typer.Option(None, "--resume-rollback", metavar="MIGRATION_ID", help="Finish the interrupted rollback of this migration (from BACKUP_PATH/migrations/) instead of migrating, only within --pattern (default: the session patterns) and the migration's own patterns; with --dry-run, say what it would delete and restore."),
+    signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="--resume-rollback: with a signing key configured, accept an unsigned state file and pre-image knowingly."),
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
     """Move sessions SOURCE -> TARGET: backup, validate, pre-image of TARGET, restore, verify, audit;
@@ -402,7 +427,13 @@ def migrate(
     with Invocation(as_json, debug, prefect) as run:
         if resume_rollback:
             run.interrupted_line = f"Interrupted: the rollback resumes from its state file; run again: {masked_command()}"
-            summary = _resume_rollback(run, target, backup_path, resume_rollback)
+            from session_migration.signing import KeySource
+
+            keys = KeySource(signing_key_block, allow_unsigned)
+            if dry_run:
+                return _print_rollback_plan(_plan_rollback(run, target, backup_path, resume_rollback, pattern, keys),
+                                            as_json)
+            summary = _resume_rollback(run, target, backup_path, resume_rollback, pattern, keys)
         else:
             run.interrupted_line = "Interrupted before the migration started; nothing was written."
             run.feedback.on_reached("started", lambda info: setattr(run, "interrupted_line", (
@@ -412,20 +443,46 @@ def migrate(
             summary = run.run("full_migration", dict(
                 source=source, target=target, backup_path=backup_path, patterns=pattern or None, batch_size=batch_size,
                 preserve_ttl=not no_ttl, dry_run=dry_run, verify=not no_verify, rollback_on_failure=not no_rollback,
-                require_empty_target=require_empty_target))
+                require_empty_target=require_empty_target, signing_key_block=signing_key_block))
     _print_migration(summary, as_json)
 
 
-def _resume_rollback(run: Invocation, target: str, backup_path: str, migration_id: str) -> dict[str, Any]:
-    from session_migration import migration, storage
+def _rollback_context(target: str, backup_path: str, keys: Any) -> tuple[Any, Any, str, Any]:
+    from session_migration import storage
     from session_migration.endpoints import resolve_connection
 
-    if "://" not in target:
-        import tasks.blocks  # noqa: F401 - a block name: Prefect loads it
+    if "://" not in target or keys.block:
+        import tasks.blocks  # noqa: F401 - a connection or Secret block: Prefect loads it
     fs, root = storage.resolve(backup_path)
+    return resolve_connection(target), fs, root, keys.keyring()
+
+
+def _resume_rollback(run: Invocation, target: str, backup_path: str, migration_id: str,
+                     patterns: list[str] | None, keys: Any) -> dict[str, Any]:
+    from session_migration import migration
+
+    endpoint, fs, root, keyring = _rollback_context(target, backup_path, keys)
     run.feedback.say(f"Resuming the rollback of migration {migration_id} ...")
-    migration.resume_rollback(resolve_connection(target), fs, root, migration_id)
-    return migration.result_summary(fs, root, migration_id)
+    migration.resume_rollback(endpoint, fs, root, migration_id, patterns=patterns or None, keyring=keyring)
+    return migration.result_summary(fs, root, migration_id, keyring)
+
+
+def _plan_rollback(run: Invocation, target: str, backup_path: str, migration_id: str,
+                   patterns: list[str] | None, keys: Any) -> dict[str, Any]:
+    from session_migration import migration
+
+    endpoint, fs, root, keyring = _rollback_context(target, backup_path, keys)
+    return migration.plan_rollback(endpoint, fs, root, migration_id, patterns=patterns or None, keyring=keyring)
+
+
+def _print_rollback_plan(plan: dict[str, Any], as_json: bool) -> None:
+    report = Report(as_json)
+    report.line(f"Dry run of the rollback of {safe(plan['migration_id'])}: nothing written", style="bold")
+    for key in ("action", "step", "stage", "target", "patterns", "recorded_patterns", "narrowed", "would_delete",
+                "would_restore", "would_remove_expired", "not_restored_outside_patterns", "delete_examples"):
+        value = plan[key]
+        report.field(key.replace("_", " "), ", ".join(map(str, value)) if isinstance(value, list) else value)
+    report.result(plan)
 
 
 def _print_migration(summary: dict[str, Any], as_json: bool) -> None:

@@ -1,4 +1,5 @@
-"""`RedisConnection`: a Prefect block that keeps a Redis/Valkey password as a secret.
+"""`RedisConnection`: a Prefect block that keeps a Redis/Valkey password as a secret; and the
+signing key, from the environment or a Prefect `Secret` block (`signing_keyring`).
 
 Flows take a connection as a string: a Redis URL *without* a password, or the name of one of
 these blocks (a URL carrying a password is refused before the flow run exists: flows/_edge.py).
@@ -14,6 +15,7 @@ from pydantic import Field, SecretStr
 
 from session_migration.endpoints import RedisEndpoint, register_block_loader
 from session_migration.errors import InvalidParameter
+from session_migration.signing import register_secret_loader
 
 
 class RedisConnection(Block):
@@ -43,3 +45,20 @@ def load_endpoint(name: str) -> RedisEndpoint:
 
 
 register_block_loader(load_endpoint)
+
+
+def load_secret(name: str) -> str:
+    """The value of the Prefect `Secret` block `name` (the core's loader of signing keys): only
+    the name is ever a parameter; the value stays inside the task that needs it."""
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(name).get()
+    except ValueError as exc:
+        raise InvalidParameter(f"No Secret block named {name!r} holds a signing key: {exc}") from None
+    if not isinstance(value, str):
+        raise InvalidParameter(f"The Secret block {name!r} must hold the signing key as a string.")
+    return value
+
+
+register_secret_loader(load_secret)

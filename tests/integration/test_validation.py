@@ -90,7 +90,7 @@ def test_edited_manifest(snapshot_dir, workers):
 
 
 def test_wrong_format_version(snapshot_dir, workers):
-    rewrite_manifest(snapshot_dir, lambda m: m.update(format_version=2))
+    rewrite_manifest(snapshot_dir, lambda m: m.update(format_version=3))
     assert codes(check(snapshot_dir, workers)) == ["format-version"]
 
 
