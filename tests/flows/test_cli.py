@@ -204,7 +204,7 @@ def http_port():
     (["backup", "redis://127.0.0.1:1/0", "{tmp}", "--batch-size", "0"], 1, "batch_size must be a whole number from 1"),
     (["backup", "redis://127.0.0.1:1/0"], 2, "Missing argument 'DEST'"),
     (["backup", "redis://127.0.0.1:1/0", "{tmp}", "--no-such-option"], 2, "No such option: --no-such-option"),
-    (["snapshots", "{tmp}/no-such-root"], 1, "There is no snapshot root at file://{tmp}/no-such-root"),
+    (["snapshots", "{tmp}/no-such-root"], 1, "The snapshot root file://{tmp}/no-such-root does not exist"),
     (["validate", "{tmp}"], 1, None),
 ])
 def test_bad_input_is_one_clear_sentence(args, code, message, tmp_path, http_port):
