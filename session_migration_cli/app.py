@@ -359,13 +359,10 @@ def snapshots(
     report = Report(as_json)
     report.line(f"{len(inventory['snapshots'])} snapshot(s) in:")
     report.line(f"  {safe(inventory['root'])}")
-    shown = table(None, ("snapshot_id", "kind", "finished_at", "source", "keys", "bytes", "parts", "signature"),
-                  numeric=("keys", "bytes", "parts"))
-    for r in inventory["snapshots"]:
-        shown.add_row(safe(r["snapshot_id"]), safe(r["kind"]), safe(r["finished_at"]), safe(r["source"]),
-                      f"{r['keys']:,}", f"{r['bytes']:,}", str(r["parts"]), safe(r["signature"]))
-    if inventory["snapshots"]:
-        report.show(shown)
+    for r in inventory["snapshots"]:  # one line each, never cut: ids and sources are copied from here
+        report.line(f"  {safe(r['snapshot_id'])}  {safe(r['kind'])}  {safe(r['finished_at'][:19].replace('T', ' '))}  "
+                    f"{r['keys']:,} keys  {r['bytes']:,} bytes  {r['parts']} part(s)  signature {safe(r['signature'])}  "
+                    f"from {safe(r['source'])}")
     _print_left_alone(inventory, report)
     report.result(inventory)
 
