@@ -172,7 +172,7 @@ class FlowRunRecord:
     artifacts: list[Any]
 
     def task_names(self) -> list[str]:
-        """The task runs' names without their numeric suffix, sorted."""
+        """The task runs' names without their run suffix ("check-backup-3f2" -> "check-backup"), sorted."""
         return sorted(t.name.rsplit("-", 1)[0] for t in self.task_runs)
 
     def artifact_keys(self) -> list[str]:

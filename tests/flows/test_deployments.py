@@ -4,12 +4,14 @@ one worker that runs every deployment of prefect.yaml, and each run's own artifa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -64,8 +66,9 @@ def _ident() -> str:
 @pytest.fixture
 def stores(valkey_server, redis_server, tmp_path):
     """What every deployment of prefect.yaml works on, arranged so that runs going on at the
-    same time never touch one another's keys or files (each gets a folder of its own; the
-    parameters that name them are the only ones a test run overrides).
+    same time never touch one another's keys or files: each gets a folder of its own, and the
+    cleanup a database of its own (its deletes would race the backup and the migration). The
+    parameters that name those are the only ones a test run overrides.
 
     - source (block session-store-source): Valkey db 0, sessions in scope plus one key outside it;
     - target (block session-store-target): Redis db 0, one session of its own and one key outside scope;
@@ -113,19 +116,40 @@ def stores(valkey_server, redis_server, tmp_path):
             "cleanup_url": valkey_server.url[:-1] + "1"}
 
 
-def run_worker_once(env, timeout=600) -> None:
-    """One process worker that takes every run due now, runs them side by side and exits when
-    they are done; on a timeout or a failure, it and every flow run process it started are killed."""
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "sessions", "--run-once"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+@contextlib.contextmanager
+def worker(env):
+    """One process worker on the pool, polling every second for runs due now; on the way out
+    it is stopped with every flow run process it started, whatever happened."""
+    process = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "sessions"], cwd=ROOT,
+                               env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "0"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        output, _ = worker.communicate(timeout=timeout)
+        yield process
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-    assert worker.returncode == 0, output
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # and whatever of its group is left
+        process.wait()
+
+
+def wait_for_final_states(run_ids, timeout=600.0) -> None:
+    """Until every flow run of `run_ids` is in a final state (completed, failed, crashed, ...)."""
+    from prefect.client.orchestration import get_client
+
+    async def poll():
+        async with get_client() as client:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                states = [(await client.read_flow_run(run_id)).state for run_id in run_ids]
+                if all(state and state.is_final() for state in states):
+                    return
+                await asyncio.sleep(0.25)
+
+    asyncio.run(poll())
 
 
 def test_every_deployment_runs_through_a_worker(prefect_harness, stores, tmp_path):
@@ -154,19 +178,20 @@ def test_every_deployment_runs_through_a_worker(prefect_harness, stores, tmp_pat
 
     env = {**os.environ, "PREFECT_API_URL": prefect_harness, "PWD": str(ROOT)}
     asyncio.run(create_pool())
-    prefect("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml", env=env)
-    asyncio.run(pause_schedules())
-    overrides = {
-        "nightly-backup": {"backup_path": str(tmp_path / "nightly")},
-        "daily-cleanup": {"source": stores["cleanup_url"], "backup_path": str(tmp_path / "cleanup")},
-        "daily-prune": {"backup_path": str(tmp_path / "prune")},
-        "on-demand-migration": {"backup_path": str(tmp_path / "migrations")},
-        "on-demand-restore": {"snapshot": stores["restore_snapshot"]},
-    }
-    assert sorted(overrides) == sorted(deployments())  # a new deployment needs its run here
-    runs = {name: run_deployment(full_name, parameters=overrides[name], timeout=0)
-            for name, full_name in deployments().items()}
-    run_worker_once(env)
+    with worker(env):  # it starts while the deployments are deployed
+        prefect("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml", env=env)
+        asyncio.run(pause_schedules())
+        overrides = {
+            "nightly-backup": {"backup_path": str(tmp_path / "nightly")},
+            "daily-cleanup": {"source": stores["cleanup_url"], "backup_path": str(tmp_path / "cleanup")},
+            "daily-prune": {"backup_path": str(tmp_path / "prune")},
+            "on-demand-migration": {"backup_path": str(tmp_path / "migrations")},
+            "on-demand-restore": {"snapshot": stores["restore_snapshot"]},
+        }
+        assert sorted(overrides) == sorted(deployments())  # a new deployment needs its run here
+        runs = {name: run_deployment(full_name, parameters=overrides[name], timeout=0)
+                for name, full_name in deployments().items()}
+        wait_for_final_states([run.id for run in runs.values()])
     done = {name: read_flow_run(run.id) for name, run in runs.items()}
     for name, record in done.items():
         assert record.run.state.is_completed(), (name, record.run.state)
@@ -193,6 +218,7 @@ def test_every_deployment_runs_through_a_worker(prefect_harness, stores, tmp_pat
     [state_file] = (tmp_path / "migrations" / "migrations").glob("*.json")
     migration = json.loads(state_file.read_text())
     assert migration["step"] == "done" and migration["verify"]["counts"]["OK"] == 5
+    assert migration["verify"]["kept_target_only"] == 1  # the target's own session
     assert done["on-demand-migration"].artifact_keys() == [
         "backup-progress", "migration-report", "migration-restore-progress"]
 
