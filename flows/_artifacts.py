@@ -11,7 +11,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from session_migration import storage
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+# Inline, after a label: only these can start emphasis, code, links, HTML or a table cell here.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 SIGNED_LINK_SECONDS = 7 * 24 * 3600
 

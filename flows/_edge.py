@@ -65,8 +65,9 @@ class SessionFlow(Flow):
     """A Prefect flow whose connection parameters are checked before the run is created."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        bound = inspect.signature(self.fn).bind_partial(*args, **kwargs)
-        refuse_secrets(dict(bound.arguments))
+        signature = inspect.signature(self.fn)
+        own = {k: v for k, v in kwargs.items() if k in signature.parameters}  # not return_state, wait_for, ...
+        refuse_secrets(dict(signature.bind_partial(*args, **own).arguments))
         return super().__call__(*args, **kwargs)
 
 

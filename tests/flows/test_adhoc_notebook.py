@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import demo_keys_in_scope
+
 pytestmark = [pytest.mark.flows, pytest.mark.integration, pytest.mark.slow]
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "adhoc_migration.ipynb"
@@ -32,7 +34,8 @@ def test_adhoc_migration_notebook_migrates_demo_servers(prefect_harness, tmp_pat
     [state_file] = (root / "migrations").glob("*.json")
     state = json.loads(state_file.read_text())
     assert state["step"] == "done" and state["verify"]["ok"] and not state["rolled_back"]
-    assert state["counts"]["backup"]["keys"] > 20
+    assert state["counts"]["backup"]["keys"] == demo_keys_in_scope(1)
+    assert state["verify"]["counts"]["OK"] == demo_keys_in_scope(1)
     assert (root / state["snapshot_id"] / "audit" / "report.html").is_file()
     texts = [o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert any("verification OK" in t for t in texts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -11,19 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import demo_keys_in_scope, read_flow_run, run_flow
 from session_migration import backup, demo
 
 pytestmark = [pytest.mark.flows, pytest.mark.integration]
-
-
-def _artifacts():
-    from prefect.client.orchestration import get_client
-
-    async def read():
-        async with get_client() as client:
-            return await client.read_artifacts()
-
-    return asyncio.run(read())
 
 
 def _cli(*args):
@@ -33,29 +23,34 @@ def _cli(*args):
 
 @pytest.fixture
 def demo_snapshot(valkey, tmp_path) -> Path:
-    demo.seed(valkey.client(), copies=2)
+    counts = demo.seed(valkey.client(), copies=2)
     result = backup(valkey.url, str(tmp_path / "snapshots"))
+    assert result.counters.keys == counts["sessions"] + counts["companion_keys"] == demo_keys_in_scope(2)
     return tmp_path / "snapshots" / result.snapshot_id
 
 
 def test_flow_writes_report_and_publishes_artifacts(prefect_harness, demo_snapshot):
     from flows import audit_report
 
-    report = audit_report(snapshot=str(demo_snapshot))
-    assert report["valid"] is True and report["keys"] > 0
+    keys = demo_keys_in_scope(2)
+    state, run_id = run_flow(audit_report, snapshot=str(demo_snapshot))
+    report = state.result()
+    assert report["valid"] is True and report["keys"] == keys
+    assert sum(sum(counts.values()) for counts in report["by_store"].values()) == keys
     assert set(report["files"]) == {"json", "md", "html", "csv"}
     for name in ("report.json", "report.md", "report.html", "findings.csv"):
         assert (demo_snapshot / "audit" / name).is_file()  # default output: <snapshot>/audit
     assert json.loads((demo_snapshot / "audit" / "report.json").read_text())["by_store"] == report["by_store"]
 
-    artifacts = {a.key: a for a in _artifacts() if a.key in ("audit-by-store", "audit-report")}
-    assert set(artifacts) == {"audit-by-store", "audit-report"}
-    table = artifacts["audit-by-store"].data
-    rows = json.loads(table) if isinstance(table, str) else table
-    by_store = {r["store"]: r for r in rows}
-    assert by_store["total"]["total"] == f"{report['keys']:,}"  # numbers read with separators in the UI
-    assert by_store["express"]["valid"] == f"{report['by_store']['express']['valid']:,}"
-    markdown = artifacts["audit-report"].data
+    run = read_flow_run(run_id, task_runs=3)
+    assert run.run.state.is_completed()
+    assert run.task_names() == ["compute-snapshot-stats", "validate-snapshot", "write-audit-report"]
+    assert run.artifact_keys() == ["audit-by-store", "audit-report"]
+    by_store = {r["store"]: r for r in run.table("audit-by-store")}
+    assert set(by_store) == {*report["by_store"], "total"}
+    assert by_store["total"]["total"] == keys
+    assert by_store["express"]["valid"] == report["by_store"]["express"]["valid"]
+    markdown = run.artifact("audit-report").data
     assert "Control evidence" in markdown and "CP-10" in markdown and report["snapshot"]["snapshot_id"] in markdown
     assert "Keys by session status" in markdown and "█" in markdown  # the charts, as text
     assert f"`{demo_snapshot}/audit/report.html` (copy this path)" in markdown  # a local file: the path

@@ -2,44 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
+from helpers import demo_keys_in_scope, read_flow_run, run_flow
 from session_migration import open_snapshot
 from session_migration.errors import InvalidParameter
 
 pytestmark = [pytest.mark.flows, pytest.mark.integration]
 
 
-def _flow_runs_and_artifacts():
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    async def read():
-        async with get_client() as client:
-            runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=5)
-            artifacts = await client.read_artifacts()
-            return runs, artifacts
-
-    return asyncio.run(read())
-
-
 def test_backup_flow_publishes_summary_and_progress(prefect_harness, valkey, tmp_path):
     from flows import backup_sessions
     from session_migration import demo
 
-    demo.seed(valkey.client(), copies=2)
-    summary = backup_sessions(source=valkey.url, backup_path=str(tmp_path), batch_size=50)
+    counts = demo.seed(valkey.client(), copies=2)
+    keys = counts["sessions"] + counts["companion_keys"]
+    assert keys == demo_keys_in_scope(2)
+    state, run_id = run_flow(backup_sessions, source=valkey.url, backup_path=str(tmp_path), batch_size=50)
+    summary = state.result()
     snap = open_snapshot(summary["snapshot"])
-    assert summary["keys"] == snap.totals["keys"] > 0
+    assert summary["keys"] == snap.totals["keys"] == keys
     assert summary["server"].startswith("valkey")
-    runs, artifacts = _flow_runs_and_artifacts()
-    assert runs[0].state.is_completed()
-    keys = {a.key for a in artifacts}
-    assert {"backup-summary", "backup-progress"} <= keys
-    progress = [a for a in artifacts if a.key == "backup-progress"][0]
-    assert progress.data == 100.0
+    run = read_flow_run(run_id, task_runs=2)
+    assert run.run.state.is_completed()
+    assert run.task_names() == ["back-up-sessions", "check-backup"]
+    assert run.artifact_keys() == ["backup-progress", "backup-summary"]
+    assert run.artifact("backup-progress").data == 100.0
+    table = {row["metric"]: row["value"] for row in run.table("backup-summary")}
+    assert (table["snapshot"], table["keys"]) == (summary["snapshot"], keys)
 
 
 def test_password_never_becomes_a_flow_parameter(prefect_harness, tmp_path, monkeypatch):
@@ -53,11 +43,12 @@ def test_password_never_becomes_a_flow_parameter(prefect_harness, tmp_path, monk
             backup_sessions(source=server.url, backup_path=str(tmp_path))
         monkeypatch.setenv("SRC_PW", "flow-secret-9")
         url = f"redis://127.0.0.1:{server.port}/0?password_env=SRC_PW"
-        summary = backup_sessions(source=url, backup_path=str(tmp_path), patterns=["sess:*"])
-        assert summary["keys"] == 1
-        runs, artifacts = _flow_runs_and_artifacts()
-        assert "flow-secret-9" not in repr(runs[0].parameters)
-        assert all("flow-secret-9" not in repr(a.data) for a in artifacts)
+        state, run_id = run_flow(backup_sessions, source=url, backup_path=str(tmp_path), patterns=["sess:*"])
+        assert state.result()["keys"] == 1
+        run = read_flow_run(run_id)
+        assert run.run.parameters["source"] == url and len(run.artifacts) == 2
+        assert "flow-secret-9" not in repr(run.run.parameters)
+        assert all("flow-secret-9" not in repr(a.data) for a in run.artifacts)
     finally:
         server.stop()
 

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from helpers import read_flow_run, run_flow
+
 pytestmark = [pytest.mark.flows, pytest.mark.integration]
 
 
@@ -28,9 +30,16 @@ def test_flow_dry_run_then_apply(prefect_harness, valkey, tmp_path):
     assert dry["total"] == 1 and dry["deleted"] == 0 and r.dbsize() == 3
     with pytest.raises(InvalidParameter, match="needs a backup_path"):
         cleanup_expired_sessions(source=valkey.url, include=["corrupt"], apply=True)
-    done = cleanup_expired_sessions(source=valkey.url, include=["corrupt"], apply=True, backup_path=str(tmp_path))
+    state, run_id = run_flow(cleanup_expired_sessions, source=valkey.url, include=["corrupt"], apply=True,
+                             backup_path=str(tmp_path))
+    done = state.result()
     assert done["deleted"] == 1 and done["pre_image"].startswith("file://")
     assert r.dbsize() == 2 and r.get("other:key") == b"never touched"
+    run = read_flow_run(run_id, task_runs=1)
+    assert run.task_names() == ["clean-up-sessions"] and run.artifact_keys() == ["cleanup-progress", "cleanup-report", "cleanup-summary"]
+    assert {row["category"]: row["keys"] for row in run.table("cleanup-summary")} == {
+        "expired": 0, "stale": 0, "corrupt": 1, "locks": 0, "orphans": 0}
+    assert f"pre-image snapshot (restore it to undo): `{done['pre_image']}`" in run.artifact("cleanup-report").data
 
 
 def test_cli_cleanup(prefect_harness, valkey, tmp_path):

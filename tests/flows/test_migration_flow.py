@@ -7,13 +7,26 @@ import json
 
 import pytest
 
-from helpers import latest_flow_run as _latest
+from helpers import read_flow_run, run_flow
 from session_migration.errors import TerminalError
 from session_migration.migration import MigrationFailed
 
 pytestmark = [pytest.mark.flows, pytest.mark.integration]
 
 PATTERNS = ["sess:*", "session:*"]
+
+
+# The task runs of a migration of one snapshot part, by name (without their run suffix).
+RECORDED_STEPS = ["record-backed_up", "record-validated", "record-pre_image", "record-restoring", "record-restored",
+                  "record-restored", "record-verified", "record-audited", "record-done"]
+HAPPY_TASKS = sorted(["check-migration", "start-migration", "check-backup", "back-up-sessions", "validate-snapshot",
+                      "take-pre-image",
+                      "check-restore", "restore-part", "finish-restore", "verify-sessions", "judge-verification",
+                      "compute-snapshot-stats", "write-audit-report", "migration-summary"]
+                     + ["record"] * len(RECORDED_STEPS))
+ROLLED_BACK_TASKS = sorted(["check-migration", "start-migration", "check-backup", "back-up-sessions", "validate-snapshot",
+                            "take-pre-image", "check-restore", "restore-part", "finish-restore", "verify-sessions",
+                            "judge-verification", "handle-migration-failure"] + ["record"] * 6)
 
 
 @pytest.fixture
@@ -28,19 +41,22 @@ def test_full_migration_flow_happy_path(prefect_harness, pair, tmp_path):
     from flows import full_migration
 
     src, dst = pair
-    summary = full_migration(source=src.url, target=dst.url, backup_path=str(tmp_path), patterns=PATTERNS)
+    state, run_id = run_flow(full_migration, source=src.url, target=dst.url, backup_path=str(tmp_path),
+                             patterns=PATTERNS)
+    summary = state.result()
     json.dumps(summary)
     assert summary["ok"] and summary["step"] == "done" and not summary["rolled_back"]
     assert summary["verify"]["ok"] and summary["verify"]["counts"]["OK"] == 8
     assert summary["verify"]["kept_target_only"] == 2 and summary["restore"]["written"] == 8
     assert (tmp_path / summary["snapshot_id"] / "audit" / "report.html").is_file()
     assert dst.client().get("sess:forever") == b"no ttl" and dst.client().get("cache:user:42") == b"{}"
-    run, task_runs, artifacts = _latest()
-    assert run.state.is_completed()
-    names = {t.name.rsplit("-", 1)[0] for t in task_runs}
-    assert {"check-migration", "back-up-sessions", "validate-snapshot", "take-pre-image", "check-restore",
-            "verify-sessions", "judge-verification", "write-audit-report"} <= names
-    assert {"migration-report", "migration-restore-progress"} <= {a.key for a in artifacts}
+    run = read_flow_run(run_id, task_runs=len(HAPPY_TASKS))
+    assert run.run.state.is_completed()
+    assert sorted(t.name for t in run.task_runs if t.name.startswith("record-")) == sorted(RECORDED_STEPS)
+    assert run.task_names() == HAPPY_TASKS
+    assert run.artifact_keys() == ["backup-progress", "migration-report", "migration-restore-progress",
+                                   "migration-verify-progress"]
+    assert summary["migration_id"] in run.artifact("migration-report").data
 
 
 def test_full_migration_flow_rolls_back_on_verify_failure(prefect_harness, pair, tmp_path):
@@ -59,14 +75,19 @@ def test_full_migration_flow_rolls_back_on_verify_failure(prefect_harness, pair,
 
     unsubscribe = subscribe(tamper)
     try:
-        with pytest.raises(MigrationFailed, match="rolled back"):
-            full_migration(source=src.url, target=dst.url, backup_path=str(tmp_path), patterns=PATTERNS)
+        state, run_id = run_flow(full_migration, source=src.url, target=dst.url, backup_path=str(tmp_path),
+                                 patterns=PATTERNS)
     finally:
         unsubscribe()
+    with pytest.raises(MigrationFailed, match="rolled back"):
+        state.result()
     assert db_state(dst.client()) == before
-    run, task_runs, artifacts = _latest()
-    assert run.state.is_failed()
-    assert any(t.name.startswith("handle-migration-failure") for t in task_runs)
+    run = read_flow_run(run_id, task_runs=len(ROLLED_BACK_TASKS))
+    assert run.run.state.is_failed()
+    assert run.task_names() == ROLLED_BACK_TASKS
+    assert run.artifact_keys() == ["backup-progress", "migration-report", "migration-restore-progress",
+                                   "migration-verify-progress"]
+    assert "FAILED, rolled back" in run.artifact("migration-report").data
     state_file = next((tmp_path / "migrations").glob("*.json"))
     state = json.loads(state_file.read_text())
     assert state["step"] == "rolled_back" and state["rolled_back"] and state["rollback"]["stage"] == "done"
@@ -79,9 +100,14 @@ def test_full_migration_flow_dry_run_and_refusal(prefect_harness, pair, tmp_path
 
     src, dst = pair
     before = db_state(dst.client())
-    plan = full_migration(source=src.url, target=dst.url, backup_path=str(tmp_path / "r"), patterns=PATTERNS,
-                          dry_run=True)
-    assert plan["dry_run"] and plan["restore_plan"]["would_create"] == 6
+    state, run_id = run_flow(full_migration, source=src.url, target=dst.url, backup_path=str(tmp_path / "r"),
+                             patterns=PATTERNS, dry_run=True)
+    plan = state.result()
+    assert plan["dry_run"] and plan["restore_plan"] == {"would_create": 6, "would_overwrite": 2,
+                                                         "target_keys_in_scope": 4, "target_only_kept": 2}
+    run = read_flow_run(run_id, task_runs=2)
+    assert run.task_names() == ["check-migration", "plan-migration"]
+    assert run.artifact_keys() == ["migration-dry-run"]
     with pytest.raises(TerminalError, match="already holds keys in scope"):
         full_migration(source=src.url, target=dst.url, backup_path=str(tmp_path / "r"), patterns=PATTERNS,
                        require_empty_target=True)

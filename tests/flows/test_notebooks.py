@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import demo_keys_in_scope
+
 pytestmark = [pytest.mark.flows, pytest.mark.integration, pytest.mark.slow]
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -34,7 +36,9 @@ def test_audit_report_notebook_builds_a_demo_snapshot_and_reports(tmp_path):
     nb = run_notebook("audit_report.ipynb", tmp_path, snapshot=None, output=str(tmp_path / "report"),
                       demo_copies=2, demo_root=str(tmp_path / "snapshots"))
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["valid"] is True and report["keys"] > 50 and report["by_store"]
+    assert report["valid"] is True and report["keys"] == demo_keys_in_scope(2)
+    assert sum(sum(counts.values()) for counts in report["by_store"].values()) == report["keys"]
+    assert "unknown" not in report["by_store"]  # every demo key is a session of a known store
     assert (tmp_path / "report" / "report.html").is_file() and (tmp_path / "report" / "findings.csv").is_file()
     assert len(outputs(nb, "image/svg+xml")) == 3  # the report's charts, displayed inline
     assert any("valid" in html for html in outputs(nb, "text/html"))  # the pandas tables

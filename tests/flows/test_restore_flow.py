@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import latest_flow_run as _latest
+from helpers import read_flow_run, run_flow
 from session_migration import backup
 from session_migration.errors import InvalidParameter
 
@@ -23,26 +23,32 @@ def test_restore_flow_one_task_per_part(prefect_harness, valkey, tmp_path):
     r.flushall()
     r.set("laravel_database_laravel_cache_s1", "exists")
 
-    plan = restore_sessions(snapshot=snap, target=valkey.url, dry_run=True,
-                            rename_prefix=["laravel_database_laravel_cache:", "laravel_database_laravel_cache_"])
+    rename = ["laravel_database_laravel_cache:", "laravel_database_laravel_cache_"]
+    state, plan_id = run_flow(restore_sessions, snapshot=snap, target=valkey.url, dry_run=True, rename_prefix=rename)
+    plan = state.result()
     assert plan["dry_run"] and plan["would_create"] == 250 and plan["would_overwrite"] == 1
     assert r.dbsize() == 1
+    dry = read_flow_run(plan_id, task_runs=1)
+    assert dry.task_names() == ["check-restore"] and dry.artifact_keys() == ["restore-dry-run"]
 
-    summary = restore_sessions(snapshot=snap, target=valkey.url, on_conflict="skip", min_ttl_seconds=60,
-                               rename_prefix=["laravel_database_laravel_cache:", "laravel_database_laravel_cache_"])
+    state, run_id = run_flow(restore_sessions, snapshot=snap, target=valkey.url, on_conflict="skip",
+                             min_ttl_seconds=60, rename_prefix=rename)
+    summary = state.result()
     assert summary["rows"] == 251 and summary["created"] == 250 and summary["skipped_existing"] == 1
-    assert summary["parts"] >= 2 and summary["server"].startswith("valkey")
+    assert summary["parts"] == 3 and summary["server"].startswith("valkey")
     assert r.get("laravel_database_laravel_cache_s1") == b"exists"
     assert r.get("laravel_database_laravel_cache_s2") == b"v2" and r.ttl("laravel_database_laravel_cache_s2") > 3000
     assert not r.keys("laravel_database_laravel_cache:*")
 
-    run, task_runs, artifacts = _latest()
-    assert run.state.is_completed()
-    names = sorted(t.name for t in task_runs)
-    assert [n for n in names if n.startswith("restore-part")] == [
-        f"restore-part-{i:05d}.parquet" for i in range(summary["parts"])]
-    keys = {a.key for a in artifacts}
-    assert {"restore-summary", "restore-dry-run", "restore-progress"} <= keys
+    run = read_flow_run(run_id, task_runs=5)
+    assert run.run.state.is_completed()
+    assert sorted(t.name for t in run.task_runs if t.name.startswith("restore-part")) == [
+        f"restore-part-{i:05d}.parquet" for i in range(3)]
+    assert run.task_names() == ["check-restore", "finish-restore", "restore-part", "restore-part", "restore-part"]
+    assert run.artifact_keys() == ["restore-progress", "restore-summary"]
+    assert run.artifact("restore-progress").data == 100.0
+    table = {row["metric"]: row["value"] for row in run.table("restore-summary")}
+    assert (table["rows"], table["created"], table["skipped_existing"]) == (251, 250, 1)
 
 
 def test_restore_flow_refuses_bad_parameters_and_passwords(prefect_harness, valkey, tmp_path):

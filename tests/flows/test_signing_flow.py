@@ -40,7 +40,7 @@ def test_a_secret_block_signs_in_flows_and_never_becomes_a_parameter(valkey, tmp
     from flows.backup import backup_sessions
     from flows.restore import restore_sessions
     from flows.validate import validate_snapshot
-    from helpers import latest_flow_run
+    from helpers import read_flow_run, run_flow
 
     Secret(value=KEY).save(BLOCK, overwrite=True)
     for i in range(30):
@@ -56,12 +56,13 @@ def test_a_secret_block_signs_in_flows_and_never_becomes_a_parameter(valkey, tmp
     assert unchecked["valid"] and unchecked["signature"] == "unchecked"
 
     target = valkey.url.rsplit("/", 1)[0] + "/1"
-    restored = restore_sessions(snapshot=summary["snapshot"], target=target, signing_key_block=BLOCK)
+    state, run_id = run_flow(restore_sessions, snapshot=summary["snapshot"], target=target, signing_key_block=BLOCK)
+    restored = state.result()
     assert restored["written"] == 30 and restored["scope_from"] == "signed manifest"
-    run, _tasks, artifacts = latest_flow_run()
-    assert run.parameters["signing_key_block"] == BLOCK
-    assert KEY not in json.dumps(run.parameters, default=str)
-    assert all(KEY not in json.dumps(a.data, default=str) for a in artifacts)
+    record = read_flow_run(run_id)
+    assert record.run.parameters["signing_key_block"] == BLOCK
+    assert KEY not in json.dumps(record.run.parameters, default=str)
+    assert record.artifacts and all(KEY not in json.dumps(a.data, default=str) for a in record.artifacts)
 
 
 def test_cli_validate_json_and_resume_rollback_dry_run(valkey_server, redis_server, tmp_path):

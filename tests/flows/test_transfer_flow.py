@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from helpers import latest_flow_run as _latest
-from servers import _binary, start_server, wait_ready
+from helpers import read_flow_run, run_flow
+from servers import _binary, start_server
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import InvalidParameter
 from session_migration.verify import verify
@@ -37,22 +37,28 @@ def test_transfer_flow_dry_run_then_run(prefect_harness, valkey_server, redis_se
     _seed(valkey_server.client(), 250)
     redis_server.client().set("sess:000001", "exists")
 
-    plan = transfer_sessions(source=valkey_server.url, target=redis_server.url, dry_run=True,
-                             checkpoint_path=str(tmp_path / "ck"))
+    state, plan_id = run_flow(transfer_sessions, source=valkey_server.url, target=redis_server.url, dry_run=True,
+                              checkpoint_path=str(tmp_path / "ck"))
+    plan = state.result()
     assert plan["dry_run"] and plan["would_create"] == 250 and plan["would_overwrite"] == 1
     assert redis_server.client().dbsize() == 1 and not (tmp_path / "ck").exists()
+    dry = read_flow_run(plan_id, task_runs=1)
+    assert dry.task_names() == ["check-transfer"] and dry.artifact_keys() == ["transfer-dry-run"]
 
-    summary = transfer_sessions(source=valkey_server.url, target=redis_server.url, patterns=["sess:*"],
-                                on_conflict="skip", checkpoint_path=str(tmp_path / "ck"))
+    state, run_id = run_flow(transfer_sessions, source=valkey_server.url, target=redis_server.url,
+                             patterns=["sess:*"], on_conflict="skip", checkpoint_path=str(tmp_path / "ck"))
+    summary = state.result()
     assert summary["keys"] == 251 and summary["created"] == 250 and summary["skipped_existing"] == 1
     assert summary["source_server"].startswith("valkey") and summary["target_server"].startswith("redis")
     assert redis_server.client().get("sess:000001") == b"exists"
 
-    run, task_runs, artifacts = _latest()
-    assert run.state.is_completed()
-    assert sorted(t.name.rsplit("-", 1)[0] for t in task_runs) == ["check-transfer", "transfer"]
-    keys = {a.key for a in artifacts}
-    assert {"transfer-summary", "transfer-dry-run", "transfer-progress"} <= keys
+    run = read_flow_run(run_id, task_runs=2)
+    assert run.run.state.is_completed()
+    assert run.task_names() == ["check-transfer", "transfer"]
+    assert run.artifact_keys() == ["transfer-progress", "transfer-summary"]
+    assert run.artifact("transfer-progress").data == 100.0
+    table = {row["metric"]: row["value"] for row in run.table("transfer-summary")}
+    assert (table["keys"], table["created"], table["skipped_existing"]) == (251, 250, 1)
 
 
 def test_transfer_flow_refuses_bad_parameters(prefect_harness, valkey):
@@ -78,45 +84,59 @@ def test_target_restarted_mid_run_task_retry_resumes(prefect_harness, redis_serv
     _seed(redis_server.client(), 25_000)
     target = start_server("valkey", extra=("--appendonly", "yes", "--appendfsync", "always"))
     events = []
+    restarts: list[threading.Thread] = []
+    stopping = threading.Event()
+    lock = threading.Lock()  # the test's end and the restart never interleave: no server outlives the test
 
-    def restart_later():
-        """Bring the target back once Prefect has scheduled the task's retry (or after 12 s)."""
+    def restart_later(task_run_id):
+        """Bring the target back once Prefect has scheduled this task run's retry (or after 12 s)."""
         from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         deadline = time.monotonic() + 12  # well inside the retries (2 + 4 + 8 s and reconnects)
         with temporary_settings({PREFECT_API_URL: prefect_harness}), get_client(sync_client=True) as client:
-            while time.monotonic() < deadline:
-                runs = [t for t in client.read_task_runs() if t.name.startswith("transfer-")
-                        and t.state_name in ("AwaitingRetry", "Retrying")]
-                if runs:
-                    break
-                time.sleep(0.2)
+            while time.monotonic() < deadline and not stopping.is_set():
+                try:
+                    if client.read_task_run(task_run_id).state_name in ("AwaitingRetry", "Retrying"):
+                        break
+                except ObjectNotFound:  # task runs reach the server as events, a little later
+                    pass
+                stopping.wait(0.2)
         args = [_binary("valkey"), "--port", str(target.port), "--bind", "127.0.0.1", "--save", "",
                 "--dir", target.workdir, "--appendonly", "yes", "--appendfsync", "always"]
-        target.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_ready(target.port)
+        with lock:
+            if not stopping.is_set():
+                target.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def listener(event):
         if getattr(event, "checkpoints", 0) >= 1 and not events:
+            from prefect.runtime import task_run
+
             events.append(event.keys)
             target.process.kill()
             target.process.wait()
-            threading.Thread(target=restart_later, daemon=True).start()
+            restarts.append(threading.Thread(target=restart_later, args=(task_run.id,)))
+            restarts[-1].start()
 
     unsubscribe = subscribe(listener)
     try:
-        summary = transfer_sessions(source=redis_server.url, target=target.url, patterns=["sess:*"],
-                                    checkpoint_path=str(tmp_path))
+        state, run_id = run_flow(transfer_sessions, source=redis_server.url, target=target.url, patterns=["sess:*"],
+                                 checkpoint_path=str(tmp_path))
+        summary = state.result()
         assert events, "the target was never stopped"
         assert summary["resumed"] and summary["keys"] == 25_001
-        _run, task_runs, _ = _latest()
-        copy = [t for t in task_runs if t.name.startswith("transfer")][0]
+        run = read_flow_run(run_id, task_runs=2)
+        [copy] = [t for t in run.task_runs if t.name.startswith("transfer")]
         assert copy.run_count >= 2  # failed once (ServerUnavailable, transient), retried, resumed
         report = verify(RedisEndpoint.from_url(redis_server.url), RedisEndpoint.from_url(target.url))
         assert report.ok and report.counts["OK"] == 25_001, report.as_dict()
     finally:
         unsubscribe()
+        with lock:
+            stopping.set()
+        for thread in restarts:
+            thread.join()
         target.stop()
 
 

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from helpers import read_flow_run, run_flow
 from session_migration import backup
 
 pytestmark = [pytest.mark.flows, pytest.mark.integration]
@@ -24,10 +25,15 @@ def test_verify_flow_snapshot_then_store_both_orders(prefect_harness, valkey_ser
         b.set(f"sess:{i}", "v", ex=600)
     b.set("sess:only-b", "v")
     snapshot = backup(valkey_server.url, str(tmp_path), patterns=["sess:*"]).url
-    forward = verify_sessions(a=snapshot, b=redis_server.url)
+    state, run_id = run_flow(verify_sessions, a=snapshot, b=redis_server.url)
+    forward = state.result()
     assert forward["counts"]["EXTRA"] == 1 and forward["counts"]["OK"] == 30 and not forward["ok"]
     backward = verify_sessions(a=redis_server.url, b=snapshot)
     assert backward["counts"]["MISSING"] == 1 and backward["counts"]["OK"] == 30
+    run = read_flow_run(run_id, task_runs=1)
+    assert run.task_names() == ["verify-sessions"] and run.artifact_keys() == ["verify-counts", "verify-progress", "verify-report"]
+    assert {row["category"]: row["keys"] for row in run.table("verify-counts")} == forward["counts"]
+    assert run.artifact("verify-report").data.startswith("# Verify: MISMATCH\n")
 
 
 def test_verify_cli_exit_codes(valkey_server, redis_server):

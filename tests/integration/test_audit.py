@@ -264,3 +264,31 @@ def test_a_password_in_a_manifest_url_is_not_copied():
     assert password_free("redis://app:s3cret@cache:6379/0") == "redis://app@cache:6379/0"
     assert password_free("rediss://:s3cret@cache/1?password_env=X") == "rediss://cache/1?password_env=X"
     assert password_free("redis://cache:6379/0") == "redis://cache:6379/0"
+
+
+def test_malicious_pickles_are_corrupt_in_the_audit_and_never_run(valkey, tmp_path):
+    """Django and Flask sessions whose pickles would run code on load go through a backup (which
+    detects their store) and an audit (which judges them): nothing of them runs, each is corrupt,
+    and the report names the refused callable without the payload."""
+    from unit.session_cases import evil_pickles
+
+    marker = tmp_path / "pwned"
+    pickles = evil_pickles(marker)
+    r = valkey.client()
+    for payload, _ in pickles.values():
+        r.set(f":1:django.contrib.sessions.cache{_ident()}", payload, px=HOUR)
+        r.set(f"session:{_ident()}", payload, px=HOUR)
+    result = backup(valkey.url, str(tmp_path / "snapshots"))
+    assert result.counters.keys == 8 and result.counters.by_store == {"django": 4, "flask": 4}
+    validation, stats, files = _audit(tmp_path / "snapshots" / result.snapshot_id, tmp_path / "report",
+                                      int(time.time() * 1000))
+    assert not marker.exists()
+    assert validation.valid
+    assert stats.by_store == {store: {"valid": 0, "expired": 0, "stale": 0, "corrupt": 4, "unknown": 0}
+                              for store in ("django", "flask")}
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "report" / "findings.csv").read_text())))
+    assert len(rows) == 8 and {row["status"] for row in rows} == {"corrupt"}
+    assert all("not executed" in row["reason"] for row in rows)
+    assert Counter(name for row in rows for name in ("system", "builtins.open", "builtins.exec")
+                   if name in row["reason"]) == {"system": 4, "builtins.open": 2, "builtins.exec": 2}
+    assert str(marker) not in "".join((tmp_path / "report" / f).read_text() for f in ("report.md", "findings.csv"))

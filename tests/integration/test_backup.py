@@ -38,16 +38,19 @@ def test_every_type_binary_safe_with_absolute_expiry(server, tmp_path):
 
     assert set(rows) == {binary_key, b"sess:empty", b"sess:hash", b"sess:list", b"sess:set", b"sess:zset", b"sess:stream"}
     assert rows[binary_key]["value"] == b"\x00\x01\x02\xff"
+    assert rows[binary_key]["expire_at_ms"] == r.pexpiretime(binary_key)  # the server's own instant
     assert now_ms + 3_500_000 < rows[binary_key]["expire_at_ms"] <= now_ms + 3_600_000 + 5_000
     assert rows[b"sess:empty"]["value"] == b"" and rows[b"sess:empty"]["expire_at_ms"] is None
     assert {(p["field"], p["value"]) for p in rows[b"sess:hash"]["fields"]} == {(b"f\x00", b"v\xff"), (b"g", b"")}
-    assert rows[b"sess:hash"]["expire_at_ms"] is not None
+    assert rows[b"sess:hash"]["expire_at_ms"] == r.pexpiretime(b"sess:hash")
     assert rows[b"sess:list"]["items"] == [b"b", b"a", b"b"]
     assert sorted(rows[b"sess:set"]["items"]) == [b"x", b"y"]
     assert {(m["member"], m["score"]) for m in rows[b"sess:zset"]["members"]} == {
         (b"m1", 1.5), (b"m2", -2.0), (b"inf", float("inf"))}
-    assert rows[b"sess:stream"]["entries"][0]["id"] == stream_id
-    assert rows[b"sess:stream"]["dump"]  # streams always keep their DUMP payload
+    assert [(e["id"], e["fields"]) for e in rows[b"sess:stream"]["entries"]] == [
+        (stream_id, [b"f", b"v"])]  # field, value, field, value ...
+    assert rows[b"sess:stream"]["dump"] == r.dump(b"sess:stream")  # streams always keep their DUMP payload
+    assert all(rows[k]["dump"] is None for k in rows if k != b"sess:stream")
     totals = snap.totals
     assert totals["keys"] == 7 and totals["without_ttl"] == 5 and totals["with_ttl"] == 2
     assert totals["by_type"] == {"hash": 1, "list": 1, "set": 1, "stream": 1, "string": 2, "zset": 1}

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from session_migration import open_snapshot, storage
+from helpers import state
+from session_migration import open_snapshot, redact_key, storage
 from session_migration.cleanup import CleanupCapExceeded, CleanupOptions, CleanupReport, _choose, _delete, run_cleanup
 from session_migration.demo import OUT_OF_SCOPE, seed
 from session_migration.endpoints import RedisEndpoint
@@ -82,18 +83,20 @@ def test_apply_snapshots_then_deletes_and_can_be_undone(planted, tmp_path):
     server, keys = planted
     r = server.client()
     doomed = [k for group in keys.values() for k in group]
-    untouched = {k: r.dump(k) for k in r.scan_iter() if k not in doomed}
+    before = state(r)
+    untouched = {k: v for k, v in before.items() if k not in doomed}
+    assert set(before) - set(untouched) == set(doomed)
     fs, root = storage.resolve(str(tmp_path))
     report = run_cleanup(endpoint(server), CleanupOptions(include=ALL, apply=True),
                          fs=fs, root=root)
     assert report.deleted == 5 and report.changed == report.gone == 0
-    assert not any(r.exists(k) for k in doomed)
-    assert {k: r.dump(k) for k in r.scan_iter()} == untouched  # valid sessions and other keys intact
+    assert state(r) == untouched  # doomed keys gone; valid sessions and other keys intact
     assert all(r.exists(k) for k in OUT_OF_SCOPE)
     pre = open_snapshot(report.pre_image)
     assert sorted(pre.read_table(columns=["key"]).column("key").to_pylist()) == sorted(doomed)
-    restore(report.pre_image, server.url)  # the undo
-    assert all(r.exists(k) for k in doomed)
+    undo = restore(report.pre_image, server.url).summary()  # the undo
+    assert undo["written"] == undo["created"] == 5
+    assert state(r) == before  # type, value and expiry instant of every key, as before the cleanup
 
 
 def test_cap_refuses_before_deleting(planted, tmp_path):
@@ -119,12 +122,22 @@ def test_a_session_refreshed_after_the_scan_is_kept(planted):
     assert r.exists(keys["corrupt"][0])
 
 
+def set_idle(r, key, seconds: int) -> None:
+    """Give `key` an idle time of `seconds` through the protocol: RESTORE ... IDLETIME."""
+    r.restore(key, 0, r.dump(key), replace=True, idletime=seconds)
+    assert r.object("idletime", key) >= seconds
+
+
 def test_max_age_judges_sessions_without_ttl_by_idle_time(valkey):
     r = valkey.client()
-    r.set("sess:idleidleidleidleidleidleidleidle", json.dumps({"cookie": {"expires": None}}))
-    time.sleep(1.1)  # OBJECT IDLETIME counts whole seconds: let one pass
-    report = run_cleanup(endpoint(valkey), CleanupOptions(patterns=("sess:*",), max_age_ms={"express": 500}))
+    idle, fresh = "sess:idleidleidleidleidleidleidleidle", "sess:freshfreshfreshfreshfreshfresh"
+    for key in (idle, fresh):
+        r.set(key, json.dumps({"cookie": {"expires": None}}))
+    set_idle(r, idle, 3600)
+    assert r.object("idletime", fresh) < 60
+    report = run_cleanup(endpoint(valkey), CleanupOptions(patterns=("sess:*",), max_age_ms={"express": 60_000}))
     assert report.candidates["expired"] == 1
+    assert report.examples["expired"] == [redact_key(idle)]
 
 
 def test_scope_is_the_patterns(planted):
@@ -160,6 +173,7 @@ def test_backup_leaves_idle_time_alone(valkey, tmp_path):
 
     r = valkey.client()
     r.set("sess:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "v")
-    time.sleep(1.1)
-    backup(valkey.url, str(tmp_path), patterns=["sess:*"])
-    assert r.object("idletime", "sess:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa") >= 1
+    set_idle(r, "sess:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 3600)
+    result = backup(valkey.url, str(tmp_path), patterns=["sess:*"])
+    assert result.counters.keys == 1  # the key was read...
+    assert r.object("idletime", "sess:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa") >= 3600  # ...and not touched

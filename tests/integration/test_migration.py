@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import HOUR_MS
+from helpers import HOUR_MS, expire_in_snapshot, now_ms
 from helpers import state as db_state
-from session_migration import storage
+from session_migration import open_snapshot, storage
 from session_migration.endpoints import RedisEndpoint
 from session_migration.migration import (
     MigrationFailed, MigrationOptions, MigrationRefused, MigrationState, list_migrations, resume_rollback,
@@ -132,24 +132,32 @@ def test_forced_verify_failure_rolls_target_back_exactly(valkey_server, redis_se
 
 
 def test_rollback_removes_keys_whose_preimage_expired_meanwhile(valkey_server, redis_server, tmp_path):
-    """A target key that expires during the migration stays gone after the rollback."""
+    """A target key whose pre-image expiry passes during the migration stays gone after the
+    rollback: neither written back nor left in the state the migration gave it."""
     src, dst = redis_server, valkey_server
-    seeded(src, dst)
-    dst.client().set("sess:shared", b"short-lived", px=300)  # the source overwrites it with a 1 h TTL
-    fs, root = storage.resolve(str(tmp_path / "snaps"))
+    before = seeded(src, dst)
     client = dst.client()
+    fs, root = storage.resolve(str(tmp_path / "snaps"))
+    seen = {}
 
     def progress(step, info):
+        if step == "pre_image":
+            seen["pre_image"] = {r["key"]: r for r in open_snapshot(info["snapshot"]).read_table().to_pylist()}
+            # The clock passes the pre-image's instant for sess:shared (no key on a server can be
+            # older than its expiry, so the pre-image says it instead).
+            expire_in_snapshot(info["snapshot"], [b"sess:shared"], now_ms() - 1)
         if step == "restore":
-            import time
+            seen["after_restore"] = client.get("sess:shared")
+            client.set("sess:str", b"tampered")  # verify fails for real -> rollback
 
-            time.sleep(0.4)  # the pre-image's sess:shared expires now
-            client.set("sess:str", b"tampered")
-
-    with pytest.raises(MigrationFailed):
+    with pytest.raises(MigrationFailed) as failed:
         migrate(src, dst, fs, root, progress=progress)
-    assert client.exists("sess:shared") == 0
-    assert client.get("sess:target-only") == b"kept" and client.exists("sess:str") == 0
+    shared = seen["pre_image"][b"sess:shared"]
+    assert (shared["value"], shared["expire_at_ms"]) == (b"the target's own value", before[b"sess:shared"][2])
+    assert seen["after_restore"] == b"from the source"  # the migration had overwritten it
+    rollback = failed.value.summary["rollback"]
+    assert (rollback["expired_on_arrival"], rollback["removed_expired"]) == (1, 1)
+    assert db_state(client) == {k: v for k, v in before.items() if k != b"sess:shared"}
 
 
 KILLER = textwrap.dedent("""

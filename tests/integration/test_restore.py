@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import HOUR_MS, seed_all_types, state
-from session_migration import backup, redact_key
+from helpers import BINARY_KEYS, HOUR_MS, backdate_snapshot, seed_all_types, seed_binary, state
+from session_migration import backup, open_snapshot, redact_key
 from session_migration.errors import InvalidParameter, SnapshotInvalid, TerminalError
 from session_migration.options import RestoreOptions
 from session_migration.restore import RenameCollision, RestoreConflict, restore
@@ -54,23 +53,26 @@ def test_round_trip_every_type(server, tmp_path):
 
 def test_ttl_policies_and_min_ttl(valkey, tmp_path):
     r = valkey.client()
-    r.set("sess:short", "s", px=1500)
+    r.set("sess:short", "s", px=30_000)
     r.set("sess:long", "l", px=10 * HOUR_MS)
     r.set("sess:none", "n")
     url = snap(valkey, tmp_path)
-    time.sleep(1.6)  # sess:short has now expired on the source instant
+    captured = {row["key"]: row["expire_at_ms"] for row in open_snapshot(url).read_table().to_pylist()}
+    assert captured[b"sess:short"] == r.pexpiretime("sess:short") and captured[b"sess:none"] is None
+    backdate_snapshot(url, 10 * 60_000)  # taken 10 min ago: sess:short expired 9.5 min ago
     r.flushall()
 
     absolute = restore(url, valkey.url).summary()
     assert absolute["expired_on_arrival"] == 1 and absolute["written"] == 2
     assert not r.exists("sess:short")
     long_source = json.loads(Path(url.removeprefix("file://"), "manifest.json").read_text())
-    assert r.pexpiretime("sess:long") > 0 and r.pexpiretime("sess:none") == -1
+    assert r.pexpiretime("sess:long") == captured[b"sess:long"] - 10 * 60_000  # the snapshot's instant
+    assert r.pexpiretime("sess:none") == -1
 
     r.flushall()
     relative = restore(url, valkey.url, ttl_policy="relative").summary()
     assert relative["written"] == 3 and relative["expired_on_arrival"] == 0
-    assert 0 < r.pttl("sess:short") <= 1500
+    assert 0 < r.pttl("sess:short") <= 30_000  # what it had left at the backup, started again
     assert 10 * HOUR_MS - 5000 < r.pttl("sess:long") <= 10 * HOUR_MS
     assert long_source["totals"]["with_ttl"] == 2
 
@@ -148,11 +150,11 @@ def test_restore_patterns_select_rows(valkey, tmp_path):
 
 def test_dry_run_writes_nothing(valkey, tmp_path):
     r = valkey.client()
-    r.set("sess:gone", "s", px=300)
+    r.set("sess:gone", "s", px=60_000)
     for i in range(4):
         r.set(f"sess:{i}", "v", px=HOUR_MS)
     url = snap(valkey, tmp_path)
-    time.sleep(0.4)
+    backdate_snapshot(url, 10 * 60_000)  # taken 10 min ago: sess:gone has expired since
     r.flushall()
     r.set("sess:0", "already")
     s = restore(url, valkey.url, dry_run=True).summary()
@@ -269,3 +271,39 @@ def test_restore_from_memory_filesystem(valkey, tmp_path):
     result = restore(url, valkey.url)
     assert result.counters.written == 7 and result.checkpoint.startswith("memory://")
     assert state(r) == before
+
+
+@pytest.mark.parametrize("capture_dump", [False, True], ids=["typed", "dump"])
+def test_binary_keys_and_values_round_trip(server, tmp_path, capture_dump):
+    """Keys, members and values with NUL, invalid UTF-8 and CR/LF come back byte for byte,
+    through typed writes and through RESTORE of DUMP payloads."""
+    r = server.client()
+    seed_binary(r)
+    before = state(r)
+    assert sorted(before) == sorted(BINARY_KEYS.values())
+    url = snap(server, tmp_path, capture_dump=capture_dump)
+    r.flushall()
+    s = restore(url, server.url).summary()
+    assert s["rows"] == s["written"] == s["created"] == 5
+    assert (s["dump_restored"], s["typed_writes"]) == ((5, 0) if capture_dump else (0, 5))
+    assert state(r) == before
+
+
+def test_restore_from_s3(s3_bucket, valkey, tmp_path):
+    """A snapshot on S3 (moto's server) restores like a local one; the checkpoint lives next to it."""
+    import uuid
+
+    r = valkey.client()
+    seed_all_types(r)
+    seed_binary(r)
+    before = state(r, "sess:*")
+    assert len(before) == 12
+    url = backup(valkey.url, f"{s3_bucket}/restore-{uuid.uuid4().hex[:8]}", patterns=["sess:*"]).url
+    assert url.startswith("s3://")
+    r.flushall()
+    result = restore(url, valkey.url, batch_size=4)
+    assert result.counters.rows == result.counters.written == 12
+    assert result.checkpoint.startswith(f"{url}/restores/")
+    assert state(r) == before
+    again = restore(url, valkey.url).summary()  # idempotent from S3 as from a folder
+    assert again["overwritten"] == 12 and state(r) == before

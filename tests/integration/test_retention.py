@@ -13,11 +13,15 @@ from session_migration.retention import RetentionOptions, prune_snapshots
 pytestmark = pytest.mark.integration
 
 
+IDS = [f"2026112{i}T000000Z-00000{i}" for i in range(4)]  # oldest first, as they are written
+
+
 @pytest.fixture
 def root(valkey, tmp_path):
     valkey.client().set("sess:x", "v")
-    for i in range(4):
-        backup(valkey.url, str(tmp_path), patterns=["sess:*"], snapshot_id=f"2026112{i}T000000Z-00000{i}")
+    for snapshot_id in IDS:
+        backup(valkey.url, str(tmp_path), patterns=["sess:*"], snapshot_id=snapshot_id)
+    assert [s.snapshot_id for s in list_snapshots(str(tmp_path))] == IDS
     return tmp_path
 
 
@@ -25,36 +29,41 @@ def ids(items):
     return [i["snapshot_id"] for i in items]
 
 
+def listed(root):
+    return [s.snapshot_id for s in list_snapshots(str(root))]
+
+
 def test_keep_last_dry_run_then_apply(root):
     fs, path = storage.resolve(str(root))
     plan = prune_snapshots(fs, path, RetentionOptions(keep_last=2))
-    assert plan.dry_run and len(plan.delete) == 2 and len(list_snapshots(str(root))) == 4
+    assert plan.dry_run and (ids(plan.keep), ids(plan.delete), plan.protected) == (IDS[:1:-1], IDS[1::-1], None)
+    assert listed(root) == IDS  # a dry run deletes nothing
     applied = prune_snapshots(fs, path, RetentionOptions(keep_last=2, dry_run=False))
-    assert ids(applied.delete) == ids(plan.delete)
-    assert [s.snapshot_id for s in list_snapshots(str(root))] == sorted(ids(applied.keep))
+    assert (ids(applied.keep), ids(applied.delete)) == (IDS[:1:-1], IDS[1::-1])
+    assert listed(root) == IDS[2:] and sorted(p.name for p in root.iterdir()) == IDS[2:]
 
 
 def test_keep_days(root):
     fs, path = storage.resolve(str(root))
+    assert ids(prune_snapshots(fs, path, RetentionOptions(keep_days=7)).delete) == []  # all are minutes old
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)
     plan = prune_snapshots(fs, path, RetentionOptions(keep_days=7), now=later)
     # every snapshot is older than 7 days then, but the newest valid one is protected
-    assert len(plan.keep) == 1 and plan.protected == plan.keep[0]["snapshot_id"]
+    assert (ids(plan.keep), ids(plan.delete), plan.protected) == ([IDS[3]], IDS[2::-1], IDS[3])
 
 
 def test_never_deletes_the_only_valid_snapshot(root):
     fs, path = storage.resolve(str(root))
-    snaps = sorted(list_snapshots(str(root)), key=lambda s: s.manifest["finished_at"])
-    newest = snaps[-1]
+    newest = list_snapshots(str(root))[-1]
+    assert newest.snapshot_id == IDS[3]
     part = root / newest.snapshot_id / "parts" / newest.parts[0].name
     part.write_bytes(b"corrupted")  # the newest is now invalid
     plan = prune_snapshots(fs, path, RetentionOptions(keep_last=1, dry_run=False))
     # the damaged newest one is not a keeper: the next one is, and the damaged one is left alone
-    assert ids(plan.keep) == [snaps[-2].snapshot_id] and plan.protected is None
-    assert [s["name"] for s in plan.suspicious] == [newest.snapshot_id]
+    assert (ids(plan.keep), ids(plan.delete), plan.protected) == ([IDS[2]], [IDS[1], IDS[0]], None)
+    assert [s["name"] for s in plan.suspicious] == [IDS[3]]
     assert "its parts fail validation" in plan.suspicious[0]["reason"]
-    left = [s.snapshot_id for s in list_snapshots(str(root))]
-    assert left == [snaps[-2].snapshot_id, newest.snapshot_id]
+    assert listed(root) == IDS[2:]
 
 
 def test_unfinished_backups_are_left_alone(root):

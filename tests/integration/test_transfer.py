@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import HOUR_MS, seed_all_types, state
+from helpers import BINARY_KEYS, HOUR_MS, seed_all_types, seed_binary, state
 from servers import _binary, free_port, start_server, wait_ready
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import InvalidParameter, ServerUnavailable
@@ -66,7 +66,38 @@ def test_every_type_both_directions(both, tmp_path, src_kind, dst_kind):
     # the checkpoint is kept as a record, finished
     ckpt = json.loads(open(result.checkpoint.removeprefix("file://")).read())
     assert ckpt["finished_at"] and ckpt["counters"]["written"] == 7
-    assert "password" not in json.dumps(ckpt)
+
+
+@pytest.mark.parametrize("src_kind,dst_kind", [("redis", "valkey"), ("valkey", "redis")])
+def test_binary_keys_and_values_both_directions(both, tmp_path, src_kind, dst_kind):
+    """Keys, members and values with NUL, invalid UTF-8 and CR/LF arrive byte for byte, with
+    their expiry instants."""
+    src, dst = both[src_kind], both[dst_kind]
+    seed_binary(src.client())
+    before = state(src.client())
+    assert sorted(before) == sorted(BINARY_KEYS.values())
+    result = run_transfer(ep(src), ep(dst), TransferOptions(patterns=("sess:*",)), checkpoint_path=str(tmp_path))
+    s = result.summary()
+    assert s["keys"] == s["written"] == s["created"] == 5
+    assert state(dst.client()) == before
+    assert verify(ep(src), ep(dst), VerifyOptions(patterns=("sess:*",))).counts["OK"] == 5
+
+
+def test_passwords_stay_out_of_the_checkpoint_and_the_summary(tmp_path):
+    source = start_server("valkey", password="ckpt-source-pw-1")
+    target = start_server("redis", password="ckpt-target-pw-2")
+    try:
+        seed_all_types(source.client())
+        result = run_transfer(ep(source), ep(target), TransferOptions(patterns=("sess:*",)),
+                              checkpoint_path=str(tmp_path))
+        assert result.counters.written == 7 and target.client().dbsize() == 7
+        written = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+        assert str(target.port) in written  # the checkpoint names the endpoints...
+        shown = written + json.dumps(result.summary()) + repr(result)
+        assert "ckpt-source-pw-1" not in shown and "ckpt-target-pw-2" not in shown  # ...never their passwords
+    finally:
+        source.stop()
+        target.stop()
 
 
 @pytest.mark.parametrize("src_kind,dst_kind", [("redis", "valkey"), ("valkey", "redis")])
@@ -193,12 +224,10 @@ def test_source_equal_target_refused(valkey, tmp_path):
     assert result.counters.written == 1 and valkey.client(db=1).get("sess:x") == b"1"
 
 
-def test_unreachable_target_fails_fast(valkey, tmp_path):
+def test_unreachable_target_is_refused_before_anything_is_written(valkey, tmp_path):
     valkey.client().set("sess:x", "1")
-    started = time.monotonic()
     with pytest.raises(ServerUnavailable, match="Cannot reach"):
         transfer(valkey.url, f"redis://127.0.0.1:{free_port()}/0", checkpoint_path=str(tmp_path))
-    assert time.monotonic() - started < 10
     assert not (tmp_path / "transfers").exists()
 
 

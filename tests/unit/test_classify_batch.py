@@ -73,3 +73,25 @@ def test_projection_without_optional_columns():
     got = classify_batch(batch, NOW_MS)
     want = [classify(dataclasses.replace(r, store=None), NOW_MS) for r in records]
     assert list(zip(got.stores, got.statuses, got.reasons)) == [(w.store, w.status, w.reason) for w in want]
+
+
+def test_malicious_pickles_in_a_batch_are_corrupt_and_never_run(tmp_path):
+    """Pickles that would run code on load, under Django's and Flask's keys, with the store the
+    backup recorded (the batch's fast path) and without one: each is judged corrupt, naming the
+    callable it refused, and nothing of it runs."""
+    from session_migration.sessions import SessionStatus
+
+    marker = tmp_path / "pwned"
+    pickles = c.evil_pickles(marker)
+    records, callables = [], []
+    for payload, callable_name in pickles.values():
+        for key, store in ((b":1:django.contrib.sessions.cacheevil", "django"), (b"session:evil", "flask")):
+            for recorded in (store, None):
+                records.append(c.rec(key, payload, store=recorded))
+                callables.append(callable_name)
+    got = classify_batch(to_batch(records), NOW_MS)
+    assert not marker.exists()
+    assert got.statuses == [SessionStatus.CORRUPT] * len(records) == [SessionStatus.CORRUPT] * 16
+    assert got.stores == [r.store or ("django" if b"django" in r.key else "flask") for r in records]
+    for reason, callable_name in zip(got.reasons, callables):
+        assert callable_name in reason and "not executed" in reason, reason
