@@ -37,8 +37,8 @@ STAGES = {
     "read: whole (RedisSource.read)": ("sources/redis.py", "read"),
     "dedupe (SeenKeys.add_new)": ("session_migration/seen.py", "add_new"),
     "counters (add_batch)": ("session_migration/counters.py", "add_batch"),
-    "Parquet: Arrow table -> encode + zstd + sha256 + file (PartWriter._flush)": ("sinks/parquet.py", "_flush"),
-    "Parquet: close a part (PartWriter.finish)": ("sinks/parquet.py", "finish"),
+    "Parquet: Arrow table -> encode + zstd + sha256 + file (PartWriter._flush)": ("sinks/snapshot.py", "_flush"),
+    "Parquet: close a part (PartWriter.finish)": ("sinks/snapshot.py", "finish"),
 }
 
 

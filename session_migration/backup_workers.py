@@ -43,7 +43,7 @@ from .endpoints import RedisEndpoint
 from .errors import ServerUnavailable
 from .options import BackupOptions
 from .seen import HashKeys, SeenKeys, key_digests
-from .sinks.parquet import PartWriter
+from .sinks.snapshot import SnapshotSink
 from .snapshot import PartInfo
 from .sources.redis import RedisSource
 from .sources.segments import Segment, split
@@ -64,11 +64,6 @@ class _Job:
     start: Position
     first_part: int  # this worker's next part index; it steps by the number of workers
     hash_keys: HashKeys  # the coordinator's `SeenKeys` keys, for the digests sent to it
-
-
-def after(pattern_index: int, cursor: int) -> Position:
-    """Where a walk goes on after a chunk that ended at `cursor` (0 in a chunk: that pattern is done)."""
-    return (pattern_index + 1, 0) if cursor == 0 else (pattern_index, cursor)
 
 
 def next_part_indexes(parts: list[PartInfo], workers: int) -> list[int]:
@@ -158,60 +153,45 @@ def _receive(conn: Connection, process: subprocess.Popen, endpoint: RedisEndpoin
 
 
 class _Worker:
+    """One share of the SCAN walk, read and written by this process through the one copy loop;
+    the coordinator de-duplicates (a round trip per group of reads) and keeps the checkpoint."""
+
     def __init__(self, job: _Job, conn: Connection):
         self.job = job
         self.conn = conn
         self.options = job.options
-        self.next_part = job.first_part
-        self.step = job.segment.count
-        self.part: PartWriter | None = None
         self.counters = BackupCounters()  # since the last reported part
 
     def run(self) -> None:
+        from .pipeline import copy, dedupe_and_count
+
         options = self.options
-        source = RedisSource(self.job.endpoint, preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump)
+        source = RedisSource(self.job.endpoint, patterns=options.patterns, batch_size=options.batch_size,
+                             segment=self.job.segment, preserve_ttl=options.preserve_ttl,
+                             capture_dump=options.capture_dump)
+        sink = SnapshotSink(self.job.fs, self.job.path, first=self.job.first_part, step=self.job.segment.count,
+                            compression=options.compression, row_group_rows=options.row_group_rows)
         try:
-            chunks = source.read_chunks(options.patterns, options.batch_size, *self.job.start, segment=self.job.segment)
-            for chunk in chunks:
-                position = after(chunk.pattern_index, chunk.cursor)
-                self.counters.scanned += chunk.scanned
-                if chunk.result is None:
-                    self.conn.send(("position", position))
-                else:
-                    self._take(chunk.pattern_index, chunk.result, position)
-                if self.part is not None and self.part.rows >= options.part_rows:
-                    self._finish_part(position, "part")
-            done = (len(options.patterns), 0)
-            if self.part is not None:
-                self._finish_part(done, "part")
-            self.conn.send(("done", None, done, self.counters.as_dict()))
+            copy(source.read(self.job.start), sink,
+                 lambda group: dedupe_and_count(group, self.counters, options.patterns, self._fresh(group)),
+                 group_rows=min(options.row_group_rows, options.part_rows), commit_rows=options.part_rows,
+                 on_commit=self._part_done, on_group=lambda position: self.conn.send(("position", position)))
+            self.conn.send(("done", None, (len(options.patterns), 0), self.counters.as_dict()))
         finally:
-            if self.part is not None:
-                self.part.abort()
             source.close()
 
-    def _take(self, pattern_index: int, result, position: Position) -> None:
-        batch = result.batch
-        self.counters.vanished += result.vanished
-        self.conn.send(("seen", position, key_digests(batch.column("key").to_pylist(), self.job.hash_keys).tobytes()))
-        fresh = np.frombuffer(self.conn.recv_bytes(), dtype=bool)
-        if not fresh.all():
-            self.counters.duplicates += int((~fresh).sum())
-            batch = batch.filter(fresh)
-        if not batch.num_rows:
-            return
-        self.counters.add_batch(self.options.patterns[pattern_index], batch)
-        if self.part is None:
-            self.part = PartWriter(self.job.fs, self.job.path, self.next_part, compression=self.options.compression,
-                                   row_group_rows=self.options.row_group_rows)
-        self.part.write(batch)
+    def _fresh(self, group) -> Callable[[list[bytes]], np.ndarray]:
+        """Which keys are new to the whole backup: the coordinator answers for their digests."""
+        def ask(keys: list[bytes]) -> np.ndarray:
+            self.conn.send(("seen", group[-1].position, key_digests(keys, self.job.hash_keys).tobytes()))
+            return np.frombuffer(self.conn.recv_bytes(), dtype=bool)
 
-    def _finish_part(self, position: Position, kind: str) -> None:
-        info = self.part.finish()
-        self.part = None
-        self.next_part += self.step
-        self.conn.send((kind, info.as_dict(), position, self.counters.as_dict()))
-        self.counters = BackupCounters()
+        return ask
+
+    def _part_done(self, position: Position, parts: list[PartInfo]) -> None:
+        for info in parts:
+            self.conn.send(("part", info.as_dict(), position, self.counters.as_dict()))
+            self.counters = BackupCounters()
 
 
 def main() -> None:

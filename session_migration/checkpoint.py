@@ -11,7 +11,6 @@ the signed manifest, so a checkpoint someone else wrote must not be resumed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,69 +18,45 @@ import fsspec
 
 from . import storage
 from .counters import BackupCounters
-from .errors import SignatureInvalid, SnapshotInvalid
-from .signing import Keyring, resolve
+from .signing import Keyring
 from .snapshot import CHECKPOINT, PartInfo
-
-PURPOSE = "backup-checkpoint"
+from .state import StateFile
 
 
 @dataclass
-class BackupCheckpoint:
+class BackupCheckpoint(StateFile):
     snapshot_id: str
     started_at: str
     source: str  # display URL: resuming against another server is refused
-    options: dict[str, Any]
+    options: dict[str, Any]  # those that decide what is written (`BackupOptions.identity`)
     # per reader: (the pattern to continue with, the SCAN cursor to continue from; 0 = its start)
     positions: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
     parts: list[PartInfo] = field(default_factory=list)
     counters: BackupCounters = field(default_factory=BackupCounters)
     keyring: Keyring | None = field(default=None, repr=False, compare=False)  # signs it; never written
 
-    def to_json(self) -> bytes:
-        return json.dumps(resolve(self.keyring).sign(
-            {
-                "snapshot_id": self.snapshot_id,
-                "started_at": self.started_at,
-                "source": self.source,
-                "options": self.options,
-                "positions": [list(p) for p in self.positions],
-                "parts": [p.as_dict() for p in self.parts],
-                "counters": self.counters.as_dict(),
-            }, PURPOSE),
-            indent=1,
-        ).encode()
+    kind = "backup checkpoint"
+    purpose = "backup-checkpoint"
+    remedy = "delete that snapshot folder and start a new backup"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"snapshot_id": self.snapshot_id, "started_at": self.started_at, "source": self.source,
+                "options": self.options, "positions": [list(p) for p in self.positions],
+                "parts": [p.as_dict() for p in self.parts], "counters": self.counters.as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackupCheckpoint:
+        return cls(snapshot_id=data["snapshot_id"], started_at=data["started_at"], source=data["source"],
+                   options=data["options"], positions=[(int(i), int(c)) for i, c in data["positions"]],
+                   parts=[PartInfo(**p) for p in data["parts"]], counters=BackupCounters.from_dict(data["counters"]))
 
     def save(self, fs: fsspec.AbstractFileSystem, snapshot_path: str) -> None:
-        storage.write_atomic(fs, storage.join(snapshot_path, CHECKPOINT), self.to_json())
+        self.write(fs, storage.join(snapshot_path, CHECKPOINT))
 
 
 def load_checkpoint(fs: fsspec.AbstractFileSystem, snapshot_path: str,
                     keyring: Keyring | None = None) -> BackupCheckpoint | None:
-    path = storage.join(snapshot_path, CHECKPOINT)
-    raw = storage.read_bytes(fs, path)
-    if raw is None:
-        return None
-    keyring = resolve(keyring)
-    try:
-        data = json.loads(raw)
-        keyring.require(data, PURPOSE, f"the backup checkpoint {storage.unstrip(fs, path)}")
-        return BackupCheckpoint(
-            snapshot_id=data["snapshot_id"],
-            started_at=data["started_at"],
-            source=data["source"],
-            options=data["options"],
-            positions=[(int(index), int(cursor)) for index, cursor in data["positions"]],
-            parts=[PartInfo(**p) for p in data["parts"]],
-            counters=BackupCounters.from_dict(data["counters"]),
-            keyring=keyring,
-        )
-    except SignatureInvalid:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, SnapshotInvalid) as exc:
-        raise SnapshotInvalid(
-            f"The checkpoint {storage.unstrip(fs, path)} is unreadable ({exc}); delete that snapshot folder and start a new backup."
-        ) from None
+    return BackupCheckpoint.read(fs, storage.join(snapshot_path, CHECKPOINT), keyring)
 
 
 def remove_checkpoint(fs: fsspec.AbstractFileSystem, snapshot_path: str) -> None:

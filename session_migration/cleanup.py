@@ -39,6 +39,7 @@ from .redis_glob import ScopeMatcher
 from .sessions import SessionStatus, classify
 from .signing import Keyring
 from .snapshot import PRE_IMAGE_SUFFIX, new_snapshot_id
+from .sources import Read
 from .sources.redis import RedisSource
 from .sources.segments import scan_fraction
 
@@ -160,7 +161,8 @@ def run_cleanup(endpoint: RedisEndpoint, options: CleanupOptions, *, fs: fsspec.
                 "check the dry-run report and raise --max-delete to allow it. Nothing was deleted."
             )
         if options.apply and chosen.count:
-            pre = write_snapshot(fs, root, chosen.batches, endpoint, source.info,
+            reads = [Read(None, batch, scope=options.patterns.index(pattern)) for pattern, batch in chosen.batches]
+            pre = write_snapshot(fs, root, reads, endpoint, source.info,
                                  BackupOptions(patterns=options.patterns, part_rows=100_000,
                                                snapshot_id=f"{new_snapshot_id()}{PRE_IMAGE_SUFFIX}"), keyring)
             report.pre_image = pre.url

@@ -36,10 +36,9 @@ the same logic one task at a time.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -56,9 +55,10 @@ from .restore import run_restore
 from .seen import SeenKeys
 from .sinks.redis import RedisSink
 from .schema import SNAPSHOT_ID_RE
-from .signing import SIGNATURE, Keyring
+from .signing import Keyring
 from .signing import resolve as resolve_keyring
 from .snapshot import PRE_IMAGE_SUFFIX, Snapshot, new_snapshot_id, open_snapshot, shown, snapshot_dir
+from .state import StateFile
 from .sources import resp
 from .sources.redis import RedisSource
 from .verify import MISMATCHES, VerifyOptions
@@ -66,7 +66,6 @@ from .verify import MISMATCHES, VerifyOptions
 MIGRATIONS = "migrations"
 MAX_EXAMPLES = 5
 STATE_PURPOSE = "migration-state"  # what a state file's signature says it signs
-MAX_STATE_BYTES = 16 << 20
 ROLLBACK_STAGES = ("started", "new_keys_deleted", "pre_image_restored", "done")
 
 # Steps in the order they are reached; "restoring" is the first that writes to the target.
@@ -144,7 +143,7 @@ def _now() -> str:
 
 
 @dataclass
-class MigrationState:
+class MigrationState(StateFile):
     migration_id: str
     source: str
     target: str  # password-free, credential-free: compared on resume
@@ -173,12 +172,15 @@ class MigrationState:
         """Writes may have reached the target and the run did not finish or roll back."""
         return self.step in WRITING_STEPS
 
-    keyring: ClassVar[Keyring | None] = None  # set per instance: signs what `save` writes; never saved
+    keyring: Keyring | None = field(default=None, repr=False, compare=False)  # signs it; never written
+
+    kind = "migration state"
+    purpose = STATE_PURPOSE
+    remedy = "restore it from a copy you trust, or finish the rollback by hand"
 
     def save(self, fs: fsspec.AbstractFileSystem, root: str) -> None:
         """Write the state file, atomically; signed when a signing key is configured."""
-        data = resolve_keyring(self.keyring).sign(asdict(self), STATE_PURPOSE)
-        storage.write_atomic(fs, state_path(root, self.migration_id), json.dumps(data, indent=1).encode())
+        self.write(fs, state_path(root, self.migration_id))
 
     def advance(self, fs, root: str, step: str, **updates: Any) -> None:
         if step not in STEPS:
@@ -196,24 +198,14 @@ class MigrationState:
         that it is the state of `migration_id`. It comes from the storage: nothing in it is
         believed unchecked."""
         path = state_path(root, migration_id)
-        where = storage.unstrip(fs, path)
-        raw = storage.read_bytes(fs, path, limit=MAX_STATE_BYTES + 1)
-        if raw is None:
-            raise InvalidParameter(f"No migration {migration_id} under {storage.unstrip(fs, root)} (no {where}).")
-        keyring = resolve_keyring(keyring)
+        state = cls.read(fs, path, keyring)
+        if state is None:
+            raise InvalidParameter(f"No migration {migration_id} under {storage.unstrip(fs, root)} "
+                                   f"(no {storage.unstrip(fs, path)}).")
         try:
-            if len(raw) > MAX_STATE_BYTES:
-                raise ValueError(f"larger than {MAX_STATE_BYTES >> 20} MiB")
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-            keyring.require(data, STATE_PURPOSE, f"the migration state {where}")
-            data.pop(SIGNATURE, None)
-            state = cls(**data)
             _check_state(state, migration_id)
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise SnapshotInvalid(f"The migration state {where} is unreadable ({exc}).") from None
-        state.keyring = keyring
+        except (ValueError, TypeError) as exc:
+            raise SnapshotInvalid(f"The migration state {storage.unstrip(fs, path)} is unreadable ({exc}).") from None
         return state
 
     def summary(self) -> dict[str, Any]:
@@ -353,23 +345,11 @@ def start_migration(source: RedisEndpoint, target: RedisEndpoint, fs, root: str,
 def take_pre_image(target: RedisEndpoint, fs, root: str, options: MigrationOptions,
                    snapshot_id: str | None = None, keyring: Keyring | None = None) -> BackupResult:
     """Snapshot the target's keys in scope (expiry always captured): what a rollback puts back."""
-    source = RedisSource(target, preserve_ttl=True)
+    source = RedisSource(target, patterns=options.patterns, batch_size=options.batch_size, preserve_ttl=True)
     try:
-        seen = SeenKeys()
-
-        def batches() -> Iterator[tuple[str, pa.RecordBatch]]:
-            for chunk in source.read_chunks(options.patterns, options.batch_size):
-                if chunk.result is None or not chunk.result.batch.num_rows:
-                    continue
-                batch = chunk.result.batch
-                fresh = seen.add_new(batch.column("key").to_pylist())
-                if not fresh.all():  # SCAN may repeat a key; a snapshot holds it once
-                    batch = batch.filter(pa.array(fresh))
-                yield options.patterns[chunk.pattern_index], batch
-
         opts = BackupOptions(patterns=options.patterns, batch_size=options.batch_size, preserve_ttl=True,
                              snapshot_id=snapshot_id or new_snapshot_id() + PRE_IMAGE_SUFFIX)
-        return write_snapshot(fs, root, batches(), target, source.info, opts, keyring)
+        return write_snapshot(fs, root, source.read(), target, source.info, opts, keyring)
     finally:
         source.close()
 

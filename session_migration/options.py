@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import InvalidParameter
 from .patterns import DEFAULT_PATTERNS, check_patterns
-from .sinks.parquet import COMPRESSIONS
+from .sinks.snapshot import COMPRESSIONS
 from .snapshot import check_snapshot_id
 
 MAX_BATCH_SIZE = 100_000
@@ -43,6 +43,12 @@ class BackupOptions:
             )
         if self.snapshot_id is not None:
             check_snapshot_id(self.snapshot_id)
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed backup must share with the one it continues: what decides the rows and
+        their encoding (batch and part sizes do not: a SCAN cursor is valid for any COUNT)."""
+        data = self.for_manifest()
+        return {k: data[k] for k in ("patterns", "preserve_ttl", "compression", "capture_dump")}
 
     def for_manifest(self) -> dict[str, Any]:
         """The options that shape the snapshot's content (recorded, and compared on resume)."""

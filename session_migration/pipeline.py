@@ -1,12 +1,19 @@
-"""The one place where a source meets a sink: the backup loop (SCAN -> read -> Parquet).
+"""The one place where a source meets a sink: `copy`, the loop every copy runs, and the backup
+built on it (Redis -> snapshot).
 
-Resumable: every `part_rows` rows, at a SCAN page boundary, the part is finished and the
-checkpoint records (for each reader: pattern, cursor; parts, counters).
+`copy(reads, sink, take, ...)` groups a source's reads (consecutive reads of one pattern or
+part, up to `group_rows` rows: de-duplication and counting cost about as much per call for
+1,000 rows as for 10,000), lets `take` turn each group into the batches to write (de-duplicate,
+count, select, rename, ...), writes them, and every `commit_rows` rows, at a read's boundary
+(always a resume point), commits the sink and reports the position: that is where checkpoints
+are saved. Backups (in this process and in worker processes), pre-images, restores and
+transfers all copy this way.
 
-A small database is read and written in this process (with a prefetch thread); a large one
-by several worker processes, one per SCAN segment (`backup_workers`). A backup started again with the same
-snapshot id continues after its last completed part and produces the same rows as an
-uninterrupted run over the same data.
+A backup is resumable: every `part_rows` rows the part is finished and the checkpoint records
+(for each reader: pattern, cursor; parts, counters). A small database is read and written in
+this process (with a prefetch thread); a large one by several worker processes, one per SCAN
+segment (`backup_workers`). A backup started again with the same snapshot id continues after
+its last completed part and produces the same rows as an uninterrupted run over the same data.
 """
 
 from __future__ import annotations
@@ -32,12 +39,15 @@ from .options import BackupOptions
 from .schema import FORMAT_NAME, FORMAT_VERSION, schema_description
 from .seen import SeenKeys
 from .signing import Keyring, resolve
-from .sinks.parquet import PartWriter
+from .state import differences
+from .sinks import Sink
+from .sinks.snapshot import SnapshotSink
 from .manifest import MAX_PARTS, PURPOSE as MANIFEST_PURPOSE
 from .snapshot import MANIFEST, PARTS, Snapshot, manifest_bytes, new_snapshot_id, open_snapshot, snapshot_dir
 from .prefetch import prefetch
-from .sources.redis import Chunk, RedisSource, ServerInfo
-from .backup_workers import Position, after, copy_in_processes, next_part_indexes, shareable
+from .sources import Position, Read
+from .sources.redis import RedisSource, ServerInfo
+from .backup_workers import copy_in_processes, next_part_indexes, shareable
 from .sources.segments import segment_fraction, split
 
 
@@ -133,53 +143,88 @@ class _Job:
         self.progress(BackupProgress(snapshot_id, counters.keys, counters.bytes, counters.vanished,
                                      pattern, pattern_index, n, self.best_fraction, parts))
 
-    def chunks(self, start: Position) -> Iterator[list[Chunk]]:
-        """Chunks read in this process by a prefetch thread, in groups (see `_groups`)."""
-        chunks = prefetch(self.source.read_chunks(self.options.patterns, self.options.batch_size, *start))
-        return _groups(chunks, min(self.options.row_group_rows, self.options.part_rows))
+    def reads(self, start: Position) -> Iterator[Read]:
+        """The source's reads, fetched ahead by a thread of this process."""
+        return prefetch(self.source.read(start))
 
-    def take(self, group: list[Chunk], counters: BackupCounters) -> list[pa.RecordBatch]:
-        """Count a group of chunks and drop keys already written (SCAN repeats, overlapping
+    def take(self, group: list[Read], counters: BackupCounters) -> list[pa.RecordBatch]:
+        """Count a group of reads and drop keys already written (SCAN repeats, overlapping
         patterns); the batches left, in order."""
-        batches = []
-        for chunk in group:
-            counters.scanned += chunk.scanned
-            if chunk.result is not None:
-                counters.vanished += chunk.result.vanished
-                if chunk.result.batch.num_rows:
-                    batches.append(chunk.result.batch)
-        if not batches:
-            return []
-        rows = pa.Table.from_batches(batches)  # zero-copy: the batches become its chunks
-        fresh = self.seen.add_new(rows.column("key").to_pylist())
-        if not fresh.all():
-            counters.duplicates += int((~fresh).sum())
-            rows = rows.filter(pa.array(fresh))
-        counters.add_batch(self.options.patterns[group[0].pattern_index], rows)
-        return [batch for batch in rows.to_batches() if batch.num_rows]
+        return dedupe_and_count(group, counters, self.options.patterns, self.seen.add_new)
 
 
-def _groups(chunks: Iterator[Chunk], rows: int) -> Iterator[list[Chunk]]:
-    """Consecutive chunks of one pattern, until they hold `rows` keys (a row group's worth, or
-    a part's if parts are smaller).
+def dedupe_and_count(group: list[Read], counters: BackupCounters, patterns: tuple[str, ...],
+                     fresh: Callable[[list[bytes]], Any]) -> list[pa.RecordBatch]:
+    """A backup's `take`: count what was scanned and vanished, keep the rows whose keys `fresh`
+    says are new (a boolean mask; SCAN may repeat a key, two patterns may match it), count them
+    by type, store and pattern. The batches left, in order."""
+    batches = []
+    for read in group:
+        counters.scanned += read.scanned
+        counters.vanished += read.vanished
+        if read.rows:
+            batches.append(read.batch)
+    if not batches:
+        return []
+    rows = pa.Table.from_batches(batches)  # zero-copy: the batches become its chunks
+    mask = fresh(rows.column("key").to_pylist())
+    if not mask.all():
+        counters.duplicates += int((~mask).sum())
+        rows = rows.filter(pa.array(mask))
+    counters.add_batch(patterns[group[0].scope], rows)
+    return [batch for batch in rows.to_batches() if batch.num_rows]
 
-    De-duplication and counting cost about as much per NumPy or Arrow call for 1,000 keys as
-    for 10,000, so they run once a group rather than once a SCAN batch (~0.15 CPU-s less per 1M
-    keys). A group ends at a chunk, so its last cursor is a valid resume point.
-    """
-    group: list[Chunk] = []
+
+def _groups(reads: Iterator[Read], rows: int) -> Iterator[list[Read]]:
+    """Consecutive reads of one scope (pattern, part), until they hold `rows` rows. A group ends
+    at a read, so its last position is a valid resume point."""
+    group: list[Read] = []
     held = 0
-    for chunk in chunks:
-        if group and chunk.pattern_index != group[0].pattern_index:
+    for read in reads:
+        if group and read.scope != group[0].scope:
             yield group
             group, held = [], 0
-        group.append(chunk)
-        held += chunk.result.batch.num_rows if chunk.result is not None else 0
+        group.append(read)
+        held += read.rows
         if held >= rows:
             yield group
             group, held = [], 0
     if group:
         yield group
+
+
+def copy(reads: Iterator[Read], sink: Sink, take: Callable[[list[Read]], list[pa.RecordBatch]], *,
+         group_rows: int, commit_rows: int | None = None, on_commit: Callable[[Position, Any], None] | None = None,
+         on_group: Callable[[Position], None] | None = None) -> Position | None:
+    """Copy `reads` into `sink`: the one loop (see the module's docstring).
+
+    `take(group)` returns the batches to write for a group of reads; every `commit_rows`
+    written rows (None: only at the end) and at the end, `sink.commit()` makes them durable and
+    `on_commit(position, committed)` hears where the source goes on from and what the sink
+    committed. `on_group(position)` follows every group (progress). On any exception, and on
+    Ctrl-C, the sink drops what was not committed. Returns the last position."""
+    position = None
+    pending = 0
+    try:
+        for group in _groups(reads, group_rows):
+            position = group[-1].position
+            for batch in take(group):
+                sink.write(batch)
+                pending += batch.num_rows
+            if commit_rows is not None and pending >= commit_rows:
+                committed = sink.commit()
+                pending = 0
+                if on_commit:
+                    on_commit(position, committed)
+            if on_group:
+                on_group(position)
+        committed = sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    if on_commit:
+        on_commit(position, committed)
+    return position
 
 
 def run_backup(
@@ -199,7 +244,8 @@ def run_backup(
     path = snapshot_dir(root, snapshot_id)
     storage.check_writable(fs, root)
     check_snapshot_free(fs, root, snapshot_id)
-    source = RedisSource(endpoint, preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump)
+    source = RedisSource(endpoint, patterns=options.patterns, batch_size=options.batch_size,
+                         preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump)
     try:
         job = _Job(source, options, progress)
         checkpoint = _start_or_resume(job, fs, path, snapshot_id, endpoint, options, keyring)
@@ -226,10 +272,14 @@ def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: Redis
                                       positions=[(0, 0)] * job.workers(fs), keyring=keyring)
         checkpoint.save(fs, path)
         return checkpoint
-    if checkpoint.options != options.for_manifest() or checkpoint.source != endpoint.display_url:
+    recorded = {k: checkpoint.options.get(k) for k in options.identity()}
+    if recorded != options.identity() or checkpoint.source != endpoint.display_url:
+        differ = [differences(recorded, options.identity(), "options")] if recorded != options.identity() else []
+        if checkpoint.source != endpoint.display_url:
+            differ.append(differences(checkpoint.source, endpoint.display_url, "source"))
         raise InvalidParameter(
-            f"Snapshot {snapshot_id} was started from {checkpoint.source} with other options; resume it with the same source and options, or use a new snapshot id."
-        )
+            f"Snapshot {snapshot_id} was started otherwise ({'; '.join(differ)}); resume it with the same source and "
+            "options, or use a new snapshot id.")
     # Rebuild the de-duplication state from the parts already written.
     partial = Snapshot(fs=fs, path=path, manifest={}, parts=checkpoint.parts)
     partial.verify_parts()
@@ -244,8 +294,8 @@ def _copy(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
     else:
         _copy_here(job, fs, path, checkpoint)
     if not checkpoint.parts:  # always at least one part, so readers always find the schema
-        index = max(next_part_indexes([], len(checkpoint.positions)))
-        checkpoint.parts.append(PartWriter(fs, path, index, compression=job.options.compression).finish())
+        first = max(next_part_indexes([], len(checkpoint.positions)))
+        checkpoint.parts.append(SnapshotSink(fs, path, first=first, compression=job.options.compression).empty_part())
     checkpoint.positions = [(len(job.options.patterns), 0)] * len(checkpoint.positions)
     job.report(checkpoint.snapshot_id, checkpoint.counters, checkpoint.positions, len(checkpoint.parts))
 
@@ -262,30 +312,20 @@ def _copy_in_processes(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -
 
 def _copy_here(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
     options = job.options
-    counters = checkpoint.counters
-    position = checkpoint.positions[0]
-    part: PartWriter | None = None
-    try:
-        for group in job.chunks(position):
-            position = after(group[-1].pattern_index, group[-1].cursor)
-            for batch in job.take(group, counters):
-                if part is None:
-                    part = PartWriter(fs, path, len(checkpoint.parts), compression=options.compression,
-                                      row_group_rows=options.row_group_rows)
-                part.write(batch)
-            # Chunks end at SCAN page boundaries, so a part may end after any chunk.
-            if part is not None and part.rows >= options.part_rows:
-                checkpoint.parts.append(part.finish())
-                part = None
-                checkpoint.positions = [position]
-                checkpoint.save(fs, path)
-            job.report(checkpoint.snapshot_id, counters, [position], len(checkpoint.parts))
-        if part is not None:
-            checkpoint.parts.append(part.finish())
-            part = None
-    finally:
-        if part is not None:
-            part.abort()
+    sink = SnapshotSink(fs, path, first=len(checkpoint.parts), compression=options.compression,
+                        row_group_rows=options.row_group_rows)
+
+    def part_done(position: Position, parts: list) -> None:
+        if parts:
+            checkpoint.parts.extend(parts)
+            checkpoint.positions = [position]
+            checkpoint.save(fs, path)
+
+    copy(job.reads(checkpoint.positions[0]), sink, lambda group: job.take(group, checkpoint.counters),
+         group_rows=min(options.row_group_rows, options.part_rows), commit_rows=options.part_rows,
+         on_commit=part_done,
+         on_group=lambda position: job.report(checkpoint.snapshot_id, checkpoint.counters, [position],
+                                              len(checkpoint.parts)))
 
 
 def _commit(fs, path: str, checkpoint: BackupCheckpoint, info: ServerInfo, endpoint: RedisEndpoint,
@@ -322,14 +362,15 @@ def _commit(fs, path: str, checkpoint: BackupCheckpoint, info: ServerInfo, endpo
 def write_snapshot(
     fs: fsspec.AbstractFileSystem,
     root: str,
-    batches: Iterable[tuple[str, pa.RecordBatch]],
+    reads: Iterable[Read],
     endpoint: RedisEndpoint,
     info: ServerInfo,
     options: BackupOptions,
     keyring: Keyring | None = None,
 ) -> BackupResult:
-    """Commit already-read rows (pattern, batch) as a snapshot: the pre-image of a cleanup or a
-    migration. Not resumable: these snapshots are small and written just before a change."""
+    """Copy `reads` (of `options.patterns`, `Read.scope` the pattern index) into a new
+    snapshot and commit it: the pre-image of a cleanup or a migration. Not resumable: these
+    snapshots are small and written just before a change."""
     keyring = resolve(keyring)
     snapshot_id = options.snapshot_id or new_snapshot_id()
     path = snapshot_dir(root, snapshot_id)
@@ -337,23 +378,13 @@ def write_snapshot(
     check_snapshot_free(fs, root, snapshot_id)
     checkpoint = BackupCheckpoint(snapshot_id=snapshot_id, started_at=_now(), source=endpoint.display_url,
                                   options=options.for_manifest())
-    part: PartWriter | None = None
-    try:
-        for pattern, batch in batches:
-            checkpoint.counters.add_batch(pattern, batch)
-            part = part or PartWriter(fs, path, len(checkpoint.parts), compression=options.compression,
-                                      row_group_rows=options.row_group_rows)
-            part.write(batch)
-            if part.rows >= options.part_rows:
-                checkpoint.parts.append(part.finish())
-                part = None
-        if part is not None or not checkpoint.parts:
-            part = part or PartWriter(fs, path, 0, compression=options.compression)
-            checkpoint.parts.append(part.finish())
-            part = None
-    finally:
-        if part is not None:
-            part.abort()
+    seen = SeenKeys()
+    sink = SnapshotSink(fs, path, compression=options.compression, row_group_rows=options.row_group_rows)
+    copy(iter(reads), sink, lambda group: dedupe_and_count(group, checkpoint.counters, options.patterns, seen.add_new),
+         group_rows=options.row_group_rows, commit_rows=options.part_rows,
+         on_commit=lambda _position, parts: checkpoint.parts.extend(parts))
+    if not checkpoint.parts:
+        checkpoint.parts.append(sink.empty_part())
     manifest = _commit(fs, path, checkpoint, info, endpoint, options, keyring)
     return BackupResult(snapshot_id=snapshot_id, url=storage.unstrip(fs, path), counters=checkpoint.counters,
                         manifest=manifest)
@@ -363,29 +394,49 @@ def write_snapshot(
 _ESTIMATE_SAMPLE_ROWS = 50_000
 
 
+class _Sample:
+    """A dry run's sink: keeps the first rows, to compress them for real for the size estimate."""
+
+    def __init__(self, rows: int):
+        self.batches: list[pa.RecordBatch] = []
+        self.wanted = rows
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.wanted > 0:
+            self.batches.append(batch)
+            self.wanted -= batch.num_rows
+
+    def commit(self) -> list:
+        return []
+
+    def abort(self) -> None:
+        pass
+
+    def compressed_ratio(self, compression: str) -> tuple[float, int]:
+        """(compressed bytes per payload byte, compressed bytes) of the sample."""
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_batches(self.batches), buf,
+                       compression=None if compression == "none" else compression)
+        payload = sum(b.column("size_bytes").to_numpy().sum() for b in self.batches)
+        return buf.tell() / max(1, payload), buf.tell()
+
+
 def _dry_run(endpoint: RedisEndpoint, options: BackupOptions, progress: ProgressFn | None) -> BackupResult:
     """Scan and read exactly as a backup would, write nothing, and estimate the snapshot size."""
-    source = RedisSource(endpoint, preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump)
+    source = RedisSource(endpoint, patterns=options.patterns, batch_size=options.batch_size,
+                         preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump)
     counters = BackupCounters()
-    sample: list[pa.RecordBatch] = []
-    sample_rows = 0
+    sample = _Sample(_ESTIMATE_SAMPLE_ROWS)
     try:
         job = _Job(source, options, progress)
-        for group in job.chunks((0, 0)):
-            for batch in job.take(group, counters):
-                if sample_rows < _ESTIMATE_SAMPLE_ROWS:
-                    sample.append(batch)
-                    sample_rows += batch.num_rows
-            job.report("dry-run", counters, [after(group[-1].pattern_index, group[-1].cursor)], 0)
+        copy(job.reads((0, 0)), sample, lambda group: job.take(group, counters),
+             group_rows=min(options.row_group_rows, options.part_rows),
+             on_group=lambda position: job.report("dry-run", counters, [position], 0))
     finally:
         source.close()
     estimate = 0
-    if sample_rows:
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_batches(sample), buf,
-                       compression=None if options.compression == "none" else options.compression)
-        sample_bytes = sum(b.column("size_bytes").to_numpy().sum() for b in sample)
-        ratio = buf.tell() / max(1, sample_bytes)
-        estimate = int(ratio * counters.bytes) if counters.bytes else buf.tell()
+    if sample.batches:
+        ratio, compressed = sample.compressed_ratio(options.compression)
+        estimate = int(ratio * counters.bytes) if counters.bytes else compressed
     return BackupResult(snapshot_id=options.snapshot_id or "dry-run", url=None, counters=counters,
                         dry_run=True, estimated_bytes=estimate)

@@ -7,19 +7,14 @@ checkpoint.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import storage
-from .errors import SnapshotInvalid
-from .signing import SIGNATURE, Keyring, resolve
 from .options import RestoreOptions
 from .record import records_from_batch
 from .redaction import redact_key
@@ -186,50 +181,3 @@ def _plain_strings(batch: pa.RecordBatch) -> np.ndarray:
         plain = pc.and_(plain, pc.is_null(batch.column("dump")))
     return plain.to_numpy(zero_copy_only=False)
 
-
-class RunCheckpoint:
-    """Saving and loading of a restore's or transfer's checkpoint dataclass, as JSON; signed
-    when a signing key is configured, so a checkpoint someone else wrote is refused."""
-
-    run = "run"  # "restore" or "transfer": in the message about an unreadable checkpoint
-
-    def save(self, fs: fsspec.AbstractFileSystem, path: str, keyring: Keyring | None = None) -> None:
-        data = resolve(keyring).sign(asdict(self), f"{self.run}-checkpoint")
-        storage.write_atomic(fs, path, json.dumps(data, indent=1).encode())
-
-    @classmethod
-    def load(cls, fs: fsspec.AbstractFileSystem, path: str, keyring: Keyring | None = None) -> Any:
-        raw = storage.read_bytes(fs, path, limit=MAX_CHECKPOINT_BYTES + 1)
-        if raw is None:
-            return None
-        where = storage.unstrip(fs, path)
-        try:
-            if len(raw) > MAX_CHECKPOINT_BYTES:
-                raise ValueError(f"larger than {MAX_CHECKPOINT_BYTES >> 20} MiB")
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-            resolve(keyring).require(data, f"{cls.run}-checkpoint", f"the {cls.run} checkpoint {where}")
-            data.pop(SIGNATURE, None)
-            return cls(**data)._checked()
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise SnapshotInvalid(
-                f"The {cls.run} checkpoint {where} is unreadable ({exc}); delete it to {cls.run} from the start."
-            ) from None
-
-    def _checked(self) -> Any:
-        """The checkpoint just read, with any field coerced; raise ValueError/TypeError when unusable."""
-        return self
-
-    def check_belongs(self, fs: fsspec.AbstractFileSystem, path: str, **expected: Any) -> None:
-        """Refuse a checkpoint whose recorded fields are not this run's: its name is a hash of
-        them, so only an edited (or forged) file can differ, and it must not steer the run."""
-        wrong = [name for name, value in expected.items() if getattr(self, name) != value]
-        if wrong:
-            raise SnapshotInvalid(
-                f"The {self.run} checkpoint {storage.unstrip(fs, path)} does not belong to this {self.run} "
-                f"({', '.join(wrong)} differ); delete it to {self.run} from the start."
-            )
-
-
-MAX_CHECKPOINT_BYTES = 16 << 20

@@ -43,7 +43,7 @@ from .errors import InvalidParameter, ScopeViolation, SignatureInvalid, Snapshot
 from .options import RestoreOptions
 from .patterns import DEFAULT_PATTERNS
 from .plan import (
-    PLAN_KEYS, RenameCollisions, RunCheckpoint, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
+    PLAN_KEYS, RenameCollisions, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
     write_batch,
 )
 from .prefetch import prefetch
@@ -51,6 +51,7 @@ from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .signing import Keyring, resolve
 from .sinks.redis import RedisSink, SinkTotals
+from .state import StateFile
 from .snapshot import PartInfo, Snapshot, open_snapshot, verify_part
 from .validation import validate_snapshot
 
@@ -195,7 +196,7 @@ def checkpoint_path(snapshot: Snapshot, endpoint: RedisEndpoint, options: Restor
 
 
 @dataclass
-class RestoreCheckpoint(RunCheckpoint):
+class RestoreCheckpoint(StateFile):
     snapshot_id: str
     target: str
     options: dict[str, Any]
@@ -203,8 +204,11 @@ class RestoreCheckpoint(RunCheckpoint):
     preflight_passed: bool = False
     parts: dict[str, dict[str, int]] = field(default_factory=dict)  # part name -> its counters
     finished_at: str | None = None
+    keyring: Keyring | None = field(default=None, repr=False, compare=False)  # signs it; never written
 
-    run = "restore"
+    kind = "restore checkpoint"
+    purpose = "restore-checkpoint"
+    remedy = "delete it to restore from the start"
 
     def _checked(self) -> RestoreCheckpoint:
         if not isinstance(self.parts, dict) or not all(
@@ -220,7 +224,7 @@ def _load_checkpoint(snap: Snapshot, endpoint: RedisEndpoint, options: RestoreOp
                      keyring: Keyring) -> RestoreCheckpoint | None:
     """This restore's checkpoint, if any, checked to be this restore's: it can only say which
     parts are done, never what is written."""
-    checkpoint = RestoreCheckpoint.load(snap.fs, path, keyring)
+    checkpoint = RestoreCheckpoint.read(snap.fs, path, keyring)
     if checkpoint is not None:
         checkpoint.check_belongs(snap.fs, path, snapshot_id=snap.snapshot_id, target=endpoint.identity,
                                  options=options.for_checkpoint())
@@ -280,9 +284,10 @@ def check_restore(snapshot: storage.Location | Snapshot, endpoint: RedisEndpoint
         if not options.dry_run:
             if checkpoint is None:
                 checkpoint = RestoreCheckpoint(snapshot_id=snap.snapshot_id, target=endpoint.identity,
-                                               options=options.for_checkpoint(), started_at=_now_iso())
+                                               options=options.for_checkpoint(), started_at=_now_iso(),
+                                               keyring=keyring)
             checkpoint.preflight_passed = True
-            checkpoint.save(snap.fs, ckpt_path, keyring)
+            checkpoint.write(snap.fs, ckpt_path)
         info = sink.info
     finally:
         sink.close()
@@ -376,7 +381,7 @@ def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: s
         if _sink is None:
             sink.close()
     checkpoint.parts[part_name] = counters.as_dict()
-    checkpoint.save(snap.fs, ckpt_path, keyring)
+    checkpoint.write(snap.fs, ckpt_path)
     if progress:
         progress(RestoreProgress(snap.snapshot_id, part_name, len(checkpoint.parts), len(snap.parts),
                                  counters.rows, counters.written, len(checkpoint.parts) / len(snap.parts)))
@@ -399,7 +404,7 @@ def finish_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: R
         totals.add(RestoreCounters.from_dict(counts))
     if checkpoint.finished_at is None:
         checkpoint.finished_at = _now_iso()
-        checkpoint.save(snap.fs, ckpt_path, keyring)
+        checkpoint.write(snap.fs, ckpt_path)
     return RestoreResult(snapshot=snap.url, snapshot_id=snap.snapshot_id, target=endpoint.display_url,
                          counters=totals, parts=len(snap.parts), resumed_parts=resumed_parts,
                          checkpoint=storage.unstrip(snap.fs, ckpt_path), server=server,

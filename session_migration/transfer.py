@@ -46,7 +46,7 @@ from .errors import InvalidParameter, TerminalError
 from .options import RestoreOptions
 from .patterns import DEFAULT_PATTERNS
 from .plan import (
-    PLAN_KEYS, RenameCollisions, RunCheckpoint, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
+    PLAN_KEYS, RenameCollisions, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
     write_batch,
 )
 from .prefetch import prefetch
@@ -54,6 +54,7 @@ from .redis_glob import ScopeMatcher
 from .seen import SeenKeys
 from .signing import Keyring, resolve
 from .sinks.redis import RedisSink, SinkTotals
+from .state import StateFile
 from .sources import resp
 from .sources.redis import NO_EXPIRY, NO_KEY, Chunk, RedisSource
 from .sources.segments import scan_fraction
@@ -152,19 +153,15 @@ class TransferResult:
 
 
 
-def _options_id(options: TransferOptions) -> dict[str, Any]:
-    return {**options.for_checkpoint(), "batch_size": options.batch_size}
-
-
 def checkpoint_file(root: str, source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions) -> str:
     """`<root>/transfers/<16 hex>.json`, named by a sha256 of source, target and options."""
     ident = json.dumps({"source": source.identity, "target": target.identity,
-                        "options": _options_id(options)}, sort_keys=True)
+                        "options": options.for_checkpoint()}, sort_keys=True)
     return storage.join(root, TRANSFERS, hashlib.sha256(ident.encode()).hexdigest()[:16] + ".json")
 
 
 @dataclass
-class TransferCheckpoint(RunCheckpoint):
+class TransferCheckpoint(StateFile):
     source: str
     target: str
     options: dict[str, Any]
@@ -177,12 +174,15 @@ class TransferCheckpoint(RunCheckpoint):
     source_run_id: str | None = None  # a SCAN cursor means nothing to a restarted source
     updated_at: str | None = None
     finished_at: str | None = None
+    keyring: Keyring | None = field(default=None, repr=False, compare=False)  # signs it; never written
 
-    run = "transfer"
+    kind = "transfer checkpoint"
+    purpose = "transfer-checkpoint"
+    remedy = "delete it to transfer from the start"
 
-    def save(self, fs: fsspec.AbstractFileSystem, path: str, keyring: Keyring | None = None) -> None:
+    def write(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
         self.updated_at = _now_iso()
-        super().save(fs, path, keyring)
+        super().write(fs, path)
 
     def _checked(self) -> TransferCheckpoint:
         self.pattern_index, self.cursor = int(self.pattern_index), int(self.cursor)
@@ -197,9 +197,10 @@ def _load_checkpoint(fs, path: str, source: RedisEndpoint, target: RedisEndpoint
                      keyring: Keyring) -> TransferCheckpoint | None:
     """This transfer's checkpoint, if any, checked to be this transfer's: it holds a position
     and counts, never what is written (the patterns are always the run's own)."""
-    checkpoint = TransferCheckpoint.load(fs, path, keyring)
+    checkpoint = TransferCheckpoint.read(fs, path, keyring)
     if checkpoint is not None:
-        checkpoint.check_belongs(fs, path, source=source.identity, target=target.identity)
+        checkpoint.check_belongs(fs, path, source=source.identity, target=target.identity,
+                                 options=options.for_checkpoint())
     return checkpoint
 
 
@@ -317,7 +318,7 @@ def _key_chunks(source: RedisSource, scope: ScopeMatcher, batch_size: int, curso
 def _read_chunks(source: RedisSource, scope: ScopeMatcher, batch_size: int, cursor: int) -> Iterator[Chunk]:
     """`_key_chunks` with the keys read."""
     for after, keys in _key_chunks(source, scope, batch_size, cursor):
-        yield Chunk(0, after, len(keys), source.read(keys) if keys else None)
+        yield Chunk(0, after, len(keys), source.read_keys(keys) if keys else None)
 
 
 def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, *,
@@ -346,10 +347,10 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
             if not options.dry_run:
                 if checkpoint is None:
                     checkpoint = TransferCheckpoint(source=source.identity, target=target.identity,
-                                                    options=_options_id(options), started_at=_now_iso(),
-                                                    walk=KEYSPACE_WALK)
+                                                    options=options.for_checkpoint(), started_at=_now_iso(),
+                                                    walk=KEYSPACE_WALK, keyring=keyring)
                 checkpoint.preflight_passed = True
-                checkpoint.save(fs, ckpt_path, keyring)
+                checkpoint.write(fs, ckpt_path)
             target_info = sink.info
         finally:
             sink.close()
@@ -443,7 +444,7 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
                     counters.add_sink(sink.flush())  # the position covers only answered writes
                     checkpoint.pattern_index, checkpoint.cursor = done, chunk.cursor
                     checkpoint.counters = counters.as_dict()
-                    checkpoint.save(fs, ckpt_path, keyring)
+                    checkpoint.write(fs, ckpt_path)
                     saves += 1
                     since = 0
                 if progress:
@@ -458,7 +459,7 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
     checkpoint.pattern_index, checkpoint.cursor = 1, 0
     checkpoint.counters = counters.as_dict()
     checkpoint.finished_at = _now_iso()
-    checkpoint.save(fs, ckpt_path, keyring)
+    checkpoint.write(fs, ckpt_path)
     return saves + 1
 
 

@@ -176,7 +176,7 @@ def _compare(batch: pa.RecordBatch, target: RedisSource, seen_in_a: SeenKeys, op
     if not rows:
         return
     now_ms = int(time.time() * 1000)
-    found = {r["key"]: r for r in target.read([r["key"] for r in rows]).batch.to_pylist()}
+    found = {r["key"]: r for r in target.read_keys([r["key"] for r in rows]).batch.to_pylist()}
     for row in rows:
         key = row["key"]
         other = found.get(key)

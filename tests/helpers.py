@@ -111,7 +111,7 @@ def _rewrite_part(snap, part, rows) -> dict[str, Any]:
     """Write `rows(<the part's rows>)` in place of `part`; its new manifest entry."""
     import pyarrow.parquet as pq
 
-    from session_migration.sinks.parquet import PartWriter
+    from session_migration.sinks.snapshot import PartWriter
 
     with snap.fs.open(snap.part_path(part), "rb") as fh:
         table = rows(pq.read_table(fh))

@@ -19,7 +19,7 @@ import redis
 
 import hiredis
 
-from . import resp
+from . import Read, resp
 from ..endpoints import RedisEndpoint, translate_redis_errors
 from ..schema import RECORD_SCHEMA
 from ..sessions import detect_store
@@ -67,18 +67,29 @@ def server_info(client: redis.Redis) -> ServerInfo:
     return ServerInfo(name=name, version=version, has_pexpiretime=name == "valkey" or major >= 7)
 
 
+def after(pattern_index: int, cursor: int) -> tuple[int, int]:
+    """Where a walk goes on after a chunk that ended at `cursor` (0 in a chunk: that pattern is done)."""
+    return (pattern_index + 1, 0) if cursor == 0 else (pattern_index, cursor)
+
+
 class RedisSource:
-    """Scan and read one database of one server. Holds a connection; not thread-safe."""
+    """Scan and read one database of one server: a `Source` (`read`, `close`) over the keys of
+    `patterns` (in `segment` of each pattern's SCAN walk), plus the reads other steps need
+    (`read_keys`, `key_chunks`, `dbsize`). Holds a connection; not thread-safe."""
 
     def __init__(
         self,
         endpoint: RedisEndpoint,
         *,
+        patterns: Sequence[str] = (),
+        batch_size: int = 1000,
+        segment: Segment = WHOLE,
         preserve_ttl: bool = True,
         capture_dump: bool = False,
         client: redis.Redis | None = None,
     ):
         self.endpoint = endpoint
+        self.patterns, self.batch_size, self.segment = tuple(patterns), batch_size, segment
         self.preserve_ttl = preserve_ttl
         self.capture_dump = capture_dump
         self.client = client or endpoint.connect()
@@ -137,9 +148,18 @@ class RedisSource:
             finally:
                 stream.close()
 
+    def read(self, start: tuple[int, int] | None = None) -> Iterator[Read]:
+        """The keys of `patterns` from `start` ((pattern index, cursor); None: the beginning),
+        read, one `Read` per chunk of at least `batch_size` keys; each position is a valid
+        resume point ((len(patterns), 0) once the walk is done)."""
+        for chunk in self.read_chunks(self.patterns, self.batch_size, *(start or (0, 0)), segment=self.segment):
+            result = chunk.result
+            yield Read(position=after(chunk.pattern_index, chunk.cursor), batch=result.batch if result else None,
+                       scope=chunk.pattern_index, scanned=chunk.scanned, vanished=result.vanished if result else 0)
+
     # -- reading -----------------------------------------------------------------------------
 
-    def read(self, keys: Sequence[bytes]) -> ReadResult:
+    def read_keys(self, keys: Sequence[bytes]) -> ReadResult:
         """Read type, value and absolute expiry of `keys`; vanished keys are counted, not returned."""
         with translate_redis_errors(self.endpoint):
             return self._read(keys)

@@ -71,7 +71,7 @@ def test_vanished_keys_are_counted_not_written(valkey):
     source = RedisSource(RedisEndpoint.from_url(valkey.url))
     _, keys = source.scan_page("sess:*", 0, 1000)
     r.delete(*keys[:10])
-    result = source.read(keys)
+    result = source.read_keys(keys)
     assert result.vanished == 10
     assert result.batch.num_rows == 40
     assert set(result.batch.column("key").to_pylist()) == set(keys[10:])
@@ -106,33 +106,39 @@ def test_overlapping_patterns_write_each_key_once(valkey, tmp_path):
     assert result.counters.duplicates == 111  # sess:a1, a10-a19, a100-a199
 
 
-def test_chunks_are_deduplicated_and_counted_a_group_at_a_time(valkey):
+def test_reads_are_deduplicated_and_counted_a_group_at_a_time(valkey):
     from session_migration.counters import BackupCounters
     from session_migration.options import BackupOptions
     from session_migration.pipeline import _groups, _Job
-    from session_migration.sources.redis import Chunk
+    from session_migration.sources import Read
 
     r = valkey.client()
     for key in ("sess:a", "sess:b", "sess:c", "other:x"):
         r.set(key, "v")
     source = RedisSource(RedisEndpoint.from_url(valkey.url))
+
+    def read(scope, cursor, scanned, keys):
+        got = source.read_keys(keys) if keys else None
+        return Read((scope, cursor), got.batch if got else None, scope=scope, scanned=scanned,
+                    vanished=got.vanished if got else 0)
+
     try:
         job = _Job(source, BackupOptions(patterns=("sess:*", "other:*")), None)
-        chunks = [
-            Chunk(0, 5, 2, source.read([b"sess:a", b"sess:b"])),
-            Chunk(0, 9, 0, None),
-            Chunk(0, 0, 3, source.read([b"sess:b", b"sess:c", b"sess:gone"])),  # SCAN repeated sess:b
-            Chunk(1, 0, 1, source.read([b"other:x"])),
+        reads = [
+            read(0, 5, 2, [b"sess:a", b"sess:b"]),
+            read(0, 9, 0, []),
+            read(0, 0, 3, [b"sess:b", b"sess:c", b"sess:gone"]),  # SCAN repeated sess:b
+            read(1, 0, 1, [b"other:x"]),
         ]
-        groups = list(_groups(iter(chunks), rows=10))
-        assert [[c.cursor for c in g] for g in groups] == [[5, 9, 0], [0]]  # a new pattern, a new group
-        assert [len(g) for g in _groups(iter(chunks), rows=2)] == [1, 2, 1]  # full at 2 rows
+        groups = list(_groups(iter(reads), rows=10))
+        assert [[rd.position[1] for rd in g] for g in groups] == [[5, 9, 0], [0]]  # a new pattern, a new group
+        assert [len(g) for g in _groups(iter(reads), rows=2)] == [1, 2, 1]  # full at 2 rows
         counters = BackupCounters()
         batches = job.take(groups[0], counters)
         assert [k for b in batches for k in b.column("key").to_pylist()] == [b"sess:a", b"sess:b", b"sess:c"]
         assert (counters.scanned, counters.keys, counters.duplicates, counters.vanished) == (5, 3, 1, 1)
         assert counters.by_pattern == {"sess:*": {"keys": 3, "bytes": 3}}
-        assert job.take([Chunk(0, 0, 1, None)], counters) == []
+        assert job.take([read(0, 0, 1, [])], counters) == []
     finally:
         source.close()
 

@@ -10,8 +10,7 @@ import pytest
 from session_migration import backup, open_snapshot
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import InvalidParameter
-from session_migration.backup_workers import after
-from session_migration.sources.redis import RedisSource
+from session_migration.sources.redis import RedisSource, after
 from session_migration.sources.segments import Segment, split
 
 pytestmark = pytest.mark.integration

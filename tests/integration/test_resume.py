@@ -67,3 +67,28 @@ def test_kill_9_then_resume_gives_the_same_rows(readers, valkey, tmp_path):
     assert _rows(resumed.url) == _rows(clean.url)
     assert resumed.counters.keys == clean.counters.keys == 8020
     assert resumed.counters.as_dict()["by_type"] == {"hash": 20, "string": 8000}
+
+
+def test_a_resume_must_share_what_decides_the_rows_and_says_what_differs(valkey, tmp_path):
+    """Batch and part sizes may change on resume (a SCAN cursor fits any COUNT); patterns,
+    expiry capture and compression may not, and the refusal names what differs."""
+    from session_migration.checkpoint import BackupCheckpoint, load_checkpoint
+    from session_migration.errors import InvalidParameter
+    from session_migration.storage import resolve
+
+    r = valkey.client()
+    for i in range(300):
+        r.set(f"sess:{i}", "v", ex=600)
+    fs, root = resolve(str(tmp_path))
+    started = BackupCheckpoint(snapshot_id="half", started_at="2026-12-01T00:00:00+00:00", source=valkey.url,
+                               options={"patterns": ["sess:*"], "batch_size": 50, "preserve_ttl": True,
+                                        "compression": "zstd", "capture_dump": False, "part_rows": 100,
+                                        "row_group_rows": 10_000})
+    started.save(fs, f"{root}/half")
+    with pytest.raises(InvalidParameter) as refused:
+        backup(valkey.url, str(tmp_path), patterns=["sess:*"], snapshot_id="half", compression="snappy")
+    assert "options.compression was 'zstd', now 'snappy'" in str(refused.value)
+    assert load_checkpoint(fs, f"{root}/half") is not None  # refused: nothing changed
+    done = backup(valkey.url, str(tmp_path), patterns=["sess:*"], snapshot_id="half", batch_size=500,
+                  part_rows=1000)
+    assert done.counters.keys == 300

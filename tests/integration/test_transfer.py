@@ -168,7 +168,7 @@ def test_checkpoint_of_a_per_pattern_walk_starts_again(both, tmp_path):
     path = checkpoint_file(str(tmp_path), ep(src), ep(dst), options)
     os.makedirs(os.path.dirname(path))
     with open(path, "w") as fh:
-        json.dump({"source": ep(src).identity, "target": ep(dst).identity, "options": {}, "started_at": "x",
+        json.dump({"source": ep(src).identity, "target": ep(dst).identity, "options": options.for_checkpoint(), "started_at": "x",
                    "preflight_passed": True, "pattern_index": 0, "cursor": 77, "counters": {"keys": 100}}, fh)
     result = run_transfer(ep(src), ep(dst), options, checkpoint_path=str(tmp_path))
     assert result.counters.keys == result.counters.written == 520

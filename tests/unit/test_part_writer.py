@@ -14,7 +14,7 @@ import pytest
 
 from session_migration.errors import StorageUnavailable
 from session_migration.schema import RECORD_SCHEMA
-from session_migration.sinks.parquet import PartWriter
+from session_migration.sinks.snapshot import PartWriter
 
 
 def string_batch(start: int, n: int, value_bytes: int = 100) -> pa.RecordBatch:

@@ -165,3 +165,50 @@ class PartWriter:
             self._raw.close()
         except Exception:  # noqa: BLE001 - best effort; the part is unlisted anyway
             pass
+
+
+class SnapshotSink:
+    """The parts of one snapshot, as a `Sink`: rows go to the current part; `commit` finishes it
+    and returns its `PartInfo` (a part ends only where the caller commits, which for a backup is
+    a resume point). Part indexes start at `first` and step by `step` (several writers of one
+    snapshot number their parts apart). The manifest is not the sink's business: the job
+    commits the snapshot once every part is durable."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, snapshot_path: str, *, first: int = 0, step: int = 1,
+                 compression: str = "zstd", row_group_rows: int = 10_000):
+        self.fs, self.path = fs, snapshot_path
+        self.next_index, self.step = first, step
+        self.compression, self.row_group_rows = compression, row_group_rows
+        self.part: PartWriter | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows in the part being written (not yet committed)."""
+        return self.part.rows if self.part is not None else 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        if self.part is None:
+            self.part = PartWriter(self.fs, self.path, self.next_index, compression=self.compression,
+                                   row_group_rows=self.row_group_rows)
+            self.next_index += self.step
+        self.part.write(batch)
+
+    def commit(self) -> list[PartInfo]:
+        """The part written so far, finished (none when nothing was written since the last commit)."""
+        if self.part is None:
+            return []
+        part, self.part = self.part, None
+        return [part.finish()]
+
+    def empty_part(self) -> PartInfo:
+        """A part with no rows: a snapshot always has one, so readers always find the schema."""
+        part = PartWriter(self.fs, self.path, self.next_index, compression=self.compression)
+        self.next_index += self.step
+        return part.finish()
+
+    def abort(self) -> None:
+        if self.part is not None:
+            part, self.part = self.part, None
+            part.abort()
