@@ -44,8 +44,8 @@ import fsspec
 import pyarrow as pa
 
 from . import storage
-from .endpoints import RedisEndpoint, translate_redis_errors
-from .errors import InvalidParameter, ScopeViolation, SessionMigrationError, SnapshotInvalid, TerminalError
+from .endpoints import RedisEndpoint
+from .errors import InvalidParameter, SessionMigrationError, SnapshotInvalid, TerminalError
 from .options import MAX_BATCH_SIZE, BackupOptions, RestoreOptions
 from .patterns import DEFAULT_PATTERNS, check_patterns
 from .pipeline import BackupResult, run_backup, write_snapshot
@@ -59,7 +59,6 @@ from .signing import Keyring
 from .signing import resolve as resolve_keyring
 from .snapshot import PRE_IMAGE_SUFFIX, Snapshot, new_snapshot_id, open_snapshot, shown, snapshot_dir
 from .state import StateFile
-from .sources import resp
 from .sources.redis import RedisSource
 from .verify import MISMATCHES, VerifyOptions
 
@@ -401,17 +400,6 @@ def _chunks(keys: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
 # -- step 7: rollback ---------------------------------------------------------------------------
 
 
-def _unlink(client, endpoint: RedisEndpoint, keys: list[bytes], scope) -> int:
-    for key in keys:
-        if not scope.fullmatch(key):  # never anything outside the patterns
-            raise ScopeViolation(f"Refusing to delete {redact_key(key)}: it is outside the migration's patterns.")
-    if not keys:
-        return 0
-    with translate_redis_errors(endpoint):
-        replies = resp.execute(client, resp.pack_per_key(b"UNLINK", keys), len(keys))
-    return sum(int(r) for r in replies if isinstance(r, int))
-
-
 class _RollbackScope:
     """The keys a rollback may touch: those matching both the operator's patterns and the ones
     the state file records. The state file comes from the storage: it can narrow what a
@@ -501,14 +489,14 @@ def rollback(target: RedisEndpoint, fs, root: str, state: MigrationState,
     pre = _open_pre_image(fs, root, state, keyring)
     if rb["stage"] == "started":
         in_pre = _key_set(pre)
-        client = target.connect()
+        sink = RedisSink(target)
         deleted = 0
         try:
             for chunk in scope.target_keys(target, batch_size):
                 new = [k for k, before in zip(chunk, in_pre.contains(chunk).tolist()) if not before]
-                deleted += _unlink(client, target, new, scope)
+                deleted += sink.unlink(new, scope)
         finally:
-            client.close()
+            sink.close()
         rb.update(stage="new_keys_deleted", deleted_new=rb.get("deleted_new", 0) + deleted)
         state.advance(fs, root, "rolling_back", rollback=rb)
         if progress:
@@ -527,7 +515,7 @@ def rollback(target: RedisEndpoint, fs, root: str, state: MigrationState,
         removed = 0
         try:
             for gone in _expired(pre, scope, sink.now_ms(), batch_size):
-                removed += _unlink(sink.client, target, gone, scope)
+                removed += sink.unlink(gone, scope)
         finally:
             sink.close()
         rb.update(stage="done", removed_expired=removed, finished_at=_now())

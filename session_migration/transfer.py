@@ -41,7 +41,7 @@ import fsspec
 import pyarrow as pa
 
 from . import storage
-from .endpoints import RedisEndpoint, translate_redis_errors
+from .endpoints import RedisEndpoint
 from .errors import InvalidParameter, TerminalError
 from .options import RestoreOptions
 from .patterns import DEFAULT_PATTERNS
@@ -55,8 +55,7 @@ from .seen import SeenKeys
 from .signing import Keyring, resolve
 from .sinks.redis import RedisSink, SinkTotals
 from .state import StateFile
-from .sources import resp
-from .sources.redis import NO_EXPIRY, NO_KEY, Chunk, RedisSource
+from .sources.redis import Chunk, RedisSource
 from .sources.segments import scan_fraction
 
 TRANSFERS = "transfers"
@@ -208,37 +207,6 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-# -- source time and expiries ---------------------------------------------------------------------
-
-
-def _source_now(source: RedisSource) -> int:
-    with translate_redis_errors(source.endpoint):
-        sec, usec = source.client.time()
-    return int(sec) * 1000 + int(usec) // 1000
-
-
-def _expiries(source: RedisSource, keys: list[bytes]) -> list[int | None | bool]:
-    """Absolute expiry of each key (None = none), or False when the key has vanished."""
-    with_time = not source.info.has_pexpiretime
-    command = b"PEXPIRETIME" if source.info.has_pexpiretime else b"PTTL"
-    packed = (resp.pack([b"TIME"]) if with_time else b"") + resp.pack_per_key(command, keys)
-    with translate_redis_errors(source.endpoint):
-        replies = resp.execute(source.client, packed, len(keys) + with_time)
-    now = None
-    if with_time:
-        sec, usec = replies.pop(0)
-        now = int(sec) * 1000 + int(usec) // 1000
-    out: list[int | None | bool] = []
-    for reply in replies:
-        if reply == NO_KEY:
-            out.append(False)
-        elif reply == NO_EXPIRY:
-            out.append(None)
-        else:
-            out.append(int(reply) if now is None else now + int(reply))
-    return out
-
-
 # -- the steps -----------------------------------------------------------------------------------
 
 
@@ -279,12 +247,12 @@ def _plan(source: RedisSource, sink: RedisSink, options: TransferOptions, *, pro
         if not probe:
             plan["keys"] += len(fresh)
             continue
-        expiries = _expiries(source, fresh) if options.ttl_policy != "none" else [None] * len(fresh)
+        expiries = source.expiries(fresh) if options.ttl_policy != "none" else [None] * len(fresh)
         there = [at is not False for at in expiries]
         plan["vanished"] += len(fresh) - sum(there)
         plan["keys"] += sum(there)
         names_there = names.filter(pa.array(there)).to_pylist()
-        source_now = _source_now(source) if relative else None
+        source_now = source.now_ms() if relative else None
         now, exists = sink.probe(names_there)
         kept = pa.array([at for at in expiries if at is not False], pa.int64())
         statuses = rules.expiries(kept, now, source_now).statuses()
@@ -417,8 +385,7 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
     since = 0
     src = RedisSource(source, preserve_ttl=options.ttl_policy != "none")
     try:
-        with translate_redis_errors(source):
-            run_id = str(src.client.info("server").get("run_id", ""))
+        run_id = src.run_id()
         if checkpoint.source_run_id not in (None, run_id) or checkpoint.walk != KEYSPACE_WALK:
             # The source restarted since the checkpoint (its SCAN cursor is no longer a valid
             # position), or the checkpoint's position is not one of this walk: start the walk
@@ -476,7 +443,7 @@ def _write_chunk(chunk: Chunk, src: RedisSource, sink: RedisSink, rules: WriteRu
     counters.keys += batch.num_rows
     if not batch.num_rows:
         return 0
-    source_now = _source_now(src) if relative else None
+    source_now = src.now_ms() if relative else None
     expiries = rules.expiries(batch.column("expire_at_ms"), sink.now_ms(), source_now)
     write_batch(sink, batch, rules.target_names(batch.column("key")), expiries, counters, replace=replace_existing)
     return batch.num_rows

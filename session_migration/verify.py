@@ -27,13 +27,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from .endpoints import RedisEndpoint, translate_redis_errors
+from .endpoints import RedisEndpoint
 from .errors import InvalidParameter
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .seen import SeenKeys
 from .snapshot import Snapshot
-from .sources import resp
 from .sources.redis import RedisSource
 
 CATEGORIES = ("OK", "MISSING", "EXTRA", "TYPE", "VALUE", "TTL", "EXPIRED")
@@ -218,8 +217,6 @@ def _extra(target: RedisSource, a_source: RedisSource | None, seen_in_a: SeenKey
         unknown = [k for k, kn in zip(keys, known) if not kn]
         if unknown and a_source is not None:
             # A is a live store: a key may have been created in A after A was walked.
-            with translate_redis_errors(a_source.endpoint):
-                exists = resp.execute(a_source.client, resp.pack_per_key(b"EXISTS", unknown), len(unknown))
-            unknown = [k for k, e in zip(unknown, exists) if not e]
+            unknown = [k for k, e in zip(unknown, a_source.exists(unknown)) if not e]
         for key in dict.fromkeys(unknown):
             report.record("EXTRA", key)

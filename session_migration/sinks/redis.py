@@ -32,8 +32,9 @@ import pyarrow.compute as pc
 import redis
 
 from ..endpoints import RedisEndpoint, translate_redis_errors
-from ..errors import TerminalError
+from ..errors import ScopeViolation, TerminalError
 from ..record import KeyRecord
+from ..redaction import redact_key
 from ..sources import resp
 from ..sources.redis import ServerInfo, server_info
 
@@ -126,6 +127,17 @@ class RedisSink:
         since: no round trip, so it can be asked while SETs are in flight."""
         server_ms, at = self._clock
         return server_ms + int((time.monotonic() - at) * 1000)
+
+    def unlink(self, keys: Sequence[bytes], scope: Any) -> int:
+        """Delete `keys`, every one of which must match `scope` (a `ScopeMatcher`): a sink never
+        deletes outside the patterns it was given. Returns how many existed."""
+        for key in keys:
+            if not scope.fullmatch(key):
+                raise ScopeViolation(f"Refusing to delete {redact_key(key)}: it is outside the patterns in scope.")
+        if not keys:
+            return 0
+        replies = self._execute(resp.pack_per_key(b"UNLINK", keys), len(keys))
+        return sum(int(r) for r in replies if isinstance(r, int))
 
     # -- strings, pipelined without waiting ---------------------------------------------------
 

@@ -157,6 +157,45 @@ class RedisSource:
             yield Read(position=after(chunk.pattern_index, chunk.cursor), batch=result.batch if result else None,
                        scope=chunk.pattern_index, scanned=chunk.scanned, vanished=result.vanished if result else 0)
 
+    # -- what other steps ask of a source -----------------------------------------------------
+
+    def run_id(self) -> str:
+        """The server process's run id: a SCAN cursor means nothing once it changed (a restart)."""
+        with translate_redis_errors(self.endpoint):
+            return str(self.client.info("server").get("run_id", ""))
+
+    def now_ms(self) -> int:
+        """The server's clock, in Unix ms."""
+        with translate_redis_errors(self.endpoint):
+            sec, usec = self.client.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    def exists(self, keys: Sequence[bytes]) -> list[bool]:
+        """Whether each key exists now (one pipelined round trip)."""
+        with translate_redis_errors(self.endpoint):
+            return [bool(r) for r in resp.execute(self.client, resp.pack_per_key(b"EXISTS", keys), len(keys))]
+
+    def expiries(self, keys: Sequence[bytes]) -> list[int | None | bool]:
+        """Absolute expiry of each key in Unix ms (None: no expiry), or False when it is gone."""
+        with_time = not self.info.has_pexpiretime
+        command = b"PEXPIRETIME" if self.info.has_pexpiretime else b"PTTL"
+        packed = (resp.pack([b"TIME"]) if with_time else b"") + resp.pack_per_key(command, keys)
+        with translate_redis_errors(self.endpoint):
+            replies = resp.execute(self.client, packed, len(keys) + with_time)
+        now = None
+        if with_time:
+            sec, usec = replies.pop(0)
+            now = int(sec) * 1000 + int(usec) // 1000
+        out: list[int | None | bool] = []
+        for reply in replies:
+            if reply == NO_KEY:
+                out.append(False)
+            elif reply == NO_EXPIRY:
+                out.append(None)
+            else:
+                out.append(int(reply) if now is None else now + int(reply))
+        return out
+
     # -- reading -----------------------------------------------------------------------------
 
     def read_keys(self, keys: Sequence[bytes]) -> ReadResult:
