@@ -149,11 +149,13 @@ class Snapshot:
     def iter_batches(
         self, columns: Sequence[str] | None = None, batch_size: int = 10_000
     ) -> Iterator[pa.RecordBatch]:
-        """Stream the rows part by part, with flat memory (no pre-buffering of whole files)."""
-        for part in self.parts:
-            with self.fs.open(self.part_path(part), "rb") as fh:
-                pf = pq.ParquetFile(fh, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
-                yield from pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
+        """Stream the rows part by part, with flat memory (no pre-buffering of whole files);
+        checksums are not checked again (`verify_parts`, or `sources.snapshot` for that)."""
+        from .sources.snapshot import SnapshotSource
+
+        for read in SnapshotSource(self, columns=columns, batch_size=batch_size, verify=False).reads():
+            if read.rows:
+                yield read.batch
 
     def read_table(self, columns: Sequence[str] | None = None) -> pa.Table:
         """All rows at once: convenient for small snapshots and notebooks."""

@@ -2,7 +2,9 @@
 
 Every sink implements `Sink`: `write(batch)`, `commit()` (everything written so far is durable:
 a snapshot part is finished, a target has answered every write; returns what became durable)
-and `abort()` (drop what is not committed). `pipeline.copy` is their only caller.
+and `abort()` (stop, making nothing more durable: a snapshot drops the unfinished part; writes
+a server may already have applied stay, which is safe because every write sets a whole key and
+is repeated on resume). `pipeline.copy` is their only caller.
 
 - `sinks/snapshot.py`: the Parquet parts of a snapshot (the manifest is the job's commit).
 - `sinks/redis.py`: a Redis/Valkey target, pipelined writes.
@@ -23,4 +25,4 @@ class Sink(Protocol):
         """Make everything written so far durable; returns what became durable."""
 
     def abort(self) -> None:
-        """Drop what was written since the last commit; never raises."""
+        """Stop without making anything more durable; never raises."""
