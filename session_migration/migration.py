@@ -46,7 +46,7 @@ import pyarrow as pa
 from . import storage
 from .endpoints import RedisEndpoint
 from .errors import InvalidParameter, SessionMigrationError, SnapshotInvalid, TerminalError
-from .options import MAX_BATCH_SIZE, BackupOptions, RestoreOptions
+from .options import MAX_BATCH_SIZE, BackupOptions, MigrationOptions, RestoreOptions
 from .patterns import DEFAULT_PATTERNS, check_patterns
 from .pipeline import BackupResult, run_backup, write_snapshot
 from .redaction import redact_key
@@ -60,7 +60,7 @@ from .signing import resolve as resolve_keyring
 from .snapshot import PRE_IMAGE_SUFFIX, Snapshot, new_snapshot_id, open_snapshot, shown, snapshot_dir
 from .state import StateFile
 from .sources.redis import RedisSource
-from .verify import MISMATCHES, VerifyOptions
+from .verify import MISMATCHES
 
 MIGRATIONS = "migrations"
 MAX_EXAMPLES = 5
@@ -87,50 +87,6 @@ class MigrationFailed(TerminalError):
     def __init__(self, message: str, summary: dict[str, Any] | None = None):
         super().__init__(message)
         self.summary = summary or {}
-
-
-@dataclass(frozen=True)
-class MigrationOptions:
-    patterns: tuple[str, ...] = DEFAULT_PATTERNS
-    batch_size: int = 1000
-    preserve_ttl: bool = True
-    dry_run: bool = False
-    verify: bool = True
-    rollback_on_failure: bool = True
-    ttl_tolerance_ms: int | None = 2_000  # None: verify ignores expiry
-    require_empty_target: bool = False  # refuse when the target already holds keys in scope
-
-    def __post_init__(self) -> None:
-        if isinstance(self.patterns, str):
-            raise InvalidParameter("patterns must be a list of key patterns, not a single string.")
-        object.__setattr__(self, "patterns", check_patterns(self.patterns))
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
-            raise InvalidParameter(f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE:,}; got {self.batch_size!r}.")
-        for name in ("preserve_ttl", "dry_run", "verify", "rollback_on_failure", "require_empty_target"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidParameter(f"{name} must be true or false; got {getattr(self, name)!r}.")
-        tol = self.ttl_tolerance_ms
-        if tol is not None and (isinstance(tol, bool) or not isinstance(tol, int) or tol < 0):
-            raise InvalidParameter(f"ttl_tolerance_ms must be a whole number >= 0 or None; got {tol!r}.")
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["patterns"] = list(self.patterns)
-        return data
-
-    def backup_options(self, snapshot_id: str | None = None, dry_run: bool = False) -> BackupOptions:
-        return BackupOptions(patterns=self.patterns, batch_size=self.batch_size, preserve_ttl=self.preserve_ttl,
-                             snapshot_id=snapshot_id, dry_run=dry_run)
-
-    def restore_options(self) -> RestoreOptions:
-        """The migration's own restore: its patterns (never the scope a manifest claims), same
-        expiry instant, overwrite."""
-        return RestoreOptions(patterns=self.patterns, ttl_policy="absolute", on_conflict="replace",
-                              batch_size=self.batch_size)
-
-    def verify_options(self) -> VerifyOptions:
-        return VerifyOptions(patterns=self.patterns, ttl_tolerance_ms=self.ttl_tolerance_ms,
-                             batch_size=min(self.batch_size, 100_000))
 
 
 def _now() -> str:

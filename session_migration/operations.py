@@ -20,16 +20,15 @@ from . import steps
 from .cleanup import CleanupOptions
 from .endpoints import RedisEndpoint, is_block_name
 from .errors import InvalidParameter, SnapshotInvalid, SnapshotNotFound
-from .migration import MigrationFailed, MigrationOptions, new_migration_id, verification_failure
-from .options import BackupOptions, RestoreOptions
+from .migration import MigrationFailed, new_migration_id, verification_failure
+from .options import (
+    BackupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions,
+)
 from .plan import PLAN_KEYS
-from .retention import RetentionOptions
 from .runner import Runner
 from .signing import KeySource
 from .snapshot import PRE_IMAGE_SUFFIX, new_snapshot_id
 from .storage import Location
-from .transfer import TransferOptions
-from .verify import VerifyOptions
 
 Connection = str | RedisEndpoint
 

@@ -1,4 +1,6 @@
-"""Frozen option sets, validated on construction so bad input fails before any work starts."""
+"""Every operation's options: frozen, validated on construction (with the shared checks below)
+so bad input fails before any work starts, with one default per option. Flow parameters become
+these in `parameters.py`; the CLI takes its defaults from here."""
 
 from __future__ import annotations
 
@@ -64,6 +66,18 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
         raise InvalidParameter(f"{name} must be a whole number from {low} to {high:,}; got {value!r}.")
 
 
+def _check_bools(options: object, *names: str) -> None:
+    for name in names:
+        if not isinstance(getattr(options, name), bool):
+            raise InvalidParameter(f"{name} must be true or false; got {getattr(options, name)!r}.")
+
+
+def _patterns(patterns: object) -> tuple[str, ...]:
+    if isinstance(patterns, str):
+        raise InvalidParameter("patterns must be a list of key patterns, not a single string.")
+    return check_patterns(patterns)
+
+
 TTL_POLICIES = ("absolute", "relative", "none")
 CONFLICT_POLICIES = ("replace", "skip", "fail")
 MAX_MIN_TTL_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
@@ -117,3 +131,87 @@ class RestoreOptions:
             "on_conflict": self.on_conflict,
             "rename_prefix": list(self.rename_prefix) if self.rename_prefix else None,
         }
+
+
+@dataclass(frozen=True)
+class TransferOptions(RestoreOptions):
+    """RestoreOptions, with `patterns` required (default: every known session store)."""
+
+    patterns: tuple[str, ...] | None = DEFAULT_PATTERNS
+
+    def __post_init__(self) -> None:
+        if self.patterns is None:
+            object.__setattr__(self, "patterns", DEFAULT_PATTERNS)
+        super().__post_init__()
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    patterns: tuple[str, ...] | None = None  # None: the snapshot's scope, or the default patterns
+    ttl_tolerance_ms: int | None = 2_000  # None: do not compare expiry
+    sample: float | None = None  # 0 < sample <= 1; None = every key
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.patterns is not None:
+            object.__setattr__(self, "patterns", _patterns(self.patterns))
+        if self.sample is not None and (isinstance(self.sample, bool) or not isinstance(self.sample, (int, float))
+                                        or not 0 < self.sample <= 1):
+            raise InvalidParameter(f"sample must be a fraction in (0, 1]; got {self.sample!r}.")
+        if self.ttl_tolerance_ms is not None:
+            _check_int("ttl_tolerance_ms", self.ttl_tolerance_ms, 0, MAX_MIN_TTL_MS)
+        _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+
+
+@dataclass(frozen=True)
+class RetentionOptions:
+    keep_last: int | None = None
+    keep_days: float | None = None
+    dry_run: bool = True
+
+    def __post_init__(self) -> None:
+        _check_bools(self, "dry_run")
+        if self.keep_last is None and self.keep_days is None:
+            raise InvalidParameter("Give keep_last and/or keep_days: without a rule every snapshot would be a candidate.")
+        if self.keep_last is not None:
+            _check_int("keep_last", self.keep_last, 1, 1_000_000)
+        if self.keep_days is not None and (isinstance(self.keep_days, bool) or not isinstance(self.keep_days, (int, float))
+                                           or self.keep_days <= 0):
+            raise InvalidParameter(f"keep_days must be a number of days > 0; got {self.keep_days!r}.")
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    batch_size: int = 1000
+    preserve_ttl: bool = True
+    dry_run: bool = False
+    verify: bool = True
+    rollback_on_failure: bool = True
+    ttl_tolerance_ms: int | None = 2_000  # None: verify ignores expiry
+    require_empty_target: bool = False  # refuse when the target already holds keys in scope
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patterns", _patterns(self.patterns))
+        _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _check_bools(self, "preserve_ttl", "dry_run", "verify", "rollback_on_failure", "require_empty_target")
+        if self.ttl_tolerance_ms is not None:
+            _check_int("ttl_tolerance_ms", self.ttl_tolerance_ms, 0, MAX_MIN_TTL_MS)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["patterns"] = list(self.patterns)
+        return data
+
+    def backup_options(self, snapshot_id: str | None = None, dry_run: bool = False) -> BackupOptions:
+        return BackupOptions(patterns=self.patterns, batch_size=self.batch_size, preserve_ttl=self.preserve_ttl,
+                             snapshot_id=snapshot_id, dry_run=dry_run)
+
+    def restore_options(self) -> RestoreOptions:
+        """The migration's own restore: its patterns (never the scope a manifest claims), same
+        expiry instant, overwrite."""
+        return RestoreOptions(patterns=self.patterns, ttl_policy="absolute", on_conflict="replace",
+                              batch_size=self.batch_size)
+
+    def verify_options(self) -> VerifyOptions:
+        return VerifyOptions(patterns=self.patterns, ttl_tolerance_ms=self.ttl_tolerance_ms, batch_size=self.batch_size)

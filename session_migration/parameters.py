@@ -15,14 +15,12 @@ from typing import Any
 from . import operations
 from .cleanup import CleanupOptions, parse_max_age
 from .errors import InvalidParameter
-from .migration import MigrationOptions
-from .options import BackupOptions, RestoreOptions
+from .options import (
+    BackupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions,
+)
 from .patterns import DEFAULT_PATTERNS
-from .retention import RetentionOptions
 from .runner import Runner
 from .signing import KeySource
-from .transfer import TransferOptions
-from .verify import VerifyOptions
 
 def _given(params: Mapping[str, Any], *names: str) -> dict[str, Any]:
     """The named parameters that were given (not None)."""

@@ -33,25 +33,10 @@ from typing import Any
 import fsspec
 
 from . import storage
-from .errors import InvalidParameter, SessionMigrationError, SnapshotInvalid
+from .options import RetentionOptions
+from .errors import SessionMigrationError, SnapshotInvalid
 from .signing import Keyring, resolve
 from .snapshot import MANIFEST, Snapshot, inspect_root
-
-
-@dataclass(frozen=True)
-class RetentionOptions:
-    keep_last: int | None = None
-    keep_days: float | None = None
-    dry_run: bool = True
-
-    def __post_init__(self) -> None:
-        if self.keep_last is None and self.keep_days is None:
-            raise InvalidParameter("Give keep_last and/or keep_days: without a rule every snapshot would be a candidate.")
-        if self.keep_last is not None and (isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int) or self.keep_last < 1):
-            raise InvalidParameter(f"keep_last must be a whole number >= 1; got {self.keep_last!r}.")
-        if self.keep_days is not None and (isinstance(self.keep_days, bool) or not isinstance(self.keep_days, (int, float))
-                                           or self.keep_days <= 0):
-            raise InvalidParameter(f"keep_days must be a number of days > 0; got {self.keep_days!r}.")
 
 
 @dataclass

@@ -16,18 +16,17 @@ from .audit import open_for_audit, read_report, write_audit_report
 from .cleanup import CleanupOptions, run_cleanup
 from .endpoints import SCHEMES, RedisEndpoint, resolve_connection
 from .errors import InvalidParameter, SnapshotNotFound
-from .options import BackupOptions, RestoreOptions
+from .options import BackupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions
 from .pipeline import run_backup
 from .preflight import check_backup as _check_backup
-from .retention import RetentionOptions, prune_snapshots
+from .retention import prune_snapshots
 from .runner import Progress
 from .signing import KeySource, keyring_of
 from .snapshot import MANIFEST, PRE_IMAGE_SUFFIX, Snapshot, list_snapshots, open_snapshot
 from .stats import SnapshotStats, compute_stats as _compute_stats
 from .storage import Location
-from .transfer import TransferOptions
 from .validation import validate_snapshot
-from .verify import VerifyOptions, verify as _verify
+from .verify import verify as _verify
 
 Connection = str | RedisEndpoint
 
@@ -187,20 +186,20 @@ def prune(backup_path: Location, options: RetentionOptions, keys: KeySource | No
 
 
 def check_migration(source: Connection, target: Connection, backup_path: Location,
-                    options: migration.MigrationOptions) -> dict[str, Any]:
+                    options: MigrationOptions) -> dict[str, Any]:
     """Every refusal before anything is written: same database, non-empty target (when
     required), an unfinished rollback of this target, an unwritable backup path."""
     fs, root = storage.locate(backup_path)
     return migration.preflight(resolve_connection(source), resolve_connection(target), fs, root, options)
 
 
-def plan_migration(source: Connection, target: Connection, options: migration.MigrationOptions) -> dict[str, Any]:
+def plan_migration(source: Connection, target: Connection, options: MigrationOptions) -> dict[str, Any]:
     """Dry run: the backup's dry run plus what the restore would create/overwrite/keep."""
     return migration.plan_migration(resolve_connection(source), resolve_connection(target), options)
 
 
 def start_migration(source: Connection, target: Connection, backup_path: Location,
-                    options: migration.MigrationOptions, migration_id: str,
+                    options: MigrationOptions, migration_id: str,
                     keys: KeySource | None = None) -> dict[str, Any]:
     """Write the migration's state file (<backup_path>/migrations/<id>.json; signed, with a key)."""
     fs, root = storage.locate(backup_path)
@@ -217,7 +216,7 @@ def record_migration_step(backup_path: Location, migration_id: str, step: str, c
                                  **(fields or {})).summary()
 
 
-def take_pre_image(target: Connection, backup_path: Location, options: migration.MigrationOptions,
+def take_pre_image(target: Connection, backup_path: Location, options: MigrationOptions,
                    snapshot_id: str, keys: KeySource | None = None) -> dict[str, Any]:
     """Snapshot the target's keys in scope (what a rollback puts back); a retry after the
     commit finds it there."""
@@ -231,7 +230,7 @@ def take_pre_image(target: Connection, backup_path: Location, options: migration
 
 
 def judge_verification(report: dict[str, Any], target: Connection, backup_path: Location, snapshot_id: str,
-                       pre_image_id: str, options: migration.MigrationOptions,
+                       pre_image_id: str, options: MigrationOptions,
                        keys: KeySource | None = None) -> dict[str, Any]:
     """Verify's report judged for a migration: target-only keys from the pre-image are fine."""
     fs, root = storage.locate(backup_path)
@@ -243,7 +242,7 @@ def judge_verification(report: dict[str, Any], target: Connection, backup_path: 
 
 
 def handle_migration_failure(target: Connection, backup_path: Location, migration_id: str, message: str,
-                             options: migration.MigrationOptions, progress: migration.ProgressFn | None = None,
+                             options: MigrationOptions, progress: migration.ProgressFn | None = None,
                              keys: KeySource | None = None) -> dict[str, Any]:
     """Roll the target back (resumable) when writes may have reached it and the options say so,
     within the run's own patterns; otherwise record the failure."""

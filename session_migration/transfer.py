@@ -43,8 +43,7 @@ import pyarrow as pa
 from . import storage
 from .endpoints import RedisEndpoint
 from .errors import InvalidParameter, TerminalError
-from .options import RestoreOptions
-from .patterns import DEFAULT_PATTERNS
+from .options import TransferOptions
 from .plan import (
     PLAN_KEYS, RenameCollisions, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
     write_batch,
@@ -80,18 +79,6 @@ class TransferConflict(TerminalError):
 
 class RenameCollision(InvalidParameter):
     """A rename would make two source keys the same target key."""
-
-
-@dataclass(frozen=True)
-class TransferOptions(RestoreOptions):
-    """RestoreOptions, with `patterns` required (default: every known session store)."""
-
-    patterns: tuple[str, ...] | None = DEFAULT_PATTERNS
-
-    def __post_init__(self) -> None:
-        if self.patterns is None:
-            object.__setattr__(self, "patterns", DEFAULT_PATTERNS)
-        super().__post_init__()
 
 
 # -- counters, progress, result ----------------------------------------------------------------

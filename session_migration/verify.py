@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from .endpoints import RedisEndpoint
 from .errors import InvalidParameter
+from .options import VerifyOptions
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .seen import SeenKeys
@@ -38,22 +39,6 @@ from .sources.redis import RedisSource
 CATEGORIES = ("OK", "MISSING", "EXTRA", "TYPE", "VALUE", "TTL", "EXPIRED")
 MISMATCHES = ("MISSING", "EXTRA", "TYPE", "VALUE", "TTL")
 MAX_EXAMPLES = 5
-
-
-@dataclass(frozen=True)
-class VerifyOptions:
-    patterns: tuple[str, ...] | None = None  # None: the snapshot's scope, or the default patterns
-    ttl_tolerance_ms: int | None = 2_000  # None: do not compare expiry
-    sample: float | None = None  # 0 < sample <= 1; None = every key
-    batch_size: int = 1000
-
-    def __post_init__(self) -> None:
-        if self.sample is not None and not (isinstance(self.sample, (int, float)) and 0 < self.sample <= 1):
-            raise InvalidParameter(f"sample must be a fraction in (0, 1]; got {self.sample!r}.")
-        if self.ttl_tolerance_ms is not None and (not isinstance(self.ttl_tolerance_ms, int) or self.ttl_tolerance_ms < 0):
-            raise InvalidParameter(f"ttl_tolerance_ms must be a whole number >= 0; got {self.ttl_tolerance_ms!r}.")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 100_000:
-            raise InvalidParameter(f"batch_size must be a whole number from 1 to 100,000; got {self.batch_size!r}.")
 
 
 @dataclass(frozen=True)
