@@ -25,6 +25,7 @@ def backup_sessions(
     part_rows: int = 100_000,
     readers: int | None = None,
     signing_key_block: str | None = None,
+    storage_block: str | None = None,
 ) -> dict[str, Any]:
     """Back up the sessions of a Redis/Valkey server into a Parquet snapshot.
 
@@ -43,6 +44,8 @@ def backup_sessions(
             default: 2 on 4 or more cores for a database of 50,000 keys or more, else 1.
         signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
+        storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
+            open the snapshot filesystem; default: fsspec's own configuration and the environment.
     """
     summary = parameters.run_operation("backup_sessions", PREFECT, locals())
     _publish(summary)

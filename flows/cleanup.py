@@ -24,6 +24,7 @@ def cleanup_expired_sessions(
     batch_size: int = 500,
     max_rate: float | None = 5_000.0,
     signing_key_block: str | None = None,
+    storage_block: str | None = None,
 ) -> dict[str, Any]:
     """Delete expired sessions; a dry run unless `apply`.
 
@@ -39,6 +40,8 @@ def cleanup_expired_sessions(
         max_rate: deletes per second at most.
         signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
+        storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
+            open the snapshot filesystem; default: fsspec's own configuration and the environment.
     """
     report = parameters.run_operation("cleanup_expired_sessions", PREFECT, locals())
     verb = "deleted" if apply else "would delete"

@@ -26,6 +26,7 @@ def full_migration(
     rollback_on_failure: bool = True,
     require_empty_target: bool = False,
     signing_key_block: str | None = None,
+    storage_block: str | None = None,
 ) -> dict[str, Any]:
     """Move sessions from SOURCE to TARGET through a validated snapshot, verify, audit; on a
     failure after the first write, put TARGET back exactly as its pre-image says.
@@ -43,6 +44,8 @@ def full_migration(
         require_empty_target: refuse when the target already holds keys in scope.
         signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
+        storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
+            open the snapshot filesystem; default: fsspec's own configuration and the environment.
     """
     try:
         summary = parameters.run_operation("full_migration", PREFECT, locals())

@@ -24,6 +24,7 @@ def restore_sessions(
     batch_size: int = 1000,
     dry_run: bool = False,
     signing_key_block: str | None = None,
+    storage_block: str | None = None,
     allow_unsigned: bool = False,
 ) -> dict[str, Any]:
     """Restore a snapshot into a Redis/Valkey server.
@@ -41,6 +42,8 @@ def restore_sessions(
         dry_run: write nothing; report what would be created, overwritten, skipped, expired.
         signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
+        storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
+            open the snapshot filesystem; default: fsspec's own configuration and the environment.
         allow_unsigned: with a signing key configured, restore an unsigned snapshot all the same, knowingly.
     """
     summary = parameters.run_operation("restore_sessions", PREFECT, locals())

@@ -12,7 +12,8 @@ from ._edge import PREFECT, session_flow
 
 @session_flow(name="prune-snapshots")
 def prune_snapshots(backup_path: str, keep_last: int | None = None, keep_days: float | None = None,
-                    dry_run: bool = True, signing_key_block: str | None = None) -> dict[str, Any]:
+                    dry_run: bool = True, signing_key_block: str | None = None,
+                    storage_block: str | None = None) -> dict[str, Any]:
     """Keep the newest `keep_last` backups that validate fully and/or those younger than
     `keep_days`; pre-images follow their migration; delete the rest unless `dry_run` (the
     default). The newest valid backup is never deleted; suspicious folders never are
@@ -25,6 +26,8 @@ def prune_snapshots(backup_path: str, keep_last: int | None = None, keep_days: f
         dry_run: only report what would be deleted.
         signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
+        storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
+            open the snapshot filesystem; default: fsspec's own configuration and the environment.
     """
     plan = parameters.run_operation("prune_snapshots", PREFECT, locals())
     rows = [{"snapshot_id": s["snapshot_id"], "finished_at": s["finished_at"], "action": "keep"} for s in plan["keep"]]

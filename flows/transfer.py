@@ -25,6 +25,7 @@ def transfer_sessions(
     dry_run: bool = False,
     checkpoint_path: str | None = None,
     signing_key_block: str | None = None,
+    storage_block: str | None = None,
 ) -> dict[str, Any]:
     """Copy sessions from one Redis/Valkey server to another (SCAN + pipelined reads and writes; never MIGRATE).
 
@@ -42,6 +43,8 @@ def transfer_sessions(
             default: $SESSION_MIGRATION_STATE_DIR, else ~/.local/state/session-migration.
         signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
+        storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
+            open the snapshot filesystem; default: fsspec's own configuration and the environment.
     """
     summary = parameters.run_operation("transfer_sessions", PREFECT, locals())
     publish_summary(summary, SUMMARY_KEYS, "transfer", "Transfer {source} -> {target}")

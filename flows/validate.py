@@ -11,7 +11,8 @@ from ._edge import PREFECT, session_flow
 
 
 @session_flow(name="validate-snapshot")
-def validate_snapshot(snapshot: str, check_rows: bool = True, signing_key_block: str | None = None) -> dict[str, Any]:
+def validate_snapshot(snapshot: str, check_rows: bool = True, signing_key_block: str | None = None,
+                      storage_block: str | None = None) -> dict[str, Any]:
     """Validate a snapshot: manifest, every part's sha256/rows/schema, unlisted files,
     duplicate keys and rows outside the declared scope. Returns the report (never raises
     for data problems: `report["valid"]` says).
@@ -21,6 +22,8 @@ def validate_snapshot(snapshot: str, check_rows: bool = True, signing_key_block:
         check_rows: also read the keys (duplicates, rows out of scope), not only files and checksums.
         signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
+        storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
+            open the snapshot filesystem; default: fsspec's own configuration and the environment.
     """
     report = parameters.run_operation("validate_snapshot", PREFECT, locals())
     lines = [f"# Snapshot validation: {'valid' if report['valid'] else 'INVALID'}", "",

@@ -20,6 +20,7 @@ def verify_sessions(
     sample: float | None = None,
     batch_size: int = 1000,
     signing_key_block: str | None = None,
+    storage_block: str | None = None,
 ) -> dict[str, Any]:
     """Compare A and B key by key, both directions: OK, MISSING, EXTRA, TYPE, VALUE, TTL.
 
@@ -32,6 +33,8 @@ def verify_sessions(
         batch_size: keys per SCAN page and pipelined read.
         signing_key_block: name of a Prefect Secret block holding the signing key (docs/snapshot-format.md);
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
+        storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
+            open the snapshot filesystem; default: fsspec's own configuration and the environment.
     """
     report = parameters.run_operation("verify_sessions", PREFECT, locals())
     table("verify-counts", [{"category": c, "keys": report["counts"][c]} for c in CATEGORIES],

@@ -21,6 +21,8 @@ from .options import (
 from .patterns import DEFAULT_PATTERNS
 from .runner import Runner
 from .signing import KeySource
+from .storage import Location, stored
+from .endpoints import SCHEMES, is_block_name
 
 def _given(params: Mapping[str, Any], *names: str) -> dict[str, Any]:
     """The named parameters that were given (not None)."""
@@ -126,25 +128,42 @@ def key_source(params: Mapping[str, Any]) -> KeySource:
     return KeySource(block=block or None, allow_unsigned=allow_unsigned)
 
 
+def _at(params: Mapping[str, Any], name: str) -> Location | None:
+    """A location parameter, opened with the storage options of `storage_block` if one is named."""
+    block = params.get("storage_block")
+    if block is not None and (not isinstance(block, str) or not block.strip()):
+        raise InvalidParameter(f"storage_block must be the name of a SnapshotStorage block; got {block!r}.")
+    return stored(params.get(name), block or None)
+
+
+def _side(params: Mapping[str, Any], name: str) -> Any:
+    """A verify side: a connection as it is, a snapshot location with the storage block."""
+    value = params[name]
+    if isinstance(value, str) and (value.split("://", 1)[0].lower() in SCHEMES or is_block_name(value)):
+        return value
+    return _at(params, name)
+
+
 # flow function name -> the operation it runs, called with the flow's own parameters
 _OPERATIONS: dict[str, Callable[[Runner, Mapping[str, Any]], dict[str, Any]]] = {
     "backup_sessions": lambda run, p: operations.backup_sessions(
-        run, p["source"], p["backup_path"], backup_options(p), key_source(p)),
+        run, p["source"], _at(p, "backup_path"), backup_options(p), key_source(p)),
     "restore_sessions": lambda run, p: operations.restore_sessions(
-        run, p["snapshot"], p["target"], restore_options(p), key_source(p)),
+        run, _at(p, "snapshot"), p["target"], restore_options(p), key_source(p)),
     "transfer_sessions": lambda run, p: operations.transfer_sessions(
-        run, p["source"], p["target"], transfer_options(p), p.get("checkpoint_path"), key_source(p)),
-    "verify_sessions": lambda run, p: operations.verify_sessions(run, p["a"], p["b"], verify_options(p), key_source(p)),
+        run, p["source"], p["target"], transfer_options(p), _at(p, "checkpoint_path"), key_source(p)),
+    "verify_sessions": lambda run, p: operations.verify_sessions(
+        run, _side(p, "a"), _side(p, "b"), verify_options(p), key_source(p)),
     "validate_snapshot": lambda run, p: operations.validate_snapshot(
-        run, p["snapshot"], validate_check_rows(p), key_source(p)),
+        run, _at(p, "snapshot"), validate_check_rows(p), key_source(p)),
     "audit_report": lambda run, p: operations.audit_report(
-        run, p.get("snapshot"), p.get("output"), audit_max_age_ms(p), p.get("backup_path"), key_source(p)),
+        run, _at(p, "snapshot"), _at(p, "output"), audit_max_age_ms(p), _at(p, "backup_path"), key_source(p)),
     "cleanup_expired_sessions": lambda run, p: operations.cleanup_expired_sessions(
-        run, p["source"], cleanup_options(p), p.get("backup_path"), key_source(p)),
+        run, p["source"], cleanup_options(p), _at(p, "backup_path"), key_source(p)),
     "prune_snapshots": lambda run, p: operations.prune_snapshots(
-        run, p["backup_path"], retention_options(p), key_source(p)),
+        run, _at(p, "backup_path"), retention_options(p), key_source(p)),
     "full_migration": lambda run, p: operations.full_migration(
-        run, p["source"], p["target"], p["backup_path"], migration_options(p), key_source(p)),
+        run, p["source"], p["target"], _at(p, "backup_path"), migration_options(p), key_source(p)),
 }
 
 

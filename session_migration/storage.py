@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Union
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -25,9 +26,31 @@ def resolve(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple
     return fs, path.rstrip("/") or "/"
 
 
-# Where operations read and write: an fsspec URL (flow parameters, the CLI) or a filesystem
-# already resolved with its storage options (the Python API), which then travels as it is.
-Location = str | tuple[fsspec.AbstractFileSystem, str]
+# Where operations read and write. A location is one of:
+# - an fsspec URL (a flow parameter, the CLI): resolved with the environment's settings;
+# - a `Stored` URL: resolved with the storage options a Prefect block holds (credentials stay
+#   in the block; only its name travels as a parameter);
+# - a filesystem already resolved, with its path (the Python API, `storage_options=`): used as it is.
+# Every location below another (a snapshot under its root, a report under its snapshot) keeps
+# the kind, so options given once reach everything the run touches.
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A URL whose filesystem is opened with the storage options of a Prefect block."""
+
+    url: str
+    block: str
+
+
+Location = Union[str, Stored, tuple[fsspec.AbstractFileSystem, str]]
+_options_loader: Callable[[str], Mapping[str, Any]] | None = None
+
+
+def register_options_loader(loader: Callable[[str], Mapping[str, Any]]) -> None:
+    """How a storage block's name becomes its storage options (tasks/blocks.py)."""
+    global _options_loader
+    _options_loader = loader
 
 
 def locate(location: Location, storage_options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -35,14 +58,26 @@ def locate(location: Location, storage_options: Mapping[str, Any] | None = None)
     if isinstance(location, tuple):
         fs, path = location
         return fs, path.rstrip("/") or "/"
+    if isinstance(location, Stored):
+        if _options_loader is None:
+            raise InvalidParameter(f"The storage block {location.block!r} is a Prefect block: run through the flows "
+                                   "(or the CLI), or give the storage options directly.")
+        return resolve(location.url, _options_loader(location.block))
     return resolve(location, storage_options)
 
 
 def child(location: Location, *names: str) -> Location:
-    """A location below another, of the same kind (URL or resolved)."""
+    """A location below another, of the same kind."""
     if isinstance(location, tuple):
         return location[0], join(location[1], *names)
+    if isinstance(location, Stored):
+        return Stored("/".join([location.url.rstrip("/"), *names]), location.block)
     return "/".join([str(location).rstrip("/"), *names])
+
+
+def stored(location: str | None, block: str | None) -> Location | None:
+    """A flow's location parameter with its storage block, if it names one."""
+    return Stored(location, block) if location is not None and block else location
 
 
 def unstrip(fs: fsspec.AbstractFileSystem, path: str) -> str:

@@ -1,5 +1,7 @@
-"""`RedisConnection`: a Prefect block that keeps a Redis/Valkey password as a secret; and the
-signing key, from the environment or a Prefect `Secret` block (`signing_keyring`).
+"""Prefect blocks the flows name by parameter, so that no secret is ever a parameter:
+`RedisConnection` (a Redis/Valkey endpoint; its password a secret), `SnapshotStorage` (the
+storage options of the snapshot filesystem, e.g. S3 credentials and endpoint), and Prefect's
+own `Secret` holding the signing key.
 
 Flows take a connection as a string: a Redis URL *without* a password, or the name of one of
 these blocks (a URL carrying a password is refused before the flow run exists: flows/_edge.py).
@@ -9,12 +11,15 @@ Importing this module teaches the core (`endpoints.resolve_connection`) to load 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from prefect.blocks.core import Block
+from prefect.types import SecretDict
 from pydantic import Field, SecretStr
 
 from session_migration.endpoints import RedisEndpoint, register_block_loader
 from session_migration.errors import InvalidParameter
+from session_migration.storage import register_options_loader
 from session_migration.signing import register_secret_loader
 
 
@@ -62,3 +67,29 @@ def load_secret(name: str) -> str:
 
 
 register_secret_loader(load_secret)
+
+
+class SnapshotStorage(Block):
+    _block_type_name = "Session Migration Snapshot Storage"
+    _block_type_slug = "session-migration-storage"
+    _description = ("fsspec storage options for the snapshot filesystem (s3://, gcs://, ...); the secret ones "
+                    "(keys, tokens) are kept encrypted by Prefect.")
+
+    options: dict[str, Any] = Field(default_factory=dict, description="Storage options that are not secret, e.g. "
+                                    "{\"client_kwargs\": {\"endpoint_url\": \"https://s3.example\"}}.")
+    secret_options: SecretDict = Field(default_factory=lambda: SecretDict({}),
+                                       description="Storage options that are secret, e.g. {\"key\": ..., \"secret\": ...}.")
+
+    def storage_options(self) -> dict[str, Any]:
+        return {**self.options, **self.secret_options.get_secret_value()}
+
+
+def load_storage_options(name: str) -> dict[str, Any]:
+    """The storage options a `SnapshotStorage` block names (the core's loader of them)."""
+    try:
+        return SnapshotStorage.load(name).storage_options()
+    except ValueError as exc:
+        raise InvalidParameter(f"No SnapshotStorage block named {name!r}: {exc}") from None
+
+
+register_options_loader(load_storage_options)
