@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from session_migration import parameters
-from session_migration.migration import MigrationFailed
+from session_migration.errors import MigrationFailed
 
 from ._artifacts import markdown, md, number, report_link
 from ._edge import PREFECT, Connection, session_flow

@@ -6,6 +6,7 @@
     │   └── StorageUnavailable    a snapshot filesystem hiccup
     └── TerminalError             retrying cannot help; a person must act
         ├── InvalidParameter      a bad option, URL, pattern or id
+        │   └── RenameCollision   a rename would make two keys one
         ├── AuthenticationFailed  wrong user or password
         ├── NotRedis              something answers at that address, but not in Redis' protocol
         ├── DestinationNotWritable
@@ -14,7 +15,10 @@
         │   └── SnapshotRootNotFound  the snapshot root itself does not exist
         ├── SnapshotInvalid       missing/edited manifest, checksum or row count mismatch, ...
         │   └── SignatureInvalid  unsigned or wrongly signed, with a signing key configured
-        └── ScopeViolation        a row or key outside the configured patterns
+        ├── ScopeViolation        a row or key outside the configured patterns
+        ├── WriteConflict         on_conflict=fail, and keys the run would write exist already
+        ├── MigrationRefused      a migration's check said no; nothing was written anywhere
+        └── MigrationFailed       a migration failed after it started (`.summary`: how far, rolled back?)
 
 `is_transient` is the one place that decides whether something is retried.
 """
@@ -84,6 +88,27 @@ class SignatureInvalid(SnapshotInvalid):
 
 class ScopeViolation(TerminalError):
     pass
+
+
+class RenameCollision(InvalidParameter):
+    """A rename would make two keys (of the snapshot or the source) the same target key."""
+
+
+class WriteConflict(TerminalError):
+    """`on_conflict="fail"` and keys the restore or transfer would write already exist on the target."""
+
+
+class MigrationRefused(TerminalError):
+    """A check before the first write said no; nothing was written anywhere."""
+
+
+class MigrationFailed(TerminalError):
+    """The migration failed after it started; `summary` says how far it came and whether the
+    target was rolled back."""
+
+    def __init__(self, message: str, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary or {}
 
 
 _TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE, errno.EAGAIN}

@@ -45,7 +45,7 @@ import pyarrow as pa
 
 from . import storage
 from .endpoints import RedisEndpoint
-from .errors import InvalidParameter, SessionMigrationError, SnapshotInvalid, TerminalError
+from .errors import InvalidParameter, MigrationFailed, MigrationRefused, SessionMigrationError, SnapshotInvalid
 from .options import MAX_BATCH_SIZE, BackupOptions, MigrationOptions, RestoreOptions
 from .patterns import DEFAULT_PATTERNS, check_patterns
 from .pipeline import BackupResult, run_backup, write_snapshot
@@ -76,17 +76,8 @@ FINAL_STEPS = frozenset({"rolled_back", "done", "failed", "audited"})
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
-class MigrationRefused(TerminalError):
-    """A check before the first write said no; nothing was written anywhere."""
 
 
-class MigrationFailed(TerminalError):
-    """The migration failed after it started; `summary` says how far it came and whether the
-    target was rolled back."""
-
-    def __init__(self, message: str, summary: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.summary = summary or {}
 
 
 def _now() -> str:

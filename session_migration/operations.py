@@ -19,8 +19,8 @@ from typing import Any
 from . import steps
 from .cleanup import CleanupOptions
 from .endpoints import RedisEndpoint, is_block_name
-from .errors import InvalidParameter, SnapshotInvalid, SnapshotNotFound
-from .migration import MigrationFailed, new_migration_id, verification_failure
+from .errors import InvalidParameter, MigrationFailed, SnapshotInvalid, SnapshotNotFound
+from .migration import new_migration_id, verification_failure
 from .options import (
     BackupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions,
 )

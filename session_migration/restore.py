@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from . import storage
 from .endpoints import RedisEndpoint
-from .errors import InvalidParameter, ScopeViolation, SignatureInvalid, SnapshotInvalid, TerminalError
+from .errors import InvalidParameter, RenameCollision, ScopeViolation, SignatureInvalid, SnapshotInvalid, WriteConflict
 from .options import RestoreOptions
 from .patterns import DEFAULT_PATTERNS
 from .plan import (
@@ -58,12 +58,8 @@ from .validation import validate_snapshot
 RESTORES = "restores"
 
 
-class RestoreConflict(TerminalError):
-    """`on_conflict="fail"` and keys the restore would write already exist on the target."""
 
 
-class RenameCollision(InvalidParameter):
-    """A rename would make two snapshot keys the same target key."""
 
 
 # -- counters, progress, result ----------------------------------------------------------------
@@ -280,7 +276,7 @@ def check_restore(snapshot: storage.Location | Snapshot, endpoint: RedisEndpoint
         if options.rename_prefix or need_conflicts:
             plan = _plan(snap, sink, options, probe=need_conflicts)
         if options.on_conflict == "fail" and not resuming and not options.dry_run:
-            refuse_conflicts(RestoreConflict, plan, endpoint.display_url, "restore")
+            refuse_conflicts(WriteConflict, plan, endpoint.display_url, "restore")
         if not options.dry_run:
             if checkpoint is None:
                 checkpoint = RestoreCheckpoint(snapshot_id=snap.snapshot_id, target=endpoint.identity,

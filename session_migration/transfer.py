@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from . import storage
 from .endpoints import RedisEndpoint
-from .errors import InvalidParameter, TerminalError
+from .errors import InvalidParameter, RenameCollision, WriteConflict
 from .options import TransferOptions
 from .plan import (
     PLAN_KEYS, RenameCollisions, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
@@ -73,12 +73,8 @@ def default_checkpoint_root() -> str:
     return os.path.join(state_home, "session-migration")
 
 
-class TransferConflict(TerminalError):
-    """`on_conflict="fail"` and keys the transfer would write already exist on the target."""
 
 
-class RenameCollision(InvalidParameter):
-    """A rename would make two source keys the same target key."""
 
 
 # -- counters, progress, result ----------------------------------------------------------------
@@ -298,7 +294,7 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
             if need_probe or (options.rename_prefix and not resuming):
                 plan = _plan(src, sink, options, probe=need_probe)
             if options.on_conflict == "fail" and not resuming and not options.dry_run:
-                refuse_conflicts(TransferConflict, plan, target.display_url, "transfer")
+                refuse_conflicts(WriteConflict, plan, target.display_url, "transfer")
             if not options.dry_run:
                 if checkpoint is None:
                     checkpoint = TransferCheckpoint(source=source.identity, target=target.identity,

@@ -17,7 +17,8 @@ from helpers import BINARY_KEYS, HOUR_MS, backdate_snapshot, seed_all_types, see
 from session_migration import backup, open_snapshot, redact_key
 from session_migration.errors import InvalidParameter, SnapshotInvalid, TerminalError
 from session_migration.options import RestoreOptions
-from session_migration.restore import RenameCollision, RestoreConflict, restore
+from session_migration.errors import RenameCollision, WriteConflict
+from session_migration.restore import restore
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +98,7 @@ def test_on_conflict_replace_skip_fail(server, tmp_path):
     r.set("sess:3", "target-3")
     r.hset("sess:h", mapping={"a": "target"})
 
-    with pytest.raises(RestoreConflict, match=r"2 key\(s\) this restore would write already exist") as info:
+    with pytest.raises(WriteConflict, match=r"2 key\(s\) this restore would write already exist") as info:
         restore(url, server.url, on_conflict="fail", batch_size=4)
     assert isinstance(info.value, TerminalError)
     assert redact_key(b"sess:3") in str(info.value)  # examples are redacted

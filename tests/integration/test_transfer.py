@@ -18,8 +18,9 @@ from helpers import BINARY_KEYS, HOUR_MS, seed_all_types, seed_binary, state
 from servers import _binary, free_port, start_server, wait_ready
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import InvalidParameter, ServerUnavailable
+from session_migration.errors import RenameCollision, WriteConflict
 from session_migration.transfer import (
-    RenameCollision, TransferConflict, TransferOptions, checkpoint_file, run_transfer, transfer,
+    TransferOptions, checkpoint_file, run_transfer, transfer,
 )
 from session_migration.verify import VerifyOptions, verify
 
@@ -191,7 +192,7 @@ def test_on_conflict_fail_leaves_target_untouched(both, tmp_path):
     seed_many(src.client(), 300)
     d = dst.client()
     d.set("sess:00150", "the target's own", ex=60)
-    with pytest.raises(TransferConflict, match="1 key"):
+    with pytest.raises(WriteConflict, match="1 key"):
         transfer(src.url, dst.url, patterns=["sess:*"], on_conflict="fail", checkpoint_path=str(tmp_path))
     assert d.dbsize() == 1 and d.get("sess:00150") == b"the target's own"
     assert not (tmp_path / "transfers").exists() or not list((tmp_path / "transfers").iterdir())
