@@ -27,8 +27,8 @@ def test_url_parsing_and_password_free_display():
 
 
 def test_password_env(monkeypatch):
-    monkeypatch.setenv("MY_PW", "from-env")
-    assert RedisEndpoint.from_url("redis://h/0?password_env=MY_PW").resolved_password() == "from-env"
+    monkeypatch.setenv("SESSION_MIGRATION_MY_PW", "from-env")
+    assert RedisEndpoint.from_url("redis://h/0?password_env=SESSION_MIGRATION_MY_PW").resolved_password() == "from-env"
 
 
 def test_unknown_url_option():
