@@ -150,8 +150,8 @@ def _standard_json(value: bytes, what: str):
         raise Corrupt(f"{what} payload is not valid UTF-8") from None
     except RecursionError:
         raise Corrupt(f"{what} payload is nested too deeply to check") from None
-    except ValueError:
-        raise Corrupt(f"payload is not valid {what}") from None
+    except ValueError as exc:  # json's message names a position, never the payload's text
+        raise Corrupt(f"payload is not valid {what}", exc) from None
 
 
 def try_json_object(value: bytes) -> dict | None:
