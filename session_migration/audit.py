@@ -139,8 +139,8 @@ def _snapshot_section(snapshot: Snapshot | None, validation: dict[str, Any]) -> 
 
 
 def _out_of_scope(validation: dict[str, Any]) -> int | None:
-    if not validation["rows_checked"]:
-        return None
+    if not validation["rows_checked"] or any(p["code"] == "manifest-scope" for p in validation["problems"]):
+        return None  # rows not read, or the declared scope was unusable
     for p in validation["problems"]:
         if p["code"] == "out-of-scope":
             match = _OUT_OF_SCOPE_COUNT.match(p["message"])

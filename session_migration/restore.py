@@ -121,7 +121,8 @@ class _Rules(WriteRules):
 
     def __init__(self, manifest: dict[str, Any], options: RestoreOptions):
         super().__init__(options)
-        self.scope = ScopeMatcher(manifest.get("scope", {}).get("patterns") or ["*"])
+        self.scope = ScopeMatcher(manifest.get("scope", {}).get("patterns") or ["*"], error=SnapshotInvalid,
+                                  where="in the snapshot's manifest")
         self.select = ScopeMatcher(options.patterns) if options.patterns is not None else None
         self.finished_ms = _iso_ms(manifest["finished_at"])
 

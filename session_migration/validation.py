@@ -2,7 +2,9 @@
 
 Checks, in order: the manifest (present, JSON, this format, known version, unedited), then
 every part (present, size, sha256, Parquet, schema, row count), files the manifest does not
-list, and finally the rows themselves (duplicate keys, keys outside the declared scope).
+list, and finally the rows themselves (duplicate keys, keys outside the declared scope). A
+declared scope beyond the pattern limits (`patterns.check_patterns`) is a problem of its own
+("manifest-scope"), and its rows are then not checked against it.
 Restore and transfer run this before they write anything.
 
 Parts are checked by one process per core (`parallel.map_ordered`), each streaming only the
@@ -26,6 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import parallel, storage
+from .errors import InvalidParameter
+from .patterns import check_patterns
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .schema import FORMAT_NAME, FORMAT_VERSION, RECORD_SCHEMA
@@ -80,7 +84,7 @@ def validate_snapshot(fs: fsspec.AbstractFileSystem, path: str, *, check_rows: b
     if manifest is None:
         return report
     parts = _listed_parts(manifest, report)
-    patterns = manifest.get("scope", {}).get("patterns") or ["*"]
+    patterns = _declared_scope(manifest, report)
     hash_key = new_hash_key()
     tasks = [(fs, path, part, patterns if check_rows else None, hash_key) for part in parts]
     n = parallel.worker_count(workers, sum(p.rows for p in parts))
@@ -94,6 +98,18 @@ def validate_snapshot(fs: fsspec.AbstractFileSystem, path: str, *, check_rows: b
     if check_rows and good:
         _report_rows(fs, path, good, report)
     return report
+
+
+def _declared_scope(manifest: dict[str, Any], report: ValidationReport) -> tuple[str, ...]:
+    """The manifest's patterns, checked for number and size; () when unusable (then rows are
+    read for counts and duplicates, but cannot be checked against the scope)."""
+    scope = manifest.get("scope")
+    patterns = (scope.get("patterns") if isinstance(scope, dict) else None) or ["*"]
+    try:
+        return check_patterns(patterns, where="in the manifest")
+    except InvalidParameter as exc:
+        report.add("manifest-scope", f"{exc} Rows cannot be checked against the snapshot's scope.")
+        return ()
 
 
 def _check_manifest(fs, path: str, report: ValidationReport) -> dict[str, Any] | None:
@@ -151,8 +167,9 @@ class _PartResult:
     outside_examples: list[str] = field(default_factory=list)
 
 
-def _check_part(fs, path: str, part: PartInfo, patterns: list[str] | None, hash_key: str) -> _PartResult:
-    """Bytes, checksum, Parquet, schema and row count of one part; then its keys if `patterns`."""
+def _check_part(fs, path: str, part: PartInfo, patterns: tuple[str, ...] | None, hash_key: str) -> _PartResult:
+    """Bytes, checksum, Parquet, schema and row count of one part; then its keys unless
+    `patterns` is None (and their scope unless it is empty)."""
     result = _PartResult()
     file = storage.join(path, PARTS, part.name)
 
@@ -185,11 +202,11 @@ def _check_part(fs, path: str, part: PartInfo, patterns: list[str] | None, hash_
         return problem("part-rows", f"{part.name} holds {rows} rows, the manifest says {part.rows}.")
     result.good = True
     if patterns is not None:
-        _check_keys(fs, file, part, ScopeMatcher(patterns), hash_key, result)
+        _check_keys(fs, file, part, ScopeMatcher(patterns) if patterns else None, hash_key, result)
     return result
 
 
-def _check_keys(fs, file: str, part: PartInfo, scope: ScopeMatcher, hash_key: str, result: _PartResult) -> None:
+def _check_keys(fs, file: str, part: PartInfo, scope: ScopeMatcher | None, hash_key: str, result: _PartResult) -> None:
     """Scope of every key, and the digests the duplicate check compares across parts."""
     hashes = []
     with fs.open(file, "rb") as fh:
@@ -198,6 +215,8 @@ def _check_keys(fs, file: str, part: PartInfo, scope: ScopeMatcher, hash_key: st
             keys = batch.column("key")
             # siphash with a random key, in C over the whole batch; collisions are only candidates
             hashes.append(keyed_hashes(keys.to_numpy(zero_copy_only=False), hash_key))
+            if scope is None:
+                continue
             outside = np.flatnonzero(~scope.mask(keys))
             result.outside += len(outside)
             for i in outside[: MAX_EXAMPLES - len(result.outside_examples)].tolist():
