@@ -62,8 +62,8 @@ def test_batch_equals_row_by_row(now_ms):
     for start in range(0, len(records), 500):  # several batches, like the stats read them
         got = classify_batch(to_batch(records[start:start + 500]), now_ms, limits)
         for i, want in enumerate(expected[start:start + 500]):
-            assert (got.stores[i], got.statuses[i], got.reasons[i]) == (want.store, want.status, want.reason), \
-                records[start + i]
+            assert (got.stores[i], got.statuses[i], got.reasons[i], got.details[i]) == (
+                want.store, want.status, want.reason, want.detail), records[start + i]
 
 
 def test_projection_without_optional_columns():
