@@ -188,7 +188,7 @@ def control_evidence(snap: dict[str, Any], validation: dict[str, Any], stats: Sn
             ("rows checked against scope", validation["rows_checked"]),
             ("rows outside scope", out_of_scope),
             ("session ids in this report",
-             "redacted: store prefix, at most 4 id characters and 8 hex digits of a keyed SHA-256 (HMAC)"),
+             "redacted: store prefix, at most 4 id characters and 8 hex digits of a keyed BLAKE2b MAC"),
          ]},
         {"control": "SI-10", "title": "Information Input Validation", "check": _check(judged), "evidence": [
             ("keys judged / in manifest", f"{stats.keys if stats else 0} / {totals.get('keys')}"),

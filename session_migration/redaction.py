@@ -13,8 +13,8 @@ keeps it from becoming Markdown or HTML markup.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import hmac
 import os
 import re
 
@@ -47,7 +47,9 @@ def safe_text(text: object, limit: int | None = None) -> str:
     """`text` with every control character (ESC, CR, LF, BEL, C1, bidi overrides...) written as
     a visible `\\xNN`/`\\uNNNN` escape, cut to `limit` characters (ending in `…`) if given.
     Safe to print to a terminal or write into one log line."""
-    out = _UNSAFE.sub(_escape_char, text if isinstance(text, str) else str(text))
+    out = text if isinstance(text, str) else str(text)
+    if not (out.isascii() and out.isprintable()):  # the usual text needs no look at each character
+        out = _UNSAFE.sub(_escape_char, out)
     if limit is not None and len(out) > limit:
         out = out[: max(0, limit - 1)] + "…"
     return out
@@ -96,27 +98,30 @@ def _spring_id_start(key: bytes) -> int | None:
 
 
 def _shown_bytes(raw: bytes) -> bytes:
-    """The part of the key that may be shown: its store prefix and `ID_CHARS` of the id, and
-    never more than half of the key; for an unknown layout only a short first segment."""
+    """The part of the key that may be shown: its store prefix and `ID_CHARS` of the id (never
+    more than a quarter of the id); for an unknown layout only a short first segment."""
     start = id_start(raw)
     if start is not None:
-        return raw[: min(start + ID_CHARS, len(raw) // 2)]
+        return raw[: start + min(ID_CHARS, (len(raw) - start) // 4)]
     m = _SEPARATORS.search(raw, 0, UNKNOWN_PREFIX_CHARS)
     if m is None or m.end() > len(raw) // 2:
         return b""
     return raw[: m.end()]
 
 
+@functools.cache
 def _hash_key() -> bytes:
+    """The MAC key, read once per process (redaction runs per finding on the audit's hot path)."""
     value = os.environ.get(REDACTION_KEY_ENV)
-    return value.encode() if value else _DEFAULT_HASH_KEY
+    return hashlib.sha256(value.encode() if value else _DEFAULT_HASH_KEY).digest()
 
 
 def key_hash(key: bytes | str) -> str:
-    """8 hex digits of HMAC-SHA256 of the whole key, keyed by `SESSION_MIGRATION_REDACTION_KEY`
-    when it is set: the same key gives the same hash in every report and log of one setting."""
+    """8 hex digits of keyed BLAKE2b (a MAC) of the whole key, keyed by
+    `SESSION_MIGRATION_REDACTION_KEY` when it is set (read once per process): the same key
+    gives the same hash in every report and log made with one setting."""
     raw = key.encode() if isinstance(key, str) else bytes(key)
-    return hmac.new(_hash_key(), raw, hashlib.sha256).hexdigest()[:8]
+    return hashlib.blake2b(raw, key=_hash_key(), digest_size=4).hexdigest()
 
 
 def redact_key(key: bytes | str) -> str:
