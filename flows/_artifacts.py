@@ -3,17 +3,14 @@ and report links that open from the Prefect UI."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from session_migration import storage
+from session_migration.redaction import markdown_escape, safe_text
 
-# Inline, after a label: only these can start emphasis, code, links, HTML or a table cell here.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 SIGNED_LINK_SECONDS = 7 * 24 * 3600
 
 
@@ -22,9 +19,15 @@ def number(value: Any) -> Any:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def code(value: Any) -> str:
+    """Untrusted text (a redacted key) as an inline code span: shown literally, nothing in it
+    is markup; a backtick, which would end the span, becomes a quote."""
+    return "`" + safe_text(value).replace("`", "'") + "`"
+
+
 def md(value: Any) -> str:
     """Untrusted text (keys, reasons, URLs) as literal Markdown: no HTML, links or emphasis."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", _CONTROL.sub("\ufffd", str(value)))
+    return markdown_escape(value)
 
 
 def table(key: str, rows: Iterable[Mapping[str, Any]], description: str) -> None:

@@ -19,7 +19,6 @@ line (the same check runs again inside the flow), but its parameters are already
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -27,7 +26,7 @@ from prefect import Flow, get_run_logger
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from session_migration.endpoints import SCHEMES, RedisEndpoint
+from session_migration.endpoints import RedisEndpoint, carries_secret
 from session_migration.errors import InvalidParameter
 import tasks.blocks  # noqa: F401 - registers the loader of RedisConnection blocks with the core
 from tasks.progress import ProgressReporter, listeners
@@ -48,17 +47,21 @@ ConnectionOrSnapshot = Annotated[str, Field(
 
 
 def refuse_secrets(parameters: dict[str, Any]) -> None:
-    """Raise `InvalidParameter` when a connection parameter carries a password."""
+    """Raise `InvalidParameter` when a connection parameter carries a password or secret option."""
     for name in CONNECTION_PARAMETERS:
         value = parameters.get(name)
-        if not isinstance(value, str) or "://" not in value:
-            continue
-        if not re.match(_NO_SECRET, value):
-            shown = RedisEndpoint.from_url(value).display_url if value.split("://")[0].lower() in SCHEMES else name
+        if carries_secret(value):
             raise InvalidParameter(
                 f"The {name} URL holds a password, and Prefect would store it with the flow run "
-                f"({shown}); use a RedisConnection block, or ?password_env=VARIABLE with the "
+                f"({_shown(value, name)}); use a RedisConnection block, or ?password_env=SESSION_MIGRATION_... with the "
                 "password in that environment variable. No flow run was created.")
+
+
+def _shown(value: str, name: str) -> str:
+    try:
+        return RedisEndpoint.from_url(value).display_url
+    except ValueError:
+        return f"the {name} URL"
 
 
 class SessionFlow(Flow):

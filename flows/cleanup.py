@@ -8,7 +8,7 @@ from typing import Any
 from session_migration import parameters
 from session_migration.cleanup import CATEGORIES
 
-from ._artifacts import markdown, md, number, table
+from ._artifacts import code, markdown, number, table
 from ._edge import PREFECT, Connection, session_flow
 
 
@@ -55,6 +55,6 @@ def cleanup_expired_sessions(
                   f"- already gone: {number(report['gone'])}",
                   f"- pre-image snapshot (restore it to undo): `{report['pre_image']}`"]
     for category, keys in report["examples"].items():
-        lines.append(f"- {category} examples: " + ", ".join(md(k) for k in keys))
+        lines.append(f"- {category} examples: " + ", ".join(code(k) for k in keys))
     markdown("cleanup-report", lines)
     return report

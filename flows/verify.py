@@ -7,7 +7,7 @@ from typing import Any
 from session_migration import parameters
 from session_migration.verify import CATEGORIES
 
-from ._artifacts import markdown, md, table
+from ._artifacts import code, markdown, table
 from ._edge import PREFECT, ConnectionOrSnapshot, session_flow
 
 
@@ -41,6 +41,6 @@ def verify_sessions(
           f"{report['a']} vs {report['b']}: {'OK' if report['ok'] else 'MISMATCH'}")
     lines = [f"# Verify: {'OK' if report['ok'] else 'MISMATCH'}", "", f"- A: `{report['a']}`", f"- B: `{report['b']}`"]
     for category, keys in report["examples"].items():
-        lines.append(f"- {category} examples: " + ", ".join(md(k) for k in keys))
+        lines.append(f"- {category} examples: " + ", ".join(code(k) for k in keys))
     markdown("verify-report", lines)
     return report

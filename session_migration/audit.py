@@ -9,6 +9,12 @@ Files: `report.json` (every number), `report.md`, `report.html` (self-contained:
 and SVG) and `findings.csv` (one row per non-valid key). All four come from one report dict
 (`build_report`), so they always agree. Keys appear only through `redact_key`; no value,
 no session content and no password is ever copied into a report.
+
+Everything in a report that came from outside (manifest fields, redacted keys, parser
+details, validation messages) is inert: control characters are escaped in every file
+(`safe_text`) and strings are capped at `MAX_TEXT` characters; report.md escapes Markdown and
+HTML (`markdown_escape`), report.html escapes HTML, and a findings.csv cell that a spreadsheet
+would read as a formula (starting with `= + - @`) is prefixed with `'`.
 """
 
 from __future__ import annotations
@@ -21,14 +27,16 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import fsspec
 
 from . import __version__, storage
-from .audit_render import render_html, render_markdown, summary_markdown
+from .audit_render import HTML_FINDINGS, render_html, render_markdown, summary_markdown
 from .charts import STATUS_COLORS, bar_chart, stacked_bars
+from .endpoints import SECRET_OPTIONS
 from .errors import SessionMigrationError
+from .redaction import safe_text
 from .snapshot import Snapshot, open_snapshot
 from .stats import STATUSES, SnapshotStats
 from .validation import ValidationReport, validate_snapshot
@@ -39,7 +47,9 @@ __all__ = ["FILES", "build_report", "charts", "control_evidence", "open_for_audi
 REPORT_KIND = "session-audit"
 REPORT_VERSION = 1
 FILES = {"json": "report.json", "md": "report.md", "html": "report.html", "csv": "findings.csv"}
-FINDING_COLUMNS = ("redacted_key", "store", "status", "reason")
+FINDING_COLUMNS = ("redacted_key", "store", "status", "reason", "detail")
+MAX_TEXT = 4096  # characters of any one string in a report
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 # Validation problems that leave no trustworthy manifest: nothing can be counted then.
 _MANIFEST_PROBLEMS = frozenset({"not-found", "unfinished", "empty", "not-a-snapshot", "manifest-too-large",
@@ -78,16 +88,35 @@ def open_for_audit(fs: fsspec.AbstractFileSystem, path: str,
 
 
 def password_free(url: str) -> str:
-    """Defence in depth: the manifest should never hold a password, but a report must not copy one."""
+    """Defence in depth: the manifest should never hold a password (or a secret URL option
+    such as ssl_password), but a report must not copy one."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in SECRET_OPTIONS])
+        netloc = parts.netloc
+        if parts.password is not None:
+            host = parts.hostname or ""
+            netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         return "(unreadable URL withheld)"
+
+
+def inert(value: Any) -> Any:
+    """`value` with every string made safe to show (`safe_text`, at most `MAX_TEXT` characters)."""
+    if isinstance(value, str):
+        return safe_text(value, MAX_TEXT)
+    if isinstance(value, dict):
+        return {inert(k): inert(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [inert(v) for v in value]
+    return value
+
+
+def csv_cell(value: Any) -> str:
+    """A findings.csv cell: inert text that no spreadsheet evaluates as a formula."""
+    text = safe_text("" if value is None else value, MAX_TEXT)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def _snapshot_section(snapshot: Snapshot | None, validation: dict[str, Any]) -> dict[str, Any]:
@@ -111,8 +140,8 @@ def _snapshot_section(snapshot: Snapshot | None, validation: dict[str, Any]) -> 
 
 
 def _out_of_scope(validation: dict[str, Any]) -> int | None:
-    if not validation["rows_checked"]:
-        return None
+    if not validation["rows_checked"] or any(p["code"] == "manifest-scope" for p in validation["problems"]):
+        return None  # rows not read, or the declared scope was unusable
     for p in validation["problems"]:
         if p["code"] == "out-of-scope":
             match = _OUT_OF_SCOPE_COUNT.match(p["message"])
@@ -167,7 +196,8 @@ def control_evidence(snap: dict[str, Any], validation: dict[str, Any], stats: Sn
             ("declared scope", ", ".join(snap.get("scope", {}).get("patterns", [])) or None),
             ("rows checked against scope", validation["rows_checked"]),
             ("rows outside scope", out_of_scope),
-            ("session ids in this report", "redacted: store prefix, 4 id characters and a sha256 prefix"),
+            ("session ids in this report",
+             "redacted: store prefix, at most 4 id characters and 8 hex digits of a keyed BLAKE2b MAC"),
          ]},
         {"control": "SI-10", "title": "Information Input Validation", "check": _check(judged), "evidence": [
             ("keys judged / in manifest", f"{stats.keys if stats else 0} / {totals.get('keys')}"),
@@ -201,7 +231,7 @@ def build_report(snapshot: Snapshot | None, validation_report: ValidationReport 
                               "truncated": stats.findings_truncated, "file": FILES["csv"], "by_reason": stats.reasons}
     report["controls"] = [{**c, "evidence": [{"item": k, "value": v} for k, v in c["evidence"]]}
                           for c in control_evidence(snap, validation, stats)]
-    return report
+    return inert(report)
 
 
 def charts(report_or_stats: Mapping[str, Any] | SnapshotStats) -> dict[str, str]:
@@ -221,7 +251,7 @@ def findings_csv(stats: SnapshotStats | None) -> bytes:
     writer = csv.DictWriter(buf, fieldnames=FINDING_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in stats.findings if stats else ():
-        writer.writerow({k: row[k] for k in FINDING_COLUMNS})
+        writer.writerow({k: csv_cell(row.get(k)) for k in FINDING_COLUMNS})
     return buf.getvalue().encode()
 
 
@@ -232,7 +262,7 @@ def write_audit_report(snapshot: Snapshot | None, validation_report: ValidationR
     content = {
         "json": json.dumps(report, indent=2, ensure_ascii=False).encode() + b"\n",
         "md": render_markdown(report).encode(),
-        "html": render_html(report, charts(report), stats.findings if stats else []).encode(),
+        "html": render_html(report, charts(report), inert(stats.findings[:HTML_FINDINGS]) if stats else []).encode(),
         "csv": findings_csv(stats),
     }
     files = {}

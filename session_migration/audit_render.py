@@ -2,7 +2,10 @@
 
 Both render the same sections from the same dict. The HTML is one self-contained file:
 inline CSS, inline SVG, no scripts and no external assets, so it can be archived as
-evidence and opened offline. Every value is escaped: redacted keys may hold any bytes.
+evidence and opened offline. Every value is escaped: redacted keys, manifest fields and
+parser details may hold any text. The report dict's strings are already free of control
+characters (`audit.inert`); Markdown cells and titles also go through `markdown_escape`, so
+no key or reason can become Markdown or raw HTML in report.md.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
+from .redaction import markdown_escape
 from .stats import STATUSES
 
 HTML_FINDINGS = 50  # rows shown inline; findings.csv has them all (up to the stats cap)
@@ -81,11 +85,11 @@ def _sections(report: Mapping[str, Any]) -> list[tuple[str, Sequence[str], list[
 # --- Markdown ---------------------------------------------------------------------------
 
 def _md_cell(value: Any) -> str:
-    return _fmt(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return markdown_escape(_fmt(value))
 
 
 def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
     return lines
 
@@ -93,7 +97,7 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]
 def _md_controls(report: Mapping[str, Any]) -> list[str]:
     lines = ["## Control evidence (NIST SP 800-53)", ""]
     for c in report["controls"]:
-        lines += [f"### {c['control']} {c['title']}: {c['check']}", ""]
+        lines += [f"### {_md_cell(c['control'])} {_md_cell(c['title'])}: {_md_cell(c['check'])}", ""]
         lines += _md_table(("evidence", "value"), [[e["item"], e["value"]] for e in c["evidence"]]) + [""]
     return lines
 
@@ -101,7 +105,8 @@ def _md_controls(report: Mapping[str, Any]) -> list[str]:
 def summary_markdown(report: Mapping[str, Any]) -> str:
     """Title, summary and control evidence: the Prefect markdown artifact."""
     snap = report["snapshot"]
-    lines = [f"# Session audit: {snap.get('snapshot_id') or snap['url']} ({'valid' if report['valid'] else 'INVALID'})", ""]
+    name = _md_cell(snap.get("snapshot_id") or snap["url"])
+    lines = [f"# Session audit: {name} ({'valid' if report['valid'] else 'INVALID'})", ""]
     lines += _md_table(("item", "value"), _summary(report)) + [""]
     return "\n".join(lines + _md_controls(report))
 
@@ -111,9 +116,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     for title, header, rows in _sections(report):
         lines += [f"## {title}", ""] + (_md_table(header, rows) if rows else ["None."]) + [""]
     if report["stats_available"]:
-        lines.append(f"Every non-valid key is listed in `{report['findings']['file']}` (redacted key, store, status, reason).")
+        lines.append(f"Every non-valid key is listed in {_md_cell(report['findings']['file'])} "
+                     "(redacted key, store, status, reason, detail).")
     meta = report["report"]
-    lines.append(f"\nGenerated {meta['generated_at']} by redis-session-migration {meta['tool_version']}.\n")
+    lines.append(f"\nGenerated {_md_cell(meta['generated_at'])} by redis-session-migration {_md_cell(meta['tool_version'])}.\n")
     return "\n".join(lines)
 
 
@@ -163,8 +169,8 @@ def render_html(report: Mapping[str, Any], svgs: Mapping[str, str], findings: Se
         parts += ["<h2>Findings</h2>",
                   f"<p>{f['total']:,} non-valid key(s); the first {len(shown):,} are shown here, "
                   f"{f['in_csv']:,} are listed in <code>{escape(f['file'])}</code>.</p>",
-                  _html_table(("key (redacted)", "store", "status", "reason"),
-                              [[r["redacted_key"], r["store"], r["status"], r["reason"]] for r in shown])]
+                  _html_table(("key (redacted)", "store", "status", "reason", "detail"),
+                              [[r["redacted_key"], r["store"], r["status"], r["reason"], r.get("detail", "")] for r in shown])]
     parts.append("<h2>Control evidence (NIST SP 800-53)</h2>")
     for c in report["controls"]:
         parts += [f"<h3>{escape(c['control'])} {escape(c['title'])} {_badge(c['check'])}</h3>",

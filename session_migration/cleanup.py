@@ -12,8 +12,13 @@ Categories (expired is always in; the others are opt-in):
 Safety: a dry run by default; nothing outside the configured patterns is touched; a run that
 would delete more than `max_delete` keys is refused before deleting anything; before the
 first delete the doomed keys are written to a snapshot (restore it to undo the run); each
-key is deleted only if it is unchanged since it was read (same expiry and, for strings, same
-value digest), so a session the application refreshed meanwhile survives.
+key is deleted only if everything its choice rested on still holds, checked and deleted in
+one atomic script at the server (`_COMPARE_AND_DELETE`): the same type and expiry, the same
+content (SHA-1 of a string's value; of every field and value of a hash, of every member of a
+set, of a list's items in order; sorted sets and streams are judged by type alone, so their
+type is what is compared), still idle longer than the max age for a key chosen by idle time,
+and for an orphan, its session still absent. A session the application refreshed, read or
+recreated meanwhile survives (counted as changed).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +38,7 @@ from .errors import InvalidParameter, ScopeViolation, TerminalError
 from .options import BackupOptions
 from .patterns import DEFAULT_PATTERNS, check_patterns
 from .pipeline import write_snapshot
-from .record import records_from_batch
+from .record import KeyRecord, records_from_batch
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .sessions import SessionStatus, classify
@@ -47,19 +52,51 @@ CATEGORIES = ("expired", "stale", "corrupt", "locks", "orphans")
 OPTIONAL = frozenset(CATEGORIES) - {"expired"}
 MAX_EXAMPLES = 5
 
-# Deletes KEYS[i] only if its absolute expiry is still ARGV[2i-1] and, when ARGV[2i] is not
-# empty, its string value still has that SHA-1. Replies per key: 1 deleted, 0 changed, -1 gone.
+# ARGV[1] = n candidates, KEYS[1..n]; then per candidate i five arguments from ARGV[2 + 5(i-1)]:
+# absolute expiry (-1: none), type, content digest ('' = type only), idle limit in ms ('' = not
+# chosen by idle time) and the index in KEYS of a key that must still be absent ('' = none).
+# KEYS[i] is unlinked only if all of them hold. Replies per key: 1 deleted, 0 changed, -1 gone.
+# Digests: see `_expectation`, which computes the same in Python. OBJECT IDLETIME is read
+# first, before any read that could count as a use of the key.
 _COMPARE_AND_DELETE = """
+local function combined(hexes)
+  local sums = {0, 0, 0, 0, 0}
+  for _, hex in ipairs(hexes) do
+    for j = 1, 5 do sums[j] = (sums[j] + tonumber(string.sub(hex, 8 * j - 7, 8 * j), 16)) % 4294967296 end
+  end
+  return string.format('%08x%08x%08x%08x%08x', sums[1], sums[2], sums[3], sums[4], sums[5])
+end
+local function digest(key, kind)
+  if kind == 'string' then return redis.sha1hex(redis.call('GET', key)) end
+  local hexes, parts = {}, {}
+  if kind == 'hash' then
+    local flat = redis.call('HGETALL', key)
+    for j = 1, #flat, 2 do hexes[#hexes + 1] = redis.sha1hex(#flat[j] .. ':' .. flat[j] .. flat[j + 1]) end
+    return combined(hexes)
+  elseif kind == 'set' then
+    for _, member in ipairs(redis.call('SMEMBERS', key)) do hexes[#hexes + 1] = redis.sha1hex(member) end
+    return combined(hexes)
+  end
+  for _, item in ipairs(redis.call('LRANGE', key, 0, -1)) do parts[#parts + 1] = #item .. ':' .. item end
+  return redis.sha1hex(table.concat(parts))
+end
 local out = {}
-for i, key in ipairs(KEYS) do
-  local expected = tonumber(ARGV[2 * i - 1])
-  local digest = ARGV[2 * i]
-  local now = redis.call('PEXPIRETIME', key)
-  if now == -2 then
+for i = 1, tonumber(ARGV[1]) do
+  local key, at = KEYS[i], 2 + 5 * (i - 1)
+  local kind, want, idle, absent = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  local idle_ok = true
+  if idle ~= '' then
+    local seconds = redis.pcall('OBJECT', 'IDLETIME', key)
+    idle_ok = type(seconds) == 'number' and seconds * 1000 > tonumber(idle)
+  end
+  local expire = redis.call('PEXPIRETIME', key)
+  if expire == -2 then
     out[i] = -1
-  elseif now ~= expected then
+  elseif not idle_ok or expire ~= tonumber(ARGV[at]) or redis.call('TYPE', key)['ok'] ~= kind then
     out[i] = 0
-  elseif digest ~= '' and redis.sha1hex(redis.call('GET', key) or '') ~= digest then
+  elseif want ~= '' and digest(key, kind) ~= want then
+    out[i] = 0
+  elseif absent ~= '' and redis.call('EXISTS', KEYS[tonumber(absent)]) == 1 then
     out[i] = 0
   else
     redis.call('UNLINK', key)
@@ -126,10 +163,21 @@ class CleanupReport:
 
 @dataclass
 class _Candidates:
-    """The rows chosen for deletion, as Arrow batches (pattern, batch) ready for the pre-image."""
+    """The rows chosen for deletion, as Arrow batches (pattern, batch) ready for the pre-image,
+    and per row (in batch order) what else the choice rested on: the idle limit it exceeded
+    (chosen by idle time) and a key whose absence made it an orphan."""
 
     batches: list[tuple[str, pa.RecordBatch]] = field(default_factory=list)
     count: int = 0
+    idle_limits: list[int | None] = field(default_factory=list)
+    absent: list[bytes | None] = field(default_factory=list)
+
+    def add(self, pattern: str, batch: pa.RecordBatch, idle_limits: list[int | None] | None = None,
+            absent: bytes | None = None) -> None:
+        self.batches.append((pattern, batch))
+        self.count += batch.num_rows
+        self.idle_limits += idle_limits or [None] * batch.num_rows
+        self.absent += [absent] * batch.num_rows
 
 
 @dataclass(frozen=True)
@@ -188,6 +236,7 @@ def _choose(source: RedisSource, options: CleanupOptions, report: CleanupReport,
         batch = chunk.result.batch
         pattern = options.patterns[chunk.pattern_index]
         keep = [False] * batch.num_rows
+        idle_limit: list[int | None] = [None] * batch.num_rows
         idle_checks: list[tuple[int, str | None, str | None]] = []  # (row, store, category otherwise)
         for i, record in enumerate(records_from_batch(batch)):
             verdict = classify(record, now_ms, options.max_age_ms)
@@ -207,10 +256,10 @@ def _choose(source: RedisSource, options: CleanupOptions, report: CleanupReport,
             category = "expired" if too_old else otherwise
             if category in wanted:
                 keep[i] = True
+                idle_limit[i] = options.max_age_ms[store] if too_old else None
                 _note(report, category, store, batch.column("key")[i].as_py())
         if any(keep):
-            chosen.batches.append((pattern, batch.filter(pa.array(keep))))
-            chosen.count += sum(keep)
+            chosen.add(pattern, batch.filter(pa.array(keep)), [limit for limit, k in zip(idle_limit, keep) if k])
     if "orphans" in wanted and spring_sessions:
         _orphans(source, spring_sessions, chosen, report)
     return chosen
@@ -236,10 +285,9 @@ def _orphans(source: RedisSource, rows, chosen: _Candidates, report: CleanupRepo
         for _pattern, _batch, _i, session_key in rows:
             pipe.exists(session_key)
         alive = pipe.execute()
-    for (pattern, batch, i, _session_key), exists in zip(rows, alive):
+    for (pattern, batch, i, session_key), exists in zip(rows, alive):
         if not exists:
-            chosen.batches.append((pattern, batch.slice(i, 1)))
-            chosen.count += 1
+            chosen.add(pattern, batch.slice(i, 1), absent=session_key)
             _note(report, "orphans", "spring", batch.column("key")[i].as_py())
 
 
@@ -262,28 +310,63 @@ def _note(report: CleanupReport, category: str, store: str | None, key: bytes) -
         shown.append(redact_key(key))
 
 
-def _rows(chosen: _Candidates) -> Iterator[tuple[bytes, int | None, bytes | None]]:
-    for _pattern, batch in chosen.batches:
-        yield from zip(batch.column("key").to_pylist(), batch.column("expire_at_ms").to_pylist(),
-                       batch.column("value").to_pylist())
+def _rows(chosen: _Candidates) -> Iterator[tuple[KeyRecord, int | None, bytes | None]]:
+    """Each chosen row as (record, idle limit, key that must be absent)."""
+    records = (record for _pattern, batch in chosen.batches for record in records_from_batch(batch))
+    yield from zip(records, chosen.idle_limits, chosen.absent)
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()  # noqa: S324 - a change detector matching redis.sha1hex, not a signature
+
+
+def _combined(hexes: Iterable[str]) -> str:
+    """Order-free digest of a collection: each 32-bit word of the SHA-1s summed mod 2**32."""
+    sums = [0] * 5
+    for hex_digest in hexes:
+        for j in range(5):
+            sums[j] = (sums[j] + int(hex_digest[8 * j : 8 * j + 8], 16)) % (1 << 32)
+    return "".join(f"{s:08x}" for s in sums)
+
+
+def _expectation(record: KeyRecord) -> tuple[str, str]:
+    """(type, content digest) as `_COMPARE_AND_DELETE` computes them at the server; the digest
+    is empty for the types whose content no judge reads (sorted sets, streams)."""
+    if record.type == "string":
+        return "string", _sha1(record.value or b"")
+    if record.type == "hash":
+        return "hash", _combined(_sha1(b"%d:" % len(f) + f + v) for f, v in record.fields or ())
+    if record.type == "set":
+        return "set", _combined(_sha1(m) for m in record.items or ())
+    if record.type == "list":
+        return "list", _sha1(b"".join(b"%d:" % len(x) + x for x in record.items or ()))
+    return record.type, ""
 
 
 def _delete(source: RedisSource, chosen: _Candidates, options: CleanupOptions, report: CleanupReport) -> None:
     scope = ScopeMatcher(options.patterns)
     rows = list(_rows(chosen))
-    for key, _, _ in rows:  # belt and braces: SCAN MATCH chose them, the scope check proves it
-        if not scope.fullmatch(key):
+    keys = [record.key for record, _, _ in rows]
+    inside = scope.mask(pa.array(keys, pa.binary())) if keys else []
+    for key, ok in zip(keys, inside):  # belt and braces: SCAN MATCH chose them, the scope check proves it
+        if not ok:
             raise ScopeViolation(f"{redact_key(key)} is outside the cleanup patterns; nothing more will be deleted.")
     script = source.client.register_script(_COMPARE_AND_DELETE)
     started = time.monotonic()
     for start in range(0, len(rows), options.batch_size):
         batch = rows[start:start + options.batch_size]
-        args: list[Any] = []
-        for _key, expire_at, value in batch:
-            args += [-1 if expire_at is None else expire_at,
-                     hashlib.sha1(value).hexdigest() if value is not None else ""]  # noqa: S324 - matches redis.sha1hex
+        batch_keys = [record.key for record, _, _ in batch]
+        absent_keys: list[bytes] = []
+        args: list[Any] = [len(batch)]
+        for record, idle_limit, absent in batch:
+            kind, digest = _expectation(record)
+            if absent is not None:
+                absent_keys.append(absent)
+            args += [-1 if record.expire_at_ms is None else record.expire_at_ms, kind, digest,
+                     "" if idle_limit is None else idle_limit,
+                     "" if absent is None else len(batch_keys) + len(absent_keys)]
         with translate_redis_errors(source.endpoint):
-            outcome = script(keys=[k for k, _, _ in batch], args=args)
+            outcome = script(keys=batch_keys + absent_keys, args=args)
         report.deleted += sum(1 for r in outcome if r == 1)
         report.changed += sum(1 for r in outcome if r == 0)
         report.gone += sum(1 for r in outcome if r == -1)

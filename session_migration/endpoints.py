@@ -1,10 +1,22 @@
-"""A Redis or Valkey endpoint: parsed from a URL, shown without its password, connected safely.
+"""A Redis or Valkey endpoint: parsed from a URL, shown without its secrets, connected safely.
 
-Passwords never travel inside URLs past this module: `RedisEndpoint.password` is kept apart,
-`display_url` omits it, `repr` hides it, and connection errors are rewritten so redis-py's
-messages cannot echo it. A URL may also name an environment variable holding the password
-(`?password_env=NAME`); that is how the CLI hands a password to a flow without making it a
-Prefect parameter.
+Secrets never travel inside URLs past this module: the password (user info) and every secret
+URL option (`SECRET_OPTIONS`: `ssl_password`) are kept apart from the rest, `display_url` and
+`identity` omit them, `repr` hides them, and connection errors are rewritten so redis-py's
+messages cannot echo them. A URL may instead name an environment variable holding one
+(`?password_env=NAME`, `?ssl_password_env=NAME`); that is how the CLI hands a password to a
+flow without making it a Prefect parameter.
+
+Because anyone allowed to set a URL could otherwise name any variable of the worker (and
+have it sent as AUTH to a host of their choice), a named variable must be
+`SESSION_MIGRATION_*` or listed, comma-separated, in `SESSION_MIGRATION_PASSWORD_VARIABLES` in
+the environment of the process that connects (never in a URL); the tool's own settings
+(names ending in `_KEY`, the list itself, `SESSION_MIGRATION_PROGRESS`) are never accepted.
+Such a URL can still send an allowed variable's password to whatever host it names.
+
+TLS (`rediss://`) verifies the server's certificate and host name unless the URL turns it off
+with `ssl_cert_reqs=none` or `ssl_check_hostname=false`; both settings are passed to redis-py
+explicitly, never left to its defaults.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -29,6 +41,39 @@ SOCKET_TIMEOUT_S = 60.0
 # (retry.py) decides, and tells the operator. One quick reconnect is kept for a dropped socket.
 RECONNECT = Retry(ExponentialBackoff(cap=0.5, base=0.1), 1)
 
+SECRET_OPTIONS = frozenset({"ssl_password"})  # URL options as secret as the password itself
+TLS_OPTIONS = frozenset({"ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
+                         "ssl_check_hostname", "ssl_ciphers"})
+_CERT_REQS = ("required", "optional", "none")
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+PASSWORD_VARIABLE_PREFIX = "SESSION_MIGRATION_"
+PASSWORD_VARIABLES_ENV = "SESSION_MIGRATION_PASSWORD_VARIABLES"
+_OWN_SETTINGS = frozenset({PASSWORD_VARIABLES_ENV, "SESSION_MIGRATION_PROGRESS"})
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def password_variable_allowed(name: str) -> bool:
+    """Whether a URL may name environment variable `name` for a password (see the module doc)."""
+    if name in _OWN_SETTINGS or name.endswith("_KEY"):
+        return False
+    if name.startswith(PASSWORD_VARIABLE_PREFIX):
+        return True
+    listed = os.environ.get(PASSWORD_VARIABLES_ENV, "")
+    return name in {item.strip() for item in listed.split(",") if item.strip()}
+
+
+def carries_secret(connection: object) -> bool:
+    """True when a connection string holds a secret itself: a password in the user info or a
+    secret URL option (`ssl_password`). Block names and `?password_env=` references do not.
+    Unreadable URLs count as carrying one, so a caller refusing secrets refuses them too."""
+    if not isinstance(connection, str) or "://" not in connection:
+        return False
+    try:
+        parts = urlsplit(connection)
+        return parts.password is not None or any(k in SECRET_OPTIONS for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    except ValueError:
+        return True
+
 
 @dataclass(frozen=True)
 class RedisEndpoint:
@@ -40,7 +85,9 @@ class RedisEndpoint:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     password_env: str | None = None
-    tls_options: tuple[tuple[str, str], ...] = ()
+    tls_options: tuple[tuple[str, str], ...] = ()  # TLS_OPTIONS only: never a secret
+    ssl_password: str | None = field(default=None, repr=False)  # the client key's passphrase
+    ssl_password_env: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RedisEndpoint:
@@ -74,11 +121,17 @@ class RedisEndpoint:
             raise InvalidParameter(f"Database {db_text!r} in {_safe(url)!r} is not a number.") from None
         if not 0 <= db <= 100_000:
             raise InvalidParameter(f"Database {db} in {_safe(url)!r} is out of range.")
-        password_env = query.pop("password_env", None)
-        tls = tuple(sorted((k, v) for k, v in query.items() if k.startswith("ssl_")))
+        password_env = _variable_name(query.pop("password_env", None), url)
+        ssl_password_env = _variable_name(query.pop("ssl_password_env", None), url)
+        ssl_password = query.pop("ssl_password", None)
+        tls = tuple(sorted((k, v) for k, v in query.items() if k in TLS_OPTIONS))
         unknown = sorted(set(query) - {k for k, _ in tls})
         if unknown:
             raise InvalidParameter(f"Unknown URL option(s) {', '.join(unknown)} in {_safe(url)!r}.")
+        has_tls_options = bool(tls) or ssl_password is not None or ssl_password_env is not None
+        if has_tls_options and scheme not in ("rediss", "valkeys"):
+            raise InvalidParameter(f"TLS options need a rediss:// URL: {_safe(url)!r}.")
+        _check_tls(dict(tls), url)
         return cls(
             scheme="rediss" if scheme in ("rediss", "valkeys") else ("unix" if scheme == "unix" else "redis"),
             host=host,
@@ -89,23 +142,37 @@ class RedisEndpoint:
             password=unquote(parts.password) if parts.password is not None else None,
             password_env=password_env,
             tls_options=tls,
+            ssl_password=ssl_password,
+            ssl_password_env=ssl_password_env,
         )
 
     @property
     def has_inline_password(self) -> bool:
         return self.password is not None
 
+    @property
+    def has_inline_secret(self) -> bool:
+        """A password or a secret URL option held by the endpoint itself (not by reference)."""
+        return self.password is not None or self.ssl_password is not None
+
     def resolved_password(self) -> str | None:
-        if self.password is not None:
-            return self.password
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise InvalidParameter(
-                    f"The password variable {self.password_env} named by {self.display_url} is not set in the environment."
-                )
-            return value
-        return None
+        return self.password if self.password is not None else self._from_environment(self.password_env)
+
+    def resolved_ssl_password(self) -> str | None:
+        return self.ssl_password if self.ssl_password is not None else self._from_environment(self.ssl_password_env)
+
+    def _from_environment(self, name: str | None) -> str | None:
+        if not name:
+            return None
+        if not password_variable_allowed(name):  # checked before the variable is ever read
+            raise InvalidParameter(
+                f"{self.display_url} names the variable {name} for a password, which this worker does not allow: "
+                f"use a {PASSWORD_VARIABLE_PREFIX}* variable, or list it in {PASSWORD_VARIABLES_ENV} in the worker's environment."
+            )
+        value = os.environ.get(name)
+        if value is None:
+            raise InvalidParameter(f"The password variable {name} named by {self.display_url} is not set in the environment.")
+        return value
 
     @property
     def display_url(self) -> str:
@@ -124,7 +191,9 @@ class RedisEndpoint:
         query = {}
         if self.password_env and with_password_env:
             query["password_env"] = self.password_env
-        query.update(dict(self.tls_options))
+        query.update(dict(self.tls_options))  # never a secret: those live in their own fields
+        if self.ssl_password_env:
+            query["ssl_password_env"] = self.ssl_password_env
         if self.scheme == "unix":
             query = {"db": str(self.db), **query} if self.db else query
             base = f"unix://{user}{self.path}"
@@ -134,13 +203,16 @@ class RedisEndpoint:
 
     @property
     def identity(self) -> str:
-        """The server and database alone (no user, password or password_env): stable across
-        runs, so checkpoints and state files of the same target find each other."""
-        return replace(self, password=None, password_env=None, username=None).display_url
+        """The server and database alone (no user, password, secret option or variable name):
+        stable across runs, so checkpoints and state files of the same target find each other."""
+        return replace(self, password=None, password_env=None, username=None, ssl_password=None,
+                       ssl_password_env=None).display_url
 
-    def without_password(self, password_env: str) -> RedisEndpoint:
-        """This endpoint with its password moved to an environment variable reference."""
-        return replace(self, password=None, password_env=password_env)
+    def without_password(self, password_env: str, ssl_password_env: str | None = None) -> RedisEndpoint:
+        """This endpoint with its password (and, given `ssl_password_env`, its ssl_password)
+        moved to environment variable references."""
+        moved = replace(self, password=None, password_env=password_env)
+        return replace(moved, ssl_password=None, ssl_password_env=ssl_password_env) if ssl_password_env else moved
 
     def same_server(self, other: RedisEndpoint) -> bool:
         return (self.scheme, self.host, self.port, self.path, self.db) == (
@@ -161,19 +233,23 @@ class RedisEndpoint:
         )
         if self.scheme == "unix":
             client = redis.Redis(unix_socket_path=self.path, **common)
+        elif self.scheme == "rediss":
+            client = redis.Redis(host=self.host, port=self.port, ssl=True, **self._tls_settings(), **common)
         else:
-            tls = dict(self.tls_options)
-            client = redis.Redis(
-                host=self.host,
-                port=self.port,
-                ssl=self.scheme == "rediss",
-                **({k: v for k, v in tls.items()} if self.scheme == "rediss" else {}),
-                **common,
-            )
+            client = redis.Redis(host=self.host, port=self.port, **common)
         if check:
             with translate_redis_errors(self):
                 client.ping()
         return client
+
+    def _tls_settings(self) -> dict[str, object]:
+        """redis-py's TLS arguments, verification spelled out: certificate and host name are
+        checked unless the URL says otherwise."""
+        tls = dict(self.tls_options)
+        cert_reqs = tls.pop("ssl_cert_reqs", "required")
+        check_hostname = _BOOLEANS[tls.pop("ssl_check_hostname", "true").lower()] and cert_reqs != "none"
+        return {**tls, "ssl_cert_reqs": cert_reqs, "ssl_check_hostname": check_hostname,
+                "ssl_password": self.resolved_ssl_password()}
 
 
 class translate_redis_errors:
@@ -191,9 +267,9 @@ class translate_redis_errors:
             return False
         where = self.endpoint.display_url
         text = str(exc)
-        password = self.endpoint.password
-        if password:
-            text = text.replace(password, "***")
+        for secret in (self.endpoint.password, self.endpoint.ssl_password):
+            if secret:
+                text = text.replace(secret, "***")
         if isinstance(exc, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)) or (
             isinstance(exc, redis.exceptions.ResponseError) and ("WRONGPASS" in text or "NOAUTH" in text)
         ):
@@ -210,16 +286,29 @@ class translate_redis_errors:
         return False
 
 
+def _variable_name(name: str | None, url: str) -> str | None:
+    if name is not None and not _VARIABLE_NAME.fullmatch(name):
+        raise InvalidParameter(f"{name[:40]!r} in {_safe(url)!r} is not an environment variable name.")
+    return name
+
+
+def _check_tls(tls: dict[str, str], url: str) -> None:
+    if tls.get("ssl_cert_reqs", "required") not in _CERT_REQS:
+        raise InvalidParameter(f"ssl_cert_reqs in {_safe(url)!r} must be one of {', '.join(_CERT_REQS)}.")
+    if tls.get("ssl_check_hostname", "true").lower() not in _BOOLEANS:
+        raise InvalidParameter(f"ssl_check_hostname in {_safe(url)!r} must be true or false.")
+
+
 def _safe(url: object) -> str:
-    """A URL for an error message, with anything that looks like a password masked."""
+    """A URL for an error message, with the password and every secret option masked."""
     text = str(url)
     try:
         parts = urlsplit(text)
-        if parts.password:
-            return text.replace(f":{parts.password}@", ":***@")
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@") if parts.password else parts.netloc
+        query = "&".join(f"{k}=***" if k in SECRET_OPTIONS else f"{k}={v}" for k, v in parse_qsl(parts.query, True))
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
-        pass
-    return text
+        return "(unreadable URL)"
 
 
 # -- connections as operations take them: a URL, a block name, or an endpoint ------------------

@@ -126,7 +126,7 @@ def schema_problems(manifest: dict[str, Any]) -> list[str]:
             ok = isinstance(patterns, list) and bool(check_patterns(patterns))
         except InvalidParameter:
             ok = False
-        need(ok, "scope.patterns", "is not a list of 1-256 distinct, non-empty key patterns of at most 1024 characters")
+        need(ok, "scope.patterns", "is not a list of 1-256 distinct, non-empty key patterns of at most 512 bytes")
         dbs = scope.get("dbs")
         need(isinstance(dbs, list) and len(dbs) <= MAX_DBS and all(_count(d) for d in dbs), "scope.dbs",
              "is not a list of database numbers")

@@ -6,8 +6,10 @@ Memory stays flat whatever the snapshot size, except for two documented, bounded
 
 - value sizes: one int64 per row (8 bytes/row, 80 MB at 10M keys), so percentiles are exact
   (nearest rank), not estimated. The array is allocated once from the manifest's row counts.
-- findings (non-valid keys): at most `max_findings` small dicts (default 100,000, ~40 MB);
-  beyond that they are counted in `findings_total`, not kept.
+- findings (non-valid keys): at most `max_findings` small dicts (default 100,000, ~50 MB);
+  beyond that they are counted in `findings_total`, not kept. A finding's `reason` is one of
+  the judges' fixed sentences, so the per-reason counts (`reasons`) stay a short table; what
+  the parser said goes to its `detail` (at most 120 characters, control characters escaped).
 
 Everything else is aggregates (counters per store/type/status, TTL and size buckets) and a
 heap of the `TOP_K` largest keys. Counting, sizes and TTLs are vectorised over each Arrow
@@ -35,6 +37,7 @@ import pyarrow.parquet as pq
 from . import parallel, storage
 from .redaction import redact_key
 from .sessions import SessionStatus
+from .sessions.model import REDIS_TYPES
 from .sessions.registry import classify_batch
 from .snapshot import PARTS, READ_BUFFER_BYTES, PartInfo, Snapshot
 
@@ -47,6 +50,7 @@ SLICES_PER_WORKER = 4  # tasks a process gets, at least (parts are cut into runs
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in SessionStatus)
 UNKNOWN_STORE = "unknown"  # the name the manifest's by_store also uses for "no store"
+OTHER_TYPE = "other"  # by_type's row for type names Redis does not have
 
 # Remaining lifetime buckets; a key whose expiry is at or before `now` is expired (as in classify).
 TTL_BUCKETS: tuple[str, ...] = ("expired", "<1h", "1-6h", "6-24h", "1-7d", ">7d", "no TTL")
@@ -85,7 +89,7 @@ class SnapshotStats:
     # Non-valid keys per (store, status, reason), over ALL findings: reasons are fixed sentences, so this stays small.
     reasons: list[dict[str, Any]] = field(default_factory=list)
     max_findings: int = MAX_FINDINGS
-    findings: list[dict[str, str]] = field(default_factory=list)  # redacted key, store, status, reason
+    findings: list[dict[str, str]] = field(default_factory=list)  # redacted key, store, status, reason, detail
 
     @property
     def as_of(self) -> str:
@@ -125,7 +129,7 @@ class _Accumulator:
         verdicts = classify_batch(batch, self.now_ms, max_age_ms)
         stores = verdicts.stores
         self.pairs.update(zip(stores, verdicts.statuses))  # store None and enum statuses: named in `finish`
-        self._findings(batch, stores, verdicts.statuses, verdicts.reasons)
+        self._findings(batch, stores, verdicts.statuses, verdicts.reasons, verdicts.details)
         types = pc.value_counts(batch.column("type"))
         self.by_type.update(dict(zip(types.field("values").to_pylist(), types.field("counts").to_pylist())))
         self._ttl(batch.column("expire_at_ms"))
@@ -137,7 +141,7 @@ class _Accumulator:
         self.stats.bytes += int(sizes.sum())
 
     def _findings(self, batch: pa.RecordBatch, stores: list[str | None], statuses: list[SessionStatus],
-                  reasons: list[str]) -> None:
+                  reasons: list[str], details: list[str]) -> None:
         if statuses.count(SessionStatus.VALID) == len(statuses):  # the usual batch: one pass in C
             return
         findings, cap = self.stats.findings, self.stats.max_findings
@@ -149,7 +153,7 @@ class _Accumulator:
             self.reasons[(store, status.value, reasons[i])] += 1
             if len(findings) < cap:
                 findings.append({"redacted_key": redact_key(batch.column("key")[i].as_py()), "store": store,
-                                 "status": status.value, "reason": reasons[i]})
+                                 "status": status.value, "reason": reasons[i], "detail": details[i]})
 
     def _ttl(self, expire: pa.Array) -> None:
         has = np.asarray(expire.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
@@ -203,7 +207,10 @@ class _Accumulator:
     def finish(self, snapshot: Snapshot) -> SnapshotStats:
         s = self.stats
         s.parts_read = [p.name for p in snapshot.parts]
-        s.by_type = dict(sorted(self.by_type.items()))
+        by_type: Counter[str] = Counter()
+        for name, count in self.by_type.items():  # a snapshot's type column could hold any text
+            by_type[name if name in REDIS_TYPES else OTHER_TYPE] += count
+        s.by_type = dict(sorted(by_type.items()))
         s.by_status = {status: 0 for status in STATUSES}
         s.by_store = {}
         pairs: Counter[tuple[str, str]] = Counter()

@@ -136,8 +136,9 @@ class _PartResult:
     outside_examples: list[str] = field(default_factory=list)
 
 
-def _check_part(fs, path: str, part: PartInfo, patterns: list[str] | None, hash_key: str) -> _PartResult:
-    """Bytes, checksum, Parquet, schema and row count of one part; then its keys if `patterns`."""
+def _check_part(fs, path: str, part: PartInfo, patterns: tuple[str, ...] | None, hash_key: str) -> _PartResult:
+    """Bytes, checksum, Parquet, schema and row count of one part; then its keys unless
+    `patterns` is None (and their scope unless it is empty)."""
     result = _PartResult()
     file = storage.join(path, PARTS, part.name)
 
@@ -170,11 +171,11 @@ def _check_part(fs, path: str, part: PartInfo, patterns: list[str] | None, hash_
         return problem("part-rows", f"{part.name} holds {rows} rows, the manifest says {part.rows}.")
     result.good = True
     if patterns is not None:
-        _check_keys(fs, file, part, ScopeMatcher(patterns), hash_key, result)
+        _check_keys(fs, file, part, ScopeMatcher(patterns) if patterns else None, hash_key, result)
     return result
 
 
-def _check_keys(fs, file: str, part: PartInfo, scope: ScopeMatcher, hash_key: str, result: _PartResult) -> None:
+def _check_keys(fs, file: str, part: PartInfo, scope: ScopeMatcher | None, hash_key: str, result: _PartResult) -> None:
     """Scope of every key, and the digests the duplicate check compares across parts."""
     hashes = []
     with fs.open(file, "rb") as fh:
@@ -183,6 +184,8 @@ def _check_keys(fs, file: str, part: PartInfo, scope: ScopeMatcher, hash_key: st
             keys = batch.column("key")
             # siphash with a random key, in C over the whole batch; collisions are only candidates
             hashes.append(keyed_hashes(keys.to_numpy(zero_copy_only=False), hash_key))
+            if scope is None:
+                continue
             outside = np.flatnonzero(~scope.mask(keys))
             result.outside += len(outside)
             for i in outside[: MAX_EXAMPLES - len(result.outside_examples)].tolist():

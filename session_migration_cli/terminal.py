@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from typing import Any
 
@@ -18,19 +17,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from session_migration.redaction import safe_text
 from session_migration.retry import Retry
 from session_migration.runner import Feedback
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def safe(text: Any) -> str:
-    """Untrusted text for the terminal: control characters (escape sequences) replaced, Rich
-    markup escaped."""
-    return escape(_CONTROL.sub("\ufffd", str(text)))
+    """Untrusted text for the terminal: control characters (escape sequences) made visible,
+    Rich markup escaped."""
+    return escape(safe_text(text))
 
 
 def number(value: Any) -> str:

@@ -13,7 +13,7 @@ only when the writer ran in UTC (the usual container setup). This is assumed.
 from __future__ import annotations
 
 from ..record import KeyRecord
-from .model import Context, Corrupt, Verdict, expired, stale, valid
+from .model import Context, Corrupt, Verdict, expired, stale, type_name, valid
 
 _UNIX_EPOCH_TICKS = 621_355_968_000_000_000  # 0001-01-01 to 1970-01-01 in 100 ns ticks
 _TICKS_PER_MS = 10_000
@@ -32,6 +32,8 @@ def check_blob(data: bytes) -> int:
         raise Corrupt("data is truncated before the session id")
     count = int.from_bytes(data[1:4], "big")
     pos = 4 + _ID_BYTES
+    if count * 6 > len(data) - pos:  # each entry takes at least 2 + 4 bytes: a size budget up front
+        raise Corrupt("data is truncated: it declares more entries than it holds")
     for _ in range(count):
         if pos + 2 > len(data):
             raise Corrupt("data is truncated in an entry key length")
@@ -62,7 +64,7 @@ def _ticks(fields: dict[bytes, bytes], name: bytes) -> int:
 
 def judge(record: KeyRecord, ctx: Context) -> Verdict:
     if record.type != "hash":
-        raise Corrupt(f"ASP.NET cache entry is a {record.type}, expected a hash")
+        raise Corrupt(f"ASP.NET cache entry is a {type_name(record.type)}, expected a hash")
     fields = dict(record.fields or ())
     if b"data" not in fields:
         raise Corrupt("hash has no data field")

@@ -4,10 +4,14 @@ A gob stream is a sequence of messages, each `uint length` + `int type id` + bod
 ids define types (user types are numbered from 65), positive ids carry values. We check the
 framing covers the bytes exactly, every message is non-empty, values refer to defined types
 and at least one value is present. Field contents are not decoded: Go would need the Go
-types to do that, and redistore only ever writes one map value.
+types to do that, and redistore only ever writes one map value. Each message is a step of a
+budget linear in the input (every message takes at least two bytes, so it is never reached by
+a stream that frames correctly).
 """
 
 from __future__ import annotations
+
+from .model import BudgetExceeded, step_budget
 
 _FIRST_USER_ID = 65  # gob's user type ids start here; lower ids are built-in types
 
@@ -39,7 +43,10 @@ def check(data: bytes) -> int:
     messages = 0
     defined: set[int] = set()
     values = 0
+    budget = step_budget(len(data))
     while pos < len(data):
+        if messages >= budget:
+            raise BudgetExceeded("gob")
         length, pos = _uint(data, pos)
         if length == 0 or length > len(data) - pos:
             raise GobError("message length does not fit the data")

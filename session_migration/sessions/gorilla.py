@@ -15,5 +15,5 @@ def judge(record: KeyRecord, ctx: Context) -> Verdict:
     try:
         check(value)
     except GobError as exc:
-        raise Corrupt(f"not a well-framed gob stream ({exc})") from None
+        raise Corrupt("not a well-framed gob stream", exc) from None
     return valid("gob stream; framing checked")

@@ -20,14 +20,14 @@ def judge(record: KeyRecord, ctx: Context) -> Verdict:
     try:
         inner = unserialize(record.value or b"")
     except PhpError as exc:
-        raise Corrupt(f"value does not unserialize ({exc})") from None
+        raise Corrupt("value does not unserialize", exc) from None
     if not isinstance(inner, bytes):
         raise Corrupt("value unserializes to something other than a string")
     if inner.startswith(b"a:"):
         try:
             attributes = unserialize(inner)
         except PhpError as exc:
-            raise Corrupt(f"inner session does not unserialize ({exc})") from None
+            raise Corrupt("inner session does not unserialize", exc) from None
         if not isinstance(attributes, dict) or b"_token" not in attributes:
             raise Corrupt("inner session is not an array with _token")
         return valid("serialized session array with _token")

@@ -1,8 +1,15 @@
 """Status, result and helper types shared by every store judge.
 
-A judge returns a `Verdict` (status, reason) or raises `Corrupt(reason)`; the registry turns
-that into a `Classification`. Reasons are short fixed sentences: they may name fields, stores
-and formats but never session content or the key (session ids are bearer credentials).
+A judge returns a `Verdict` (status, reason) or raises `Corrupt(reason, detail)`; the registry
+turns that into a `Classification`. Reasons are short fixed sentences: they may name fields,
+stores and formats but never session content, offsets or the key (session ids are bearer
+credentials), so the audit's "by reason" table has a bounded number of rows. What a parser
+found (an offset, the callable a pickle names) goes to `detail`, capped at `DETAIL_CHARS`
+and made safe for a terminal by the registry.
+
+Every parser of payload bytes takes at most `step_budget(len(data))` steps; past it the
+parser raises `BudgetExceeded` and the key is corrupt with `BUDGET_REASON`. Values larger
+than `MAX_PARSED_BYTES` are not parsed at all (`TOO_LARGE_REASON`).
 """
 
 from __future__ import annotations
@@ -24,22 +31,51 @@ class SessionStatus(str, Enum):
     UNKNOWN = "unknown"  # no detector matched, or nothing could be judged
 
 
+MAX_PARSED_BYTES = 16 << 20  # a value (or a hash's fields together) larger than this is not parsed
+STEPS_PER_BYTE = 4  # a parser's budget: steps per input byte (plus a small constant)
+DETAIL_CHARS = 120
+BUDGET_REASON = "payload exceeds the parser's step budget"
+TOO_LARGE_REASON = "payload is larger than the 16 MiB parse limit"
+
+
 @dataclass(frozen=True, slots=True)
 class Classification:
     store: str | None
     status: SessionStatus
-    reason: str
+    reason: str  # a fixed sentence
+    detail: str = ""  # what the parser found (capped, escaped); never session content
+
+
+REDIS_TYPES = frozenset({"string", "hash", "list", "set", "zset", "stream"})
+
+
+def type_name(redis_type: object) -> str:
+    """A record's type for a reason: one of Redis' types (a snapshot could hold any text)."""
+    return redis_type if redis_type in REDIS_TYPES else "unknown type"  # type: ignore[return-value]
+
+
+def step_budget(size: int) -> int:
+    """The most steps a parser may take over `size` bytes: linear, with a small constant."""
+    return 64 + STEPS_PER_BYTE * size
+
+
+class BudgetExceeded(Exception):
+    """A parser used up its step budget; deliberately not a subclass of any parser's error,
+    so no fallback decoder runs after it."""
 
 
 Verdict = tuple[SessionStatus, str]
 
 
 class Corrupt(Exception):
-    """Raised by judges and parsers' callers: the payload is not what the store writes."""
+    """Raised by judges and parsers' callers: the payload is not what the store writes.
 
-    def __init__(self, reason: str) -> None:
+    `reason` is a fixed sentence; `detail` what the parser said (offsets, names)."""
+
+    def __init__(self, reason: str, detail: object = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.detail = str(detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +150,8 @@ def _standard_json(value: bytes, what: str):
         raise Corrupt(f"{what} payload is not valid UTF-8") from None
     except RecursionError:
         raise Corrupt(f"{what} payload is nested too deeply to check") from None
-    except ValueError:
-        raise Corrupt(f"payload is not valid {what}") from None
+    except ValueError as exc:  # json's message names a position, never the payload's text
+        raise Corrupt(f"payload is not valid {what}", exc) from None
 
 
 def try_json_object(value: bytes) -> dict | None:

@@ -2,15 +2,17 @@
 (`php_serialize`); `<key>_LOCK` keys are phpredis session locks.
 
 PHP destroys a session it cannot decode, so a payload neither encoding accepts is corrupt.
-igbinary and compressed payloads are recognised by their headers and reported as not
-checked (only zstd has a recognisable magic; lzf/lz4-compressed sessions read as corrupt).
-A lock without a TTL outlives the request that took it: stale.
+igbinary payloads are recognised by their header and reported as not checked; zstd (phpredis
+session compression, the only one with a recognisable magic) is inflated under the size cap
+and its content judged, or reported as not checked without the `zstandard` package
+(lzf/lz4-compressed sessions read as corrupt). A lock without a TTL outlives the request
+that took it: stale.
 """
 
 from __future__ import annotations
 
 from ..record import KeyRecord
-from .compression import sniff
+from .compression import CompressionError, Unavailable, inflate, sniff
 from .model import Context, Corrupt, Verdict, stale, valid
 from .php_unserialize import PhpError, decode_session, unserialize
 
@@ -23,6 +25,13 @@ def judge(record: KeyRecord, ctx: Context) -> Verdict:
             return stale("session lock without a TTL; it will never be released")
         return valid("session lock")
     value = record.value or b""
+    if sniff(value) == "zstd":
+        try:
+            value = inflate(value, "zstd")
+        except Unavailable:
+            return valid("zstd-compressed session; content not checked (no zstd decompressor installed)")
+        except CompressionError as exc:
+            raise Corrupt(f"zstd payload does not decompress: {exc}") from None
     if not value:
         return valid("empty PHP session")
     if value.startswith(b"a:"):
@@ -38,6 +47,4 @@ def judge(record: KeyRecord, ctx: Context) -> Verdict:
         error = exc
     if value.startswith(_IGBINARY):
         return valid("igbinary session; structure not checked")
-    if sniff(value) == "zstd":  # phpredis session compression; lzf/lz4 carry no magic we can trust
-        return valid("zstd-compressed session; content not checked")
-    raise Corrupt(f"not PHP session encoding ({error})")
+    raise Corrupt("not PHP session encoding", error)

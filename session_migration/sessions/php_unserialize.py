@@ -2,11 +2,14 @@
 
 Written by hand (instead of `phpserialize.loads`) so that no payload can make us build
 objects: arrays become dicts of plain Python values, objects become `PhpObject(class name)`.
-Every declared length/count is checked against the bytes left before anything is read, and
-nesting is capped at `MAX_DEPTH`, so hostile input costs linear time and bounded stack.
+Every declared length/count is checked against the bytes left before anything is read,
+nesting is capped at `MAX_DEPTH`, and every value read is a step of a budget linear in the
+input (`BudgetExceeded` past it), so hostile input costs linear time and bounded stack.
 """
 
 from __future__ import annotations
+
+from .model import BudgetExceeded, step_budget
 
 MAX_DEPTH = 100
 _INT_CHARS = frozenset(b"+-0123456789")
@@ -30,12 +33,19 @@ PhpValue = None | bool | int | float | bytes | dict | PhpObject
 
 
 class _Reader:
-    __slots__ = ("data", "pos", "values")
+    __slots__ = ("data", "pos", "values", "steps", "budget")
 
     def __init__(self, data: bytes, pos: int = 0) -> None:
         self.data = data
         self.pos = pos
         self.values = 0  # slots for r:/R: back-references
+        self.steps = 0
+        self.budget = step_budget(len(data))
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > self.budget:
+            raise BudgetExceeded("php")
 
     def expect(self, token: bytes) -> None:
         if not self.data.startswith(token, self.pos):
@@ -74,6 +84,7 @@ class _Reader:
             raise PhpError(f"nested deeper than {MAX_DEPTH} levels")
         if self.pos + 2 > len(self.data):
             raise PhpError("truncated value")
+        self.step()
         tag = self.data[self.pos : self.pos + 2]
         self.pos += 2
         self.values += 1
@@ -134,6 +145,7 @@ class _Reader:
         raise PhpError(f"unknown type tag at offset {self.pos - 2}")
 
     def key(self, is_object: bool) -> int | bytes:
+        self.step()
         tag = self.data[self.pos : self.pos + 2]
         if tag == b"i:":
             self.pos += 2
@@ -177,6 +189,7 @@ def _decode_session(reader: _Reader) -> dict[bytes, PhpValue]:
     data = reader.data
     out: dict[bytes, PhpValue] = {}
     while reader.pos < len(data):
+        reader.step()
         bar = data.find(b"|", reader.pos)
         if bar <= reader.pos:
             raise PhpError("session variable without a name")

@@ -8,13 +8,20 @@ references code. Any reference to a global outside `SAFE_GLOBALS` stops the walk
 `PickleCodeRef`: such a pickle would import and call that callable on load.
 
 Nothing here imports a module named in the payload or builds anything but small inert
-placeholders, so hostile pickles cost at most linear time in their length.
+placeholders. Every opcode and every item an opcode moves costs one step, and no step costs
+more than a constant: a tuple knows whether it is hashable from when it was built (a memoized
+tuple used as a dict key 10,000 times is not walked 10,000 times), and memo slots are never
+keyed by unbounded integers (which Python hashes predictably). The walk stops with
+`BudgetExceeded` past `step_budget(len(data))` steps, so a hostile pickle costs time linear in
+its length.
 """
 
 from __future__ import annotations
 
 import pickletools
 from dataclasses import dataclass
+
+from .model import BudgetExceeded, step_budget
 
 # Pure value constructors that old-but-legitimate session pickles reference (Django < 4 kept
 # `_session_expiry` as a datetime; pytz's UTC singleton). Calling them cannot run code chosen
@@ -43,6 +50,11 @@ _NAME_LIMIT = 80
 
 class PickleError(ValueError):
     """The stream is not a pickle that `pickle.loads` would accept."""
+
+
+CODE_REF_REASON = "pickle would call code outside the allow-list; not executed"
+NOT_WELL_FORMED = "pickle is not well formed"
+NOT_A_DICT = "pickle's top-level object is not a dict"
 
 
 class PickleCodeRef(PickleError):
@@ -82,6 +94,17 @@ class PSet:
         self.frozen = frozen
 
 
+class PTuple:
+    """A tuple, with its hashability decided once, when it is built."""
+
+    __slots__ = ("items", "hashable")
+
+    def __init__(self, items: tuple[object, ...]) -> None:
+        self.items = items
+        self.hashable = all(map(_hashable, items))
+
+
+
 class PGlobal:
     """A reference to an allow-listed callable (never the callable itself)."""
 
@@ -104,6 +127,7 @@ class PObj:
 class WalkResult:
     top: object
     protocol: int
+    steps: int  # what the walk cost: opcodes plus the items they moved
 
 
 def _printable(name: str) -> str:
@@ -122,11 +146,21 @@ def _check_global(module: object, name: object) -> PGlobal:
 
 
 def _hashable(key: object) -> bool:
-    if isinstance(key, (PList, PDict)) or (isinstance(key, PSet) and not key.frozen):
-        return False
-    if isinstance(key, tuple):  # one level is enough for session dicts
-        return not any(isinstance(k, (PList, PDict)) or (isinstance(k, PSet) and not k.frozen) for k in key)
-    return True
+    """As Python decides it, in constant time (a tuple's answer was kept when it was built)."""
+    if isinstance(key, PTuple):
+        return key.hashable
+    return not (isinstance(key, (PList, PDict)) or (isinstance(key, PSet) and not key.frozen))
+
+
+_MEMO_INDEX_LIMIT = 1 << 32  # LONG_BINPUT's range; text PUT may name any integer
+
+
+def _memo_slot(arg: object) -> object:
+    """A memo key that cannot be made to collide: small ints as themselves, others as text
+    (str hashes are randomised per process, int hashes are not)."""
+    if not isinstance(arg, int) or arg < 0:
+        raise PickleError("pickle has a negative or non-integer memo index")
+    return arg if arg < _MEMO_INDEX_LIMIT else str(arg)
 
 
 _SCALAR_OPS = frozenset(
@@ -142,11 +176,11 @@ _CONSTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 
 
 def walk(data: bytes) -> WalkResult:
-    """Replay `data` symbolically. Raises `PickleCodeRef` or `PickleError`."""
+    """Replay `data` symbolically. Raises `PickleCodeRef`, `PickleError` or `BudgetExceeded`."""
     where = [0]  # offset of the last opcode decoded, for the error message
     try:
         return _walk(data, where)
-    except PickleError:
+    except (PickleError, BudgetExceeded):
         raise
     except Exception as exc:  # genops raises ValueError mostly; anything else is malformed too
         # genops' own message can quote payload bytes, so only its type and offset are kept
@@ -156,8 +190,10 @@ def walk(data: bytes) -> WalkResult:
 def _walk(data: bytes, where: list[int]) -> WalkResult:
     stack: list[object] = []
     marks: list[int] = []
-    memo: dict[int, object] = {}
+    memo: dict[object, object] = {}
     protocol = 0
+    budget = step_budget(len(data))
+    steps = 0
 
     def pop() -> object:
         # After MARK the real unpickler starts a fresh stack: items below it are out of reach.
@@ -166,11 +202,13 @@ def _walk(data: bytes, where: list[int]) -> WalkResult:
         return stack.pop()
 
     def pop_mark() -> list[object]:
+        nonlocal steps
         if not marks:
             raise PickleError("pickle has no MARK to pop")
         at = marks.pop()
         items = stack[at:]
         del stack[at:]
+        steps += len(items)
         return items
 
     def top() -> object:
@@ -193,19 +231,23 @@ def _walk(data: bytes, where: list[int]) -> WalkResult:
 
     for opcode, arg, pos in pickletools.genops(data):
         where[0] = pos
+        steps += 1
+        if steps > budget:
+            raise BudgetExceeded("pickle")
         name = opcode.name
         if name in _SCALAR_OPS:
             stack.append(arg)
         elif name in _CONSTS:
             stack.append(_CONSTS[name])
         elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
-            memo[arg] = top()
+            memo[_memo_slot(arg)] = top()
         elif name == "MEMOIZE":
             memo[len(memo)] = top()
         elif name in ("BINGET", "LONG_BINGET", "GET"):
-            if arg not in memo:
+            slot = _memo_slot(arg)
+            if slot not in memo:
                 raise PickleError("pickle reads an unset memo slot")
-            stack.append(memo[arg])
+            stack.append(memo[slot])
         elif name == "MARK":
             marks.append(len(stack))
         elif name == "EMPTY_DICT":
@@ -213,7 +255,7 @@ def _walk(data: bytes, where: list[int]) -> WalkResult:
         elif name == "EMPTY_LIST":
             stack.append(PList())
         elif name == "EMPTY_TUPLE":
-            stack.append(())
+            stack.append(PTuple(()))
         elif name == "EMPTY_SET":
             stack.append(PSet())
         elif name in ("SETITEM", "SETITEMS", "DICT"):
@@ -242,11 +284,12 @@ def _walk(data: bytes, where: list[int]) -> WalkResult:
                 raise PickleError("APPENDS on a non-list")
         elif name in ("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3"):
             if name == "TUPLE":
-                stack.append(tuple(pop_mark()))
+                stack.append(PTuple(tuple(pop_mark())))
             else:
                 n = int(name[-1])
                 items = [pop() for _ in range(n)][::-1]
-                stack.append(tuple(items))
+                steps += n
+                stack.append(PTuple(tuple(items)))
         elif name in ("ADDITEMS", "FROZENSET"):
             items = pop_mark()
             if not all(_hashable(i) for i in items):
@@ -310,7 +353,7 @@ def _walk(data: bytes, where: list[int]) -> WalkResult:
         elif name == "FRAME":
             pass
         elif name == "STOP":  # like pickle.loads: an open MARK is tolerated
-            return WalkResult(top=pop(), protocol=protocol)
+            return WalkResult(top=pop(), protocol=protocol, steps=steps)
         else:  # an opcode added after this walker was written
             raise PickleError(f"unsupported pickle opcode {name}")
     raise PickleError("pickle has no STOP")
@@ -325,5 +368,5 @@ def top_dict(data: bytes) -> PDict:
     """Walk `data` and require a dict at the top (a session). Raises `PickleError`."""
     result = walk(data)
     if not isinstance(result.top, PDict):
-        raise PickleError("pickle's top-level object is not a dict")
+        raise PickleError(NOT_A_DICT)
     return result.top

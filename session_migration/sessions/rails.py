@@ -27,7 +27,7 @@ def _marshal(data: bytes, what: str) -> object:
     try:
         return load_structure(data)
     except MarshalError as exc:
-        raise Corrupt(f"{what} is not well-formed Ruby Marshal ({exc})") from None
+        raise Corrupt(f"{what} is not well-formed Ruby Marshal", exc) from None
 
 
 def judge_actionpack(record: KeyRecord, ctx: Context) -> Verdict:
@@ -62,7 +62,7 @@ def _judge_v70(value: bytes, ctx: Context) -> Verdict:
         try:
             body = inflate(body, "zlib")
         except CompressionError as exc:
-            raise Corrupt(f"7.0 cache entry does not inflate ({exc})") from None
+            raise Corrupt(f"7.0 cache entry does not inflate: {exc}") from None
     packed = _marshal(body, "7.0 cache entry")
     if not isinstance(packed, list) or not 1 <= len(packed) <= 3:
         raise Corrupt("7.0 cache entry is not [value, expires_at, version]")
@@ -83,7 +83,7 @@ def _judge_v71(value: bytes, ctx: Context) -> Verdict:
         try:
             payload = inflate(payload, "zlib")
         except CompressionError as exc:
-            raise Corrupt(f"7.1 cache entry does not inflate ({exc})") from None
+            raise Corrupt(f"7.1 cache entry does not inflate: {exc}") from None
     if kind & ~_V71_COMPRESSED == 0x01 and payload.startswith(b"\x04\x08"):
         _marshal(payload, "7.1 cache entry payload")  # message_pack payloads are not checked
     return _entry_verdict(expires_at if expires_at >= 0 else None, ctx, "Rails 7.1 cache entry")

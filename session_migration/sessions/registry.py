@@ -3,7 +3,10 @@
 Precedence, strongest first: Redis TTL passed (expired, every store) > corrupt > payload
 says expired > payload says stale > no TTL where the store always sets one (stale) > valid.
 Judges are pure functions of (record, now); this module adds the cross-store rules and the
-guarantee that hostile input yields a `Classification`, never an exception.
+guarantee that hostile input yields a `Classification`, never an exception: a value larger
+than `MAX_PARSED_BYTES` is corrupt without being parsed, a parser past its step budget makes
+the key corrupt, and a parser's own words go to the capped, escaped `detail`, never to the
+reason.
 
 `classify_batch` gives the same answers for a whole Arrow batch (what the audit statistics
 use): rows whose store the backup recorded skip detection, expiry is tested over the whole
@@ -20,10 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..record import KeyRecord, records_from_batch
+from ..redaction import safe_text
 from . import aiohttp, aspnet, django, express, flask, gorilla, laravel, php, rails, spring, starsessions
 from .detect import STORES, detect_by_value, detect_store
-from .model import Classification, Context, Corrupt, SessionStatus, Verdict
-from .pickle_walk import PickleCodeRef, PickleError, is_pickle, walk
+from .model import (BUDGET_REASON, DETAIL_CHARS, MAX_PARSED_BYTES, TOO_LARGE_REASON, BudgetExceeded, Classification,
+                    Context, Corrupt, SessionStatus, Verdict)
+from .pickle_walk import CODE_REF_REASON, PickleCodeRef, PickleError, is_pickle, walk
 
 Judge = Callable[[KeyRecord, Context], Verdict]
 
@@ -58,6 +63,11 @@ _DATA_PROTECTION = b"DataProtection-Keys"
 _DATA_PROTECTION_REASON = "ASP.NET Data Protection key ring: not a session, never clean it"
 _TTL_PASSED = "Redis TTL has passed"
 _GENERIC_PREFIX_STORES = frozenset({"express", "flask", "gorilla"})
+_NO_STORE = "no session store recognised"
+_CHECKER_FAILED = "checker failed; not judged"
+
+# (status, reason, detail): a judge's verdict with what the parser said
+Judged = tuple[SessionStatus, str, str]
 
 
 def classify(record: KeyRecord, now_ms: int, max_age_ms: Mapping[str, int] | None = None) -> Classification:
@@ -69,36 +79,40 @@ def classify(record: KeyRecord, now_ms: int, max_age_ms: Mapping[str, int] | Non
             return Classification(None, SessionStatus.UNKNOWN, _DATA_PROTECTION_REASON)
         store = record.store if record.store in JUDGES else _detect(record)
         if store is None:
-            return Classification(None, SessionStatus.UNKNOWN, _unknown_reason(record))
+            return Classification(None, SessionStatus.UNKNOWN, *_unknown_reason(record))
         return Classification(*_verdict(store, record, ctx))
     except Exception as exc:  # a bug in a judge must not stop a backup; report, don't guess
-        return Classification(store, SessionStatus.UNKNOWN, _checker_failed(exc))
+        return Classification(store, SessionStatus.UNKNOWN, _CHECKER_FAILED, type(exc).__name__)
 
 
-def _checker_failed(exc: Exception) -> str:
-    return f"checker failed ({type(exc).__name__}); not judged"
-
-
-def _verdict(store: str, record: KeyRecord, ctx: Context) -> tuple[str, SessionStatus, str]:
-    """(store, status, reason) of a key whose store is known: every rule after detection."""
+def _verdict(store: str, record: KeyRecord, ctx: Context) -> tuple[str, SessionStatus, str, str]:
+    """(store, status, reason, detail) of a key whose store is known: every rule after detection."""
     if record.expire_at_ms is not None and record.expire_at_ms <= ctx.now_ms:
-        return store, SessionStatus.EXPIRED, _TTL_PASSED
+        return store, SessionStatus.EXPIRED, _TTL_PASSED, ""
     if record.type == "string" and record.value is None:
-        return store, SessionStatus.UNKNOWN, "value not captured; not judged"
-    status, reason = _judge(store, record, ctx)
+        return store, SessionStatus.UNKNOWN, "value not captured; not judged", ""
+    if _payload_bytes(record) > MAX_PARSED_BYTES:
+        return store, SessionStatus.CORRUPT, TOO_LARGE_REASON, ""
+    status, reason, detail = _judge(store, record, ctx)
     if status is SessionStatus.CORRUPT and store in _GENERIC_PREFIX_STORES:
         # `sess:`/`session:`/`session_` are generic enough that another framework may use
         # them (e.g. Flask configured with `sess:`): if the bytes say otherwise and parse,
         # trust the bytes. Distinctive prefixes (Laravel, Django, `_session_id:`) keep
         # their store, so a wrong payload there stays corrupt.
         other = _detect_content(record)
-        if other is not None and other != store:
-            status2, reason2 = _judge(other, record, ctx)
+        if other is not None and other != store and reason != BUDGET_REASON:
+            status2, reason2, detail2 = _judge(other, record, ctx)
             if status2 is not SessionStatus.CORRUPT:
-                store, status, reason = other, status2, reason2
+                store, status, reason, detail = other, status2, reason2, detail2
     if status is SessionStatus.VALID and store in _ALWAYS_TTL and record.expire_at_ms is None:
-        return store, SessionStatus.STALE, f"no TTL although {store} always sets one"
-    return store, status, reason
+        return store, SessionStatus.STALE, f"no TTL although {store} always sets one", ""
+    return store, status, reason, detail
+
+
+def _payload_bytes(record: KeyRecord) -> int:
+    if record.value is not None:
+        return len(record.value)
+    return sum(len(name) + len(value) for name, value in record.fields or ()) + sum(map(len, record.items or ()))
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,7 @@ class BatchClassification:
     stores: list[str | None]
     statuses: list[SessionStatus]
     reasons: list[str]
+    details: list[str]
 
 
 def classify_batch(batch: pa.RecordBatch, now_ms: int, max_age_ms: Mapping[str, int] | None = None) -> BatchClassification:
@@ -124,6 +139,7 @@ def classify_batch(batch: pa.RecordBatch, now_ms: int, max_age_ms: Mapping[str, 
     stores: list[str | None] = batch.column("store").to_pylist() if "store" in batch.schema.names else [None] * n
     statuses: list[SessionStatus] = [SessionStatus.UNKNOWN] * n
     reasons: list[str] = [""] * n
+    details: list[str] = [""] * n
     fast, expired = _fast_rows(batch, now_ms)
     values = batch.column("value").to_pylist()
     expires = batch.column("expire_at_ms").to_pylist()
@@ -133,7 +149,7 @@ def classify_batch(batch: pa.RecordBatch, now_ms: int, max_age_ms: Mapping[str, 
     for i in np.flatnonzero(fast & ~expired).tolist():
         store, value, expire = stores[i], values[i], expires[i]
         by_value = VALUE_JUDGES.get(store)
-        if by_value is not None and (expire is not None or store not in _ALWAYS_TTL):
+        if by_value is not None and (expire is not None or store not in _ALWAYS_TTL) and len(value) <= MAX_PARSED_BYTES:
             # `_verdict` would return the judge's own verdict here unless it is corrupt (the
             # bytes may belong to another store); corrupt and exceptions take the full path.
             try:
@@ -146,15 +162,15 @@ def classify_batch(batch: pa.RecordBatch, now_ms: int, max_age_ms: Mapping[str, 
         record = KeyRecord(key=batch.column("key")[i].as_py(), type="string", value=value, expire_at_ms=expire,
                            size_bytes=_size(batch, i), store=store)
         try:
-            stores[i], statuses[i], reasons[i] = _verdict(store, record, ctx)
+            stores[i], statuses[i], reasons[i], details[i] = _verdict(store, record, ctx)
         except Exception as exc:  # as in classify
-            statuses[i], reasons[i] = SessionStatus.UNKNOWN, _checker_failed(exc)
+            statuses[i], reasons[i], details[i] = SessionStatus.UNKNOWN, _CHECKER_FAILED, type(exc).__name__
     slow = np.flatnonzero(~fast)
     if len(slow):
         for i, record in zip(slow.tolist(), records_from_batch(batch.take(pa.array(slow)))):
             verdict = classify(record, now_ms, max_age_ms)
-            stores[i], statuses[i], reasons[i] = verdict.store, verdict.status, verdict.reason
-    return BatchClassification(stores, statuses, reasons)
+            stores[i], statuses[i], reasons[i], details[i] = verdict.store, verdict.status, verdict.reason, verdict.detail
+    return BatchClassification(stores, statuses, reasons, details)
 
 
 def _size(batch: pa.RecordBatch, i: int) -> int:
@@ -183,26 +199,33 @@ def _fast_rows(batch: pa.RecordBatch, now_ms: int) -> tuple[np.ndarray, np.ndarr
     return fast, expired
 
 
-def _unknown_reason(record: KeyRecord) -> str:
+def _unknown_reason(record: KeyRecord) -> tuple[str, str]:
     """Not a session we know, but a pickle that would run code on load is worth saying."""
-    reason = "no session store recognised"
-    if record.type == "string" and record.value and is_pickle(record.value):
+    value = record.value
+    if record.type == "string" and value and is_pickle(value) and len(value) <= MAX_PARSED_BYTES:
         try:
-            walk(record.value)
+            walk(value)
         except PickleCodeRef as exc:
-            return f"{reason}; {exc}"
-        except PickleError:
+            return f"{_NO_STORE}; {CODE_REF_REASON}", _detail(exc.name)
+        except (PickleError, BudgetExceeded):
             pass
-    return reason
+    return _NO_STORE, ""
 
 
-def _judge(store: str, record: KeyRecord, ctx: Context) -> Verdict:
+def _judge(store: str, record: KeyRecord, ctx: Context) -> Judged:
     try:
-        return JUDGES[store](record, ctx)
+        status, reason = JUDGES[store](record, ctx)
+        return status, reason, ""
     except Corrupt as exc:
-        return (SessionStatus.CORRUPT, exc.reason)
+        return SessionStatus.CORRUPT, exc.reason, _detail(exc.detail)
+    except BudgetExceeded as exc:
+        return SessionStatus.CORRUPT, BUDGET_REASON, _detail(exc)
     except RecursionError:
-        return (SessionStatus.CORRUPT, "nested too deeply to check")
+        return SessionStatus.CORRUPT, "nested too deeply to check", ""
+
+
+def _detail(text: object) -> str:
+    return safe_text(text, DETAIL_CHARS) if text else ""
 
 
 def _detect(record: KeyRecord) -> str | None:

@@ -5,10 +5,13 @@ Python values: nil/true/false/Integer/Float as themselves, String as bytes, Symb
 Array as list, Hash as `MHash` (list of pairs), and every object-like type (`o`, `S`, `u`,
 `U`, `d`, `c`, `m`, ...) as `MObject(class name, instance variables)`. Back-references are
 checked against the object and symbol tables exactly as Ruby's `r_entry` fills them, all
-declared lengths must fit the bytes left, and nesting is capped at `MAX_DEPTH`.
+declared lengths must fit the bytes left, nesting is capped at `MAX_DEPTH`, and every value
+and symbol read is a step of a budget linear in the input (`BudgetExceeded` past it).
 """
 
 from __future__ import annotations
+
+from .model import BudgetExceeded, step_budget
 
 MAX_DEPTH = 100
 
@@ -34,13 +37,20 @@ class MObject:
 
 
 class _Reader:
-    __slots__ = ("data", "pos", "symbols", "objects")
+    __slots__ = ("data", "pos", "symbols", "objects", "steps", "budget")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
         self.symbols: list[str] = []
         self.objects = 0  # only the count matters for link bounds
+        self.steps = 0
+        self.budget = step_budget(len(data))
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > self.budget:
+            raise BudgetExceeded("marshal")
 
     def byte(self) -> int:
         if self.pos >= len(self.data):
@@ -87,16 +97,17 @@ class _Reader:
     def register(self) -> None:
         self.objects += 1
 
-    def symbol(self) -> str:
+    def symbol(self, depth: int) -> str:
         """Ruby's r_symbol: `:name`, `;index`, or `I:name` with encoding ivars."""
+        self.step()
         tag = self.byte()
         if tag == 0x49:  # 'I'
             if self.byte() != 0x3A:
                 raise MarshalError("bad symbol")
             name = self._new_symbol()
             for _ in range(self.count(2)):
-                self.symbol()
-                self.value(1)
+                self.symbol(depth + 1)
+                self.value(depth + 1)
             return name
         if tag == 0x3A:  # ':'
             return self._new_symbol()
@@ -114,12 +125,13 @@ class _Reader:
 
     def ivars_into(self, obj: MObject, depth: int) -> None:
         for _ in range(self.count(2)):
-            name = self.symbol()
+            name = self.symbol(depth + 1)
             obj.ivars[name] = self.value(depth + 1)
 
     def value(self, depth: int) -> object:
         if depth > MAX_DEPTH:
             raise MarshalError(f"nested deeper than {MAX_DEPTH} levels")
+        self.step()
         tag = self.byte()
         if tag == 0x30:  # '0'
             return None
@@ -131,7 +143,7 @@ class _Reader:
             return self.long()
         if tag in (0x3A, 0x3B):  # symbol / symlink used as a value
             self.pos -= 1
-            return self.symbol()
+            return self.symbol(depth)
         if tag == 0x40:  # '@' object link
             index = self.long()
             if not 0 <= index < self.objects:
@@ -140,14 +152,14 @@ class _Reader:
         if tag == 0x49:  # 'I' value with instance variables (string encodings)
             inner = self.value(depth + 1)
             for _ in range(self.count(2)):
-                self.symbol()
+                self.symbol(depth + 1)
                 self.value(depth + 1)
             return inner
         if tag == 0x65:  # 'e' extended by a module
-            self.symbol()
+            self.symbol(depth)
             return self.value(depth + 1)
         if tag == 0x43:  # 'C' user subclass of String/Array/Hash
-            self.symbol()
+            self.symbol(depth)
             return self.value(depth + 1)
         if tag == 0x22:  # '"'
             self.register()
@@ -185,7 +197,7 @@ class _Reader:
                 out.default = self.value(depth + 1)
             return out
         if tag in (0x6F, 0x53):  # 'o' object, 'S' struct
-            obj = MObject(self.symbol())
+            obj = MObject(self.symbol(depth))
             self.register()
             self.ivars_into(obj, depth)
             return obj
@@ -193,12 +205,12 @@ class _Reader:
             self.register()
             return MObject(self.bytes_().decode("utf-8", "replace"))
         if tag == 0x75:  # 'u' _dump: opaque bytes
-            obj = MObject(self.symbol())
+            obj = MObject(self.symbol(depth))
             self.bytes_()
             self.register()
             return obj
         if tag in (0x55, 0x64):  # 'U' marshal_dump, 'd' data: class then one value
-            obj = MObject(self.symbol())
+            obj = MObject(self.symbol(depth))
             self.register()
             obj.ivars["(data)"] = self.value(depth + 1)
             return obj

@@ -5,15 +5,19 @@ from __future__ import annotations
 import msgpack
 
 from .model import Corrupt
-from .pickle_walk import PDict, PickleCodeRef, PickleError, top_dict
+from .pickle_walk import CODE_REF_REASON, NOT_A_DICT, NOT_WELL_FORMED, PDict, PickleCodeRef, PickleError, top_dict
 
 
 def pickled_dict(value: bytes) -> PDict:
-    """The top-level dict of a pickle, or `Corrupt` naming what is wrong (e.g. a code ref)."""
+    """The top-level dict of a pickle, or `Corrupt` saying what is wrong (the callable a
+    code reference names goes to the detail, never to the reason)."""
     try:
         return top_dict(value)
-    except PickleError as exc:  # PickleCodeRef's text names the callable
-        raise Corrupt(str(exc)) from None
+    except PickleCodeRef as exc:
+        raise Corrupt(CODE_REF_REASON, exc.name) from None
+    except PickleError as exc:
+        text = str(exc)
+        raise Corrupt(NOT_A_DICT if text == NOT_A_DICT else NOT_WELL_FORMED, text) from None
 
 
 def headerless_pickle_dict(value: bytes) -> PDict | None:
@@ -24,19 +28,29 @@ def headerless_pickle_dict(value: bytes) -> PDict | None:
     try:
         return top_dict(value)
     except PickleCodeRef as exc:
-        raise Corrupt(str(exc)) from None
+        raise Corrupt(CODE_REF_REASON, exc.name) from None
     except PickleError:
         return None
 
 
 def msgpack_map(value: bytes) -> dict | None:
-    """A msgpack map spanning all of `value`, else None.
+    """The string-keyed entries of a msgpack map spanning all of `value`, else None.
 
     `unpackb` builds only plain containers (ext types become inert `ExtType`), caps lengths
-    at the input size and raises on trailing bytes, so it is safe on hostile input.
+    at the input size and raises on trailing bytes. Maps are built as lists of pairs, never
+    as dicts: keys are payload-chosen ints, floats or tuples whose Python hashes can be made
+    to collide, which would make building a dict quadratic. Only the top level becomes a
+    dict, of its string keys (whose hashes are randomised).
     """
     try:
-        obj = msgpack.unpackb(value, raw=False, strict_map_key=False)
+        obj = msgpack.unpackb(value, raw=False, strict_map_key=False, object_pairs_hook=list, use_list=True)
     except Exception:  # msgpack raises several unrelated types; any of them means "not msgpack"
         return None
-    return obj if isinstance(obj, dict) else None
+    if not isinstance(obj, list) or not msgpack_is_map(value):
+        return None
+    return {k: v for k, v in obj if isinstance(k, str)}
+
+
+def msgpack_is_map(value: bytes) -> bool:
+    """The first byte is a msgpack map header (fixmap, map16, map32)."""
+    return bool(value) and (0x80 <= value[0] <= 0x8F or value[0] in (0xDE, 0xDF))

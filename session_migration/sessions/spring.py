@@ -17,7 +17,7 @@ import json
 
 from ..record import KeyRecord
 from . import java_ser
-from .model import Context, Corrupt, Verdict, expired, stale, unknown, valid
+from .model import Context, Corrupt, Verdict, expired, stale, type_name, unknown, valid
 
 _REQUIRED = (b"creationTime", b"lastAccessedTime", b"maxInactiveInterval")
 
@@ -49,7 +49,7 @@ def judge(record: KeyRecord, ctx: Context) -> Verdict:
 
 def _expect_type(record: KeyRecord, redis_type: str, kind: str) -> Verdict:
     if record.type != redis_type:
-        raise Corrupt(f"Spring {kind} is a {record.type}, expected a {redis_type}")
+        raise Corrupt(f"Spring {kind} is a {type_name(record.type)}, expected a {redis_type}")
     return valid(f"Spring companion: {kind}")
 
 
@@ -72,7 +72,7 @@ def _number(raw: bytes) -> int | None:
 
 def _session(record: KeyRecord, ctx: Context) -> Verdict:
     if record.type != "hash":
-        raise Corrupt(f"Spring session key is a {record.type}, expected a hash")
+        raise Corrupt(f"Spring session key is a {type_name(record.type)}, expected a hash")
     fields = dict(record.fields or ())
     missing = [f.decode() for f in _REQUIRED if f not in fields]
     if missing:

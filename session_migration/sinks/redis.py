@@ -15,6 +15,11 @@ for that key instead, counted in `dump_fallbacks`; the run goes on.
 Typed writes: strings `SET key value [PXAT t] [NX]`; hashes, lists, sets, sorted sets and
 streams as `MULTI DEL <typed write> [PEXPIREAT] EXEC`, one transaction per key so the key is
 never seen half-written. Every write sets the whole key, so writing it again is harmless.
+
+Keys that must not be overwritten (on_conflict "skip"/"fail") are never written on the word
+of an earlier probe alone: strings go with `NX`, DUMP payloads without `REPLACE`, and the
+other types through `_CREATE_IF_ABSENT`, a script that checks and writes in one atomic step,
+so a key created by someone else after the probe is kept (counted as skipped).
 """
 
 from __future__ import annotations
@@ -44,6 +49,40 @@ _OK = b"+OK\r\n"
 _NILS = (b"$-1", b"_")  # SET NX on an existing key: RESP2, RESP3
 _RECV_BYTES = 1 << 20
 _MAX_PACKED_BYTES = 256 << 20  # keys + values of one buffer; more is split (Arrow binary arrays hold < 2 GiB)
+
+# KEYS[1]: the key; ARGV: type, PEXPIREAT time or '', then the elements (hash: field value...,
+# list/set: items, zset: score member..., stream: id n field value ... per entry). Writes the
+# key only if it does not exist; 1 written, 0 it existed. Elements go in chunks of 1,000
+# arguments (Lua's unpack limit is ~8,000).
+_CREATE_IF_ABSENT = b"""
+local key, kind = KEYS[1], ARGV[1]
+if redis.call('EXISTS', key) == 1 then return 0 end
+local function each(cmd, step)
+  local i = 3
+  while i <= #ARGV do
+    local last = math.min(i + step * 500 - 1, #ARGV)
+    redis.call(cmd, key, unpack(ARGV, i, last))
+    i = last + 1
+  end
+end
+if kind == 'hash' then each('HSET', 2)
+elseif kind == 'list' then each('RPUSH', 1)
+elseif kind == 'set' then each('SADD', 1)
+elseif kind == 'zset' then each('ZADD', 2)
+elseif #ARGV < 3 then
+  redis.call('XGROUP', 'CREATE', key, 'session-migration-restore-tmp', '$', 'MKSTREAM')
+  redis.call('XGROUP', 'DESTROY', key, 'session-migration-restore-tmp')
+else
+  local i = 3
+  while i <= #ARGV do
+    local n = tonumber(ARGV[i + 1])
+    redis.call('XADD', key, ARGV[i], unpack(ARGV, i + 2, i + 1 + 2 * n))
+    i = i + 2 + 2 * n
+  end
+end
+if ARGV[2] ~= '' then redis.call('PEXPIREAT', key, ARGV[2]) end
+return 1
+"""
 
 
 class WriteRefused(TerminalError):
@@ -295,11 +334,11 @@ class RedisSink:
 
     def _typed_done(self, item: WriteItem, replies: list, counts: SinkCounts) -> bool:
         """True when the typed write took effect; False when NX found the key (skipped)."""
-        if item.record.type == "string":
+        if len(replies) == 1:  # SET [NX] or the create-if-absent script
             reply = replies[0]
             if isinstance(reply, hiredis.ReplyError):
                 raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(reply)))
-            if reply is None:  # SET NX on a key that exists
+            if reply is None or reply == 0:  # NX found the key: someone else's, kept
                 counts.skipped_existing += 1
                 return False
             return True
@@ -436,6 +475,8 @@ def _typed_write(item: WriteItem, *, nx: bool) -> tuple[bytes, int]:
         if nx:
             args.append(b"NX")
         return resp.pack(args), 1
+    if nx:
+        return _create_if_absent(item), 1
     body: list[list[bytes]] = [[b"DEL", key]]
     if rec.type == "hash":
         pairs = [x for f, v in (rec.fields or ()) for x in (f, v)]
@@ -462,3 +503,22 @@ def _typed_write(item: WriteItem, *, nx: bool) -> tuple[bytes, int]:
         body.append([b"PEXPIREAT", key, b"%d" % item.pxat])
     packed = resp.pack([b"MULTI"]) + b"".join(resp.pack(c) for c in body) + resp.pack([b"EXEC"])
     return packed, len(body) + 2
+
+
+def _create_if_absent(item: WriteItem) -> bytes:
+    """`EVAL _CREATE_IF_ABSENT` for a hash, list, set, sorted set or stream (see the script)."""
+    rec = item.record
+    if rec.type == "hash":
+        elements = [x for f, v in (rec.fields or ()) for x in (f, v)]
+    elif rec.type in ("list", "set"):
+        elements = list(rec.items or ())
+    elif rec.type == "zset":
+        elements = [x for m, s in (rec.members or ()) for x in (repr(float(s)).encode(), m)]
+    elif rec.type == "stream":
+        elements = [x for entry_id, flat in (rec.entries or ()) for x in (entry_id, b"%d" % (len(flat) // 2), *flat)]
+    else:
+        raise WriteRefused(f"Unsupported Redis type {rec.type!r} in the snapshot.")
+    if not elements and rec.type != "stream":  # an empty collection cannot exist in Redis
+        raise WriteRefused(f"The snapshot row for a {rec.type} key has no elements to write.")
+    expire = b"" if item.pxat is None else b"%d" % item.pxat
+    return resp.pack([b"EVAL", _CREATE_IF_ABSENT, b"1", item.key, rec.type.encode(), expire, *elements])

@@ -41,8 +41,8 @@ def test_password_never_becomes_a_flow_parameter(prefect_harness, tmp_path, monk
         server.client().set("sess:x", "v")
         with pytest.raises(InvalidParameter, match="holds a password"):
             backup_sessions(source=server.url, backup_path=str(tmp_path))
-        monkeypatch.setenv("SRC_PW", "flow-secret-9")
-        url = f"redis://127.0.0.1:{server.port}/0?password_env=SRC_PW"
+        monkeypatch.setenv("SESSION_MIGRATION_SRC_PW", "flow-secret-9")
+        url = f"redis://127.0.0.1:{server.port}/0?password_env=SESSION_MIGRATION_SRC_PW"
         state, run_id = run_flow(backup_sessions, source=url, backup_path=str(tmp_path), patterns=["sess:*"])
         assert state.result()["keys"] == 1
         run = read_flow_run(run_id)

@@ -186,7 +186,7 @@ def test_report_files_hold_no_key_value_or_password(seeded, tmp_path):
     assert evidence["SI-10"]["corrupt payloads found"] == 5
 
     rows = list(csv.DictReader(io.StringIO(texts["csv"])))
-    assert len(rows) == 21 and set(rows[0]) == {"redacted_key", "store", "status", "reason"}
+    assert len(rows) == 21 and set(rows[0]) == {"redacted_key", "store", "status", "reason", "detail"}
     assert Counter((r["store"], r["status"]) for r in rows) == {
         ("express", "expired"): 7, ("express", "corrupt"): 5, ("flask", "stale"): 4,
         ("spring", "expired"): 3, ("unknown", "unknown"): 2}
@@ -243,7 +243,7 @@ def test_unusable_manifest_still_gets_a_report(seeded, tmp_path):
     assert stats is None and [p.code for p in validation.problems] == ["manifest-edited"]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["valid"] is False and report["stats_available"] is False and report["by_store"] == {}
-    assert (tmp_path / "out" / "findings.csv").read_text() == "redacted_key,store,status,reason\n"
+    assert (tmp_path / "out" / "findings.csv").read_text() == "redacted_key,store,status,reason,detail\n"
     assert "not computed" in (tmp_path / "out" / "report.md").read_text()
 
 
@@ -290,5 +290,5 @@ def test_malicious_pickles_are_corrupt_in_the_audit_and_never_run(valkey, tmp_pa
     assert len(rows) == 8 and {row["status"] for row in rows} == {"corrupt"}
     assert all("not executed" in row["reason"] for row in rows)
     assert Counter(name for row in rows for name in ("system", "builtins.open", "builtins.exec")
-                   if name in row["reason"]) == {"system": 4, "builtins.open": 2, "builtins.exec": 2}
+                   if name in row["detail"]) == {"system": 4, "builtins.open": 2, "builtins.exec": 2}
     assert str(marker) not in "".join((tmp_path / "report" / f).read_text() for f in ("report.md", "findings.csv"))

@@ -9,6 +9,7 @@ for the purpose so the tests do not depend on the code under test.
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import json
 import lzma
@@ -371,8 +372,48 @@ def evil_pickles(target: Path) -> dict[str, tuple[bytes, str]]:
 # ---------------------------------------------------------------- hostile inputs
 
 
+def shared_tuple_key_pickle(k: int) -> bytes:
+    """A dict whose key is one memoized k-tuple set k times: quadratic for a walker that checks
+    the tuple's hashability at every use (issue 14: 1.6 CPU-s at k = 12,000)."""
+    return b"\x80\x04}\x94(" + b"N" * k + b"t\x940" + b"h\x01Ns" * k + b"."
+
+
+def colliding_memo_pickle(n: int) -> bytes:
+    """A protocol-2 dict whose memo slots are n integers with the same Python hash (multiples of
+    2**61 - 1): quadratic for a walker that keys its memo by the integers themselves."""
+    modulus = (1 << 61) - 1
+    return b"\x80\x02}" + b"".join(b"p%d\n" % (modulus * i) for i in range(1, n + 1)) + b"."
+
+
+def zstd_bomb(declared: int = 256 << 20) -> bytes:
+    """A few KiB of zstd frame that declares (and holds) `declared` zero bytes."""
+    import zstandard
+
+    obj = zstandard.ZstdCompressor().compressobj(size=declared)
+    chunk = bytes(1 << 20)
+    return b"".join([obj.compress(chunk) for _ in range(declared >> 20)] + [obj.flush()])
+
+
+def lz4_bomb(size: int = 64 << 20) -> bytes:
+    import lz4.frame
+
+    return lz4.frame.compress(bytes(size), store_size=True)
+
+
+def lzma_dictionary_bomb() -> bytes:
+    """A tiny xz stream whose block header asks the decoder for a 1.5 GiB dictionary (the
+    encoder would need that memory too, so a small stream's header is rewritten instead)."""
+    data = bytearray(lzma.compress(b"x", filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 4096}]))
+    start, size = 12, (data[12] + 1) * 4  # the block header follows the 12-byte stream header
+    props = data.index(b"\x21\x01", start, start + size) + 2  # LZMA2 filter id, one property byte
+    data[props] = 37  # dictionary size 3 * 2**29 = 1.5 GiB
+    data[start + size - 4 : start + size] = zlib.crc32(data[start : start + size - 4]).to_bytes(4, "little")
+    return bytes(data)
+
+
+@functools.cache
 def hostile_values() -> dict[str, bytes]:
-    """Payloads built to crash or exhaust a naive parser."""
+    """Payloads built to crash or exhaust a naive parser (built once: the bombs take a while)."""
     deep = 20_000
     return {
         "empty": b"",
@@ -407,6 +448,10 @@ def hostile_values() -> dict[str, bytes]:
         "zlib-bomb": zlib.compress(b"\x00" * (80 * 1024 * 1024), 9),
         "gzip-bomb": gzip.compress(b"\x00" * (80 * 1024 * 1024), 9),
         "lzma-broken": b"\xfd7zXZ\x00garbage",
+        "lzma-bomb": lzma.compress(b"\x00" * (80 * 1024 * 1024), preset=0),
+        "lzma-dictionary-bomb": lzma_dictionary_bomb(),
+        "zstd-bomb": zstd_bomb(),
+        "lz4-bomb": lz4_bomb(),
         "gob-huge-length": b"\xf8\xff\xff\xff\xff\xff\xff\xff\x01\xff\x81",
         "gob-9-byte-uint": b"\xf7" + b"\xff" * 9,
         "java-truncated": b"\xac\xed\x00\x05sr",
@@ -436,12 +481,13 @@ def hostile_records() -> list[tuple[str, KeyRecord]]:
             out.append((f"{vname}@{store}", rec(key, value)))
     rng = random.Random(1234)
     for f in load_fixtures():
+        tail = f.key[-6:].decode()
         for cut in sorted({1, 2, 3, len(f.value) // 2, len(f.value) - 1}):
-            out.append((f"truncated-{f.store}-{cut}", f.record(value=f.value[:cut])))
+            out.append((f"truncated-{f.store}-{tail}-{cut}", f.record(value=f.value[:cut])))
         noisy = bytearray(f.value)
         for _ in range(3):
             noisy[rng.randrange(len(noisy))] = rng.randrange(256)
-        out.append((f"flipped-{f.store}", f.record(value=bytes(noisy))))
+        out.append((f"flipped-{f.store}-{tail}", f.record(value=bytes(noisy))))
     for i in range(40):
         out.append((f"random-{i}", rec(b"session:r", rng.randbytes(rng.randrange(1, 200)))))
     # hashes and other types under session prefixes
@@ -469,3 +515,15 @@ def msgpack_session() -> bytes:
 
 def lzma_compress(data: bytes) -> bytes:
     return lzma.compress(data)
+
+
+def lz4_compress(data: bytes) -> bytes:
+    import lz4.frame
+
+    return lz4.frame.compress(data)
+
+
+def zstd_compress(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)

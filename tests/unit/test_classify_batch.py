@@ -62,8 +62,8 @@ def test_batch_equals_row_by_row(now_ms):
     for start in range(0, len(records), 500):  # several batches, like the stats read them
         got = classify_batch(to_batch(records[start:start + 500]), now_ms, limits)
         for i, want in enumerate(expected[start:start + 500]):
-            assert (got.stores[i], got.statuses[i], got.reasons[i]) == (want.store, want.status, want.reason), \
-                records[start + i]
+            assert (got.stores[i], got.statuses[i], got.reasons[i], got.details[i]) == (
+                want.store, want.status, want.reason, want.detail), records[start + i]
 
 
 def test_projection_without_optional_columns():
@@ -93,5 +93,5 @@ def test_malicious_pickles_in_a_batch_are_corrupt_and_never_run(tmp_path):
     assert not marker.exists()
     assert got.statuses == [SessionStatus.CORRUPT] * len(records) == [SessionStatus.CORRUPT] * 16
     assert got.stores == [r.store or ("django" if b"django" in r.key else "flask") for r in records]
-    for reason, callable_name in zip(got.reasons, callables):
-        assert callable_name in reason and "not executed" in reason, reason
+    for reason, detail, callable_name in zip(got.reasons, got.details, callables):
+        assert "not executed" in reason and callable_name in detail, (reason, detail)  # a fixed sentence; the name apart
