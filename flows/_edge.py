@@ -53,7 +53,8 @@ def refuse_secrets(parameters: dict[str, Any]) -> None:
         if carries_secret(value):
             raise InvalidParameter(
                 f"The {name} URL holds a password, and Prefect would store it with the flow run "
-                f"({_shown(value, name)}); use a RedisConnection block, or ?password_env=SESSION_MIGRATION_... with the "
+                f"({_shown(value, name)}); use a RedisConnection block, or ?password_env=SESSION_MIGRATION_... "
+                "with the "
                 "password in that environment variable. No flow run was created.")
 
 

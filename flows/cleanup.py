@@ -49,7 +49,8 @@ def cleanup_expired_sessions(
         {"category": c, "keys": report["candidates"][c], "included": c == "expired" or c in (include or ())}
         for c in CATEGORIES], f"Cleanup of {report['source']}: {verb} {report['total']:,} keys")
     lines = [f"# Cleanup ({'applied' if apply else 'dry run'})", "", f"- source: `{report['source']}`",
-             f"- scanned: {number(report['scanned'])}", f"- {verb}: {number(report['deleted'] if apply else report['total'])}"]
+             f"- scanned: {number(report['scanned'])}",
+             f"- {verb}: {number(report['deleted'] if apply else report['total'])}"]
     if apply:
         lines += [f"- kept because refreshed meanwhile: {number(report['changed'])}",
                   f"- already gone: {number(report['gone'])}",

@@ -63,7 +63,8 @@ def _publish(summary: dict[str, Any], failure: str | None = None) -> None:
             "# Migration dry run: nothing written", "",
             f"- source: `{summary['source']}` ({summary['source_server']})",
             f"- target: `{summary['target']}` ({summary['target_server']})",
-            f"- keys in scope on the source: {number(summary['backup']['keys'])} ({number(summary['backup']['bytes'])} bytes)",
+            f"- keys in scope on the source: {number(summary['backup']['keys'])} "
+            f"({number(summary['backup']['bytes'])} bytes)",
             f"- would create {number(plan['would_create'])}, overwrite {number(plan['would_overwrite'])}; "
             f"target keys in scope {number(plan['target_keys_in_scope'])}, of which kept (not in the source) "
             f"{number(plan['target_only_kept'])}"], "Dry run: nothing written")

@@ -33,10 +33,9 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 
-from .endpoints import RedisEndpoint, translate_redis_errors
-from .errors import InvalidParameter, ScopeViolation, TerminalError
-from .options import BackupOptions
-from .patterns import DEFAULT_PATTERNS, check_patterns
+from .endpoints import RedisEndpoint
+from .errors import CleanupCapExceeded, InvalidParameter, ScopeViolation
+from .options import CLEANUP_CATEGORIES, CLEANUP_OPTIONAL, BackupOptions, CleanupOptions
 from .pipeline import write_snapshot
 from .record import KeyRecord, records_from_batch
 from .redaction import redact_key
@@ -45,11 +44,12 @@ from .sessions import SessionStatus, classify
 from .signing import Keyring
 from .snapshot import PRE_IMAGE_SUFFIX, new_snapshot_id
 from .sources import Read
+from .sinks.redis import RedisSink
 from .sources.redis import RedisSource
 from .sources.segments import scan_fraction
 
-CATEGORIES = ("expired", "stale", "corrupt", "locks", "orphans")
-OPTIONAL = frozenset(CATEGORIES) - {"expired"}
+CATEGORIES = CLEANUP_CATEGORIES
+OPTIONAL = CLEANUP_OPTIONAL
 MAX_EXAMPLES = 5
 
 # ARGV[1] = n candidates, KEYS[1..n]; then per candidate i five arguments from ARGV[2 + 5(i-1)]:
@@ -105,38 +105,6 @@ for i = 1, tonumber(ARGV[1]) do
 end
 return out
 """
-
-
-class CleanupCapExceeded(TerminalError):
-    pass
-
-
-@dataclass(frozen=True)
-class CleanupOptions:
-    patterns: tuple[str, ...] = DEFAULT_PATTERNS
-    include: frozenset[str] = frozenset()  # optional categories on top of "expired"
-    max_age_ms: Mapping[str, int] = field(default_factory=dict)  # store -> idle limit for keys without TTL
-    max_delete: int = 10_000
-    apply: bool = False
-    batch_size: int = 500
-    max_rate: float | None = 5_000.0  # keys deleted per second at most; None = unlimited
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "patterns", check_patterns(self.patterns))
-        object.__setattr__(self, "include", frozenset(self.include))
-        unknown = self.include - OPTIONAL
-        if unknown:
-            raise InvalidParameter(f"Unknown cleanup categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(sorted(unknown))}; "
-                                   f"choose from {', '.join(sorted(OPTIONAL))} (expired is always in).")
-        if isinstance(self.max_delete, bool) or not isinstance(self.max_delete, int) or self.max_delete < 1:
-            raise InvalidParameter(f"max_delete must be a whole number >= 1; got {self.max_delete!r}.")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 10_000:
-            raise InvalidParameter(f"batch_size must be a whole number from 1 to 10,000; got {self.batch_size!r}.")
-        if self.max_rate is not None and (not isinstance(self.max_rate, (int, float)) or self.max_rate <= 0):
-            raise InvalidParameter(f"max_rate must be > 0 keys per second; got {self.max_rate!r}.")
-        for store, limit in self.max_age_ms.items():
-            if not isinstance(limit, int) or limit <= 0:
-                raise InvalidParameter(f"max age for {store} must be a positive duration; got {limit!r}.")
 
 
 @dataclass
@@ -214,7 +182,11 @@ def run_cleanup(endpoint: RedisEndpoint, options: CleanupOptions, *, fs: fsspec.
                                  BackupOptions(patterns=options.patterns, part_rows=100_000,
                                                snapshot_id=f"{new_snapshot_id()}{PRE_IMAGE_SUFFIX}"), keyring)
             report.pre_image = pre.url
-            _delete(source, chosen, options, report)
+            sink = RedisSink(endpoint)
+            try:
+                _delete(sink, chosen, options, report)
+            finally:
+                sink.close()
     finally:
         source.close()
     return report
@@ -250,7 +222,7 @@ def _choose(source: RedisSource, options: CleanupOptions, report: CleanupReport,
             if category in wanted:
                 keep[i] = True
                 _note(report, category, verdict.store, record.key)
-        idle = _idle_ms(source, [batch.column("key")[i].as_py() for i, _, _ in idle_checks])
+        idle = source.idle_ms([batch.column("key")[i].as_py() for i, _, _ in idle_checks])
         for (i, store, otherwise), idle_ms in zip(idle_checks, idle):
             too_old = idle_ms is not None and idle_ms > options.max_age_ms[store]
             category = "expired" if too_old else otherwise
@@ -280,26 +252,11 @@ def _spring_session_key(expires_key: bytes) -> bytes:
 
 
 def _orphans(source: RedisSource, rows, chosen: _Candidates, report: CleanupReport) -> None:
-    with translate_redis_errors(source.endpoint):
-        pipe = source.client.pipeline(transaction=False)
-        for _pattern, _batch, _i, session_key in rows:
-            pipe.exists(session_key)
-        alive = pipe.execute()
+    alive = source.exists([session_key for _pattern, _batch, _i, session_key in rows])
     for (pattern, batch, i, session_key), exists in zip(rows, alive):
         if not exists:
             chosen.add(pattern, batch.slice(i, 1), absent=session_key)
             _note(report, "orphans", "spring", batch.column("key")[i].as_py())
-
-
-def _idle_ms(source: RedisSource, keys: list[bytes]) -> list[int | None]:
-    if not keys:
-        return []
-    with translate_redis_errors(source.endpoint):
-        pipe = source.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.object("idletime", key)
-        replies = pipe.execute(raise_on_error=False)
-    return [r * 1000 if isinstance(r, int) else None for r in replies]  # LFU servers answer an error
 
 
 def _note(report: CleanupReport, category: str, store: str | None, key: bytes) -> None:
@@ -343,7 +300,7 @@ def _expectation(record: KeyRecord) -> tuple[str, str]:
     return record.type, ""
 
 
-def _delete(source: RedisSource, chosen: _Candidates, options: CleanupOptions, report: CleanupReport) -> None:
+def _delete(sink: RedisSink, chosen: _Candidates, options: CleanupOptions, report: CleanupReport) -> None:
     scope = ScopeMatcher(options.patterns)
     rows = list(_rows(chosen))
     keys = [record.key for record, _, _ in rows]
@@ -351,7 +308,6 @@ def _delete(source: RedisSource, chosen: _Candidates, options: CleanupOptions, r
     for key, ok in zip(keys, inside):  # belt and braces: SCAN MATCH chose them, the scope check proves it
         if not ok:
             raise ScopeViolation(f"{redact_key(key)} is outside the cleanup patterns; nothing more will be deleted.")
-    script = source.client.register_script(_COMPARE_AND_DELETE)
     started = time.monotonic()
     for start in range(0, len(rows), options.batch_size):
         batch = rows[start:start + options.batch_size]
@@ -365,8 +321,7 @@ def _delete(source: RedisSource, chosen: _Candidates, options: CleanupOptions, r
             args += [-1 if record.expire_at_ms is None else record.expire_at_ms, kind, digest,
                      "" if idle_limit is None else idle_limit,
                      "" if absent is None else len(batch_keys) + len(absent_keys)]
-        with translate_redis_errors(source.endpoint):
-            outcome = script(keys=batch_keys + absent_keys, args=args)
+        outcome = sink.run_script(_COMPARE_AND_DELETE, batch_keys + absent_keys, args)
         report.deleted += sum(1 for r in outcome if r == 1)
         report.changed += sum(1 for r in outcome if r == 0)
         report.gone += sum(1 for r in outcome if r == -1)

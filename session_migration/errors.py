@@ -17,6 +17,8 @@
         │   └── SignatureInvalid  unsigned or wrongly signed, with a signing key configured
         ├── ScopeViolation        a row or key outside the configured patterns
         ├── WriteConflict         on_conflict=fail, and keys the run would write exist already
+        ├── WriteRefused          the target answered a write with an error retrying would not change
+        ├── CleanupCapExceeded    a cleanup would delete more keys than its cap
         ├── MigrationRefused      a migration's check said no; nothing was written anywhere
         └── MigrationFailed       a migration failed after it started (`.summary`: how far, rolled back?)
 
@@ -96,6 +98,14 @@ class RenameCollision(InvalidParameter):
 
 class WriteConflict(TerminalError):
     """`on_conflict="fail"` and keys the restore or transfer would write already exist on the target."""
+
+
+class WriteRefused(TerminalError):
+    """The target answered a write with an error that retrying would not change."""
+
+
+class CleanupCapExceeded(TerminalError):
+    """A cleanup would delete more keys than `max_delete`; nothing was deleted."""
 
 
 class MigrationRefused(TerminalError):

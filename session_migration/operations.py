@@ -17,12 +17,11 @@ from dataclasses import replace
 from typing import Any
 
 from . import steps
-from .cleanup import CleanupOptions
 from .endpoints import RedisEndpoint, is_block_name
 from .errors import InvalidParameter, MigrationFailed, SnapshotInvalid, SnapshotNotFound
 from .migration import new_migration_id, verification_failure
 from .options import (
-    BackupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions,
+    BackupOptions, CleanupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions,
 )
 from .plan import PLAN_KEYS
 from .runner import Runner

@@ -4,6 +4,7 @@ these in `parameters.py`; the CLI takes its defaults from here."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -215,3 +216,38 @@ class MigrationOptions:
 
     def verify_options(self) -> VerifyOptions:
         return VerifyOptions(patterns=self.patterns, ttl_tolerance_ms=self.ttl_tolerance_ms, batch_size=self.batch_size)
+
+
+CLEANUP_CATEGORIES = ("expired", "stale", "corrupt", "locks", "orphans")
+CLEANUP_OPTIONAL = frozenset(CLEANUP_CATEGORIES) - {"expired"}
+MAX_CLEANUP_BATCH = 10_000
+MAX_DELETE = 100_000_000
+
+
+@dataclass(frozen=True)
+class CleanupOptions:
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    include: frozenset[str] = frozenset()  # optional categories on top of "expired"
+    max_age_ms: Mapping[str, int] = field(default_factory=dict)  # store -> idle limit for keys without TTL
+    max_delete: int = 10_000
+    apply: bool = False
+    batch_size: int = 500
+    max_rate: float | None = 5_000.0  # keys deleted per second at most; None = unlimited
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patterns", _patterns(self.patterns))
+        object.__setattr__(self, "include", frozenset(self.include))
+        unknown = self.include - CLEANUP_OPTIONAL
+        if unknown:
+            raise InvalidParameter(f"Unknown cleanup categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(sorted(unknown))}; "
+                                   f"choose from {', '.join(sorted(CLEANUP_OPTIONAL))} (expired is always in).")
+        _check_int("max_delete", self.max_delete, 1, MAX_DELETE)
+        # a batch is one compare-and-delete script at the server: it blocks the server while it runs
+        _check_int("batch_size", self.batch_size, 1, MAX_CLEANUP_BATCH)
+        _check_bools(self, "apply")
+        if self.max_rate is not None and (not isinstance(self.max_rate, (int, float)) or self.max_rate <= 0):
+            raise InvalidParameter(f"max_rate must be > 0 keys per second; got {self.max_rate!r}.")
+        for store, limit in self.max_age_ms.items():
+            if not isinstance(limit, int) or limit <= 0:
+                raise InvalidParameter(f"max age for {store} must be a positive duration; got {limit!r}.")
+

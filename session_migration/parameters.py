@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import operations
-from .cleanup import CleanupOptions, parse_max_age
+from .cleanup import parse_max_age
 from .errors import InvalidParameter
 from .options import (
-    BackupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions,
+    BackupOptions, CleanupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions,
 )
 from .patterns import DEFAULT_PATTERNS
 from .runner import Runner

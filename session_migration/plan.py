@@ -1,8 +1,7 @@
 """What restore and transfer share before and while they write: the dry-run plan (what each key
 would do on the target), rename collisions and conflicts that refuse a run before its first
-write, the per-batch split of rows into expired / below min_ttl / written (columnar: rename
-and TTL policy are Arrow/NumPy operations over the batch), the result summary and the JSON
-checkpoint.
+write, the per-batch rules (`WriteRules.apply`: rename and TTL policy as Arrow/NumPy operations over
+the batch; rows expired on arrival or below min_ttl left out and counted) and the result summary.
 """
 
 from __future__ import annotations
@@ -15,11 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .schema import RECORD_SCHEMA
 from .options import RestoreOptions
-from .record import records_from_batch
 from .redaction import redact_key
 from .seen import SeenKeys
-from .sinks.redis import RedisSink, WriteItem
 
 MAX_EXAMPLES = 5
 PLAN_KEYS = ("would_create", "would_overwrite", "would_skip_existing")
@@ -58,6 +56,21 @@ class WriteRules:
         renamed = pc.binary_join_element_wise(pa.scalar(new, pa.binary()), pc.binary_slice(keys, len(old), 2**31 - 1),
                                               pa.scalar(b"", pa.binary()))
         return pc.if_else(pc.starts_with(keys, old), renamed, keys)
+
+    def apply(self, batch: pa.RecordBatch, now_ms: int, since_ms: int | None, counters: Any) -> pa.RecordBatch:
+        """The records to write for `batch`: renamed, with the expiry the TTL policy gives them
+        (`expire_at_ms` becomes the instant to expire at on the target), without the rows
+        that would arrive expired or below min_ttl (counted in `counters`)."""
+        expiries = self.expiries(batch.column("expire_at_ms"), now_ms, since_ms)
+        counters.expired_on_arrival += int(expiries.expired.sum())
+        counters.below_min_ttl += int(expiries.below_min_ttl.sum())
+        names = self.target_names(batch.column("key"))
+        renamed = batch.set_column(batch.schema.get_field_index("key"), RECORD_SCHEMA.field("key"), names) \
+            if names is not batch.column("key") else batch
+        written = renamed.set_column(renamed.schema.get_field_index("expire_at_ms"), RECORD_SCHEMA.field("expire_at_ms"),
+                                     expiries.pxat)
+        kept = expiries.kept
+        return written if kept.all() else written.filter(pa.array(kept))
 
     def expiries(self, expire_at_ms: pa.Array, now_ms: int, since_ms: int | None) -> Expiries:
         """absolute: the source's instant; relative: the TTL `expire_at_ms` had at `since_ms`
@@ -147,37 +160,4 @@ def run_summary(head: dict[str, Any], counters: Any, *, checkpoint: str | None, 
     return data
 
 
-def write_batch(sink: RedisSink, batch: pa.RecordBatch, names: pa.Array, expiries: Expiries, counters: Any,
-                *, replace: bool) -> None:
-    """Write the rows of `batch` under `names` with their `expiries`; count the rows dropped
-    (expired on arrival, below min_ttl) and the sink's writes in `counters`.
-
-    Strings without a DUMP payload (sessions) go to the sink's columnar SET path; the others
-    (typed values, DUMP payloads) are probed and written key by key. Counts of the SETs still
-    in flight arrive with a later batch or with `sink.flush()`.
-    """
-    counters.expired_on_arrival += int(expiries.expired.sum())
-    counters.below_min_ttl += int(expiries.below_min_ttl.sum())
-    kept = expiries.kept
-    plain = kept & _plain_strings(batch)
-    keys, values, pxat = names, batch.column("value"), expiries.pxat
-    if not plain.all():
-        chosen = pa.array(plain)
-        keys, values, pxat = keys.filter(chosen), values.filter(chosen), pxat.filter(chosen)
-    counters.add_sink(sink.write_strings(keys, values, pxat, replace=replace))
-    others = kept & ~plain
-    if others.any():
-        chosen = pa.array(others)
-        targets = names.filter(chosen).to_pylist()
-        items = [WriteItem(name, rec, at) for name, rec, at
-                 in zip(targets, records_from_batch(batch.filter(chosen)), expiries.pxat.filter(chosen).to_pylist())]
-        _, exists = sink.probe(targets)
-        counters.add_sink(sink.write(items, exists, replace=replace))
-
-
-def _plain_strings(batch: pa.RecordBatch) -> np.ndarray:
-    plain = pc.equal(batch.column("type"), "string")
-    if "dump" in batch.schema.names:
-        plain = pc.and_(plain, pc.is_null(batch.column("dump")))
-    return plain.to_numpy(zero_copy_only=False)
 

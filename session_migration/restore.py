@@ -44,15 +44,16 @@ from .options import RestoreOptions
 from .patterns import DEFAULT_PATTERNS
 from .plan import (
     PLAN_KEYS, RenameCollisions, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
-    write_batch,
 )
-from .prefetch import prefetch
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .signing import Keyring, resolve
 from .sinks.redis import RedisSink, SinkTotals
 from .state import StateFile
-from .snapshot import PartInfo, Snapshot, open_snapshot, verify_part
+from .pipeline import copy
+from .sources import Read
+from .sources.snapshot import SnapshotSource
+from .snapshot import Snapshot, open_snapshot
 from .validation import validate_snapshot
 
 RESTORES = "restores"
@@ -112,6 +113,16 @@ class RestoreResult:
     plan: dict[str, int] | None = None
     server: str | None = None
     scope_from: str | None = None  # what decided the keys that may be written (`write_scope`)
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any]) -> RestoreResult:
+        """The result a summary (`summary()`, or the restore_sessions flow's) describes."""
+        plan = {k: summary[k] for k in PLAN_KEYS if k in summary} if summary.get("dry_run") else None
+        return cls(snapshot=summary["snapshot"], snapshot_id=summary["snapshot_id"], target=summary["target"],
+                   counters=RestoreCounters.from_dict(summary), dry_run=bool(summary.get("dry_run")),
+                   parts=summary.get("parts", 0), resumed_parts=summary.get("resumed_parts", 0),
+                   checkpoint=summary.get("checkpoint"), plan=plan, server=summary.get("server"),
+                   scope_from=summary.get("scope_from"))
 
     def summary(self) -> dict[str, Any]:
         head = {"snapshot": self.snapshot, "snapshot_id": self.snapshot_id, "target": self.target,
@@ -343,36 +354,39 @@ def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: s
     parts = {p.name: p for p in snap.parts}
     if part_name not in parts:
         raise InvalidParameter(f"The snapshot {snap.url} has no part named {part_name!r}.")
-    part: PartInfo = parts[part_name]
+    part = parts[part_name]
     ckpt_path = checkpoint_path(snap, endpoint, options)
     checkpoint = _load_checkpoint(snap, endpoint, options, ckpt_path, keyring)
     if checkpoint is None or not checkpoint.preflight_passed or checkpoint.finished_at is not None:
         raise InvalidParameter(f"No restore of {snap.url} to {endpoint.display_url} with these options is under way; run check_restore first.")
     if part_name in checkpoint.parts:
         return {"part": part_name, "resumed": True, **checkpoint.parts[part_name]}
-    if verify:
-        verify_part(snap.fs, snap.part_path(part), part)
     rules = _Rules(snap, options)
-    replace_existing = options.on_conflict == "replace"
     counters = RestoreCounters()
-    sink = _sink or RedisSink(endpoint)
+    sink = _sink or RedisSink(endpoint, replace=options.on_conflict == "replace")
     index = [p.name for p in snap.parts].index(part_name)
-    try:
-        one = Snapshot(fs=snap.fs, path=snap.path, manifest=snap.manifest, parts=[part])
-        # Parquet is decoded in a thread (outside the GIL) while this one packs and sends
-        for batch in prefetch(one.iter_batches(batch_size=options.batch_size)):
-            counters.rows += batch.num_rows
-            chosen = rules.selected(batch, part_name)
-            setattr(counters, rules.unselected, getattr(counters, rules.unselected) + batch.num_rows - chosen.num_rows)
+    source = SnapshotSource(snap, parts=[part_name], batch_size=options.batch_size, verify=verify)
+
+    def take(group: list[Read]) -> list[pa.RecordBatch]:
+        batches = []
+        for read in group:
+            counters.rows += read.rows
+            if not read.rows:
+                continue
+            chosen = rules.selected(read.batch, part_name)
+            setattr(counters, rules.unselected, getattr(counters, rules.unselected) + read.rows - chosen.num_rows)
             if chosen.num_rows:
-                expiries = rules.expiries(chosen.column("expire_at_ms"), sink.now_ms(), rules.finished_ms)
-                write_batch(sink, chosen, rules.target_names(chosen.column("key")), expiries, counters,
-                            replace=replace_existing)
-            if progress:
-                progress(RestoreProgress(snap.snapshot_id, part_name, len(checkpoint.parts), len(snap.parts),
-                                         counters.rows, counters.written,
-                                         (index + min(1.0, counters.rows / max(1, part.rows))) / len(snap.parts)))
-        counters.add_sink(sink.flush())  # the part is recorded only once every write is answered
+                batches.append(rules.apply(chosen, sink.now_ms(), rules.finished_ms, counters))
+        return batches
+
+    def report(_position: Any) -> None:
+        progress(RestoreProgress(snap.snapshot_id, part_name, len(checkpoint.parts), len(snap.parts), counters.rows,
+                                 counters.written, (index + min(1.0, counters.rows / max(1, part.rows))) / len(snap.parts)))
+
+    try:
+        # the part is recorded only once every write is answered: one commit, at its end
+        copy(source.read(), sink, take, group_rows=1, on_commit=lambda _position, done: counters.add_sink(done),
+             on_group=report if progress else None)
     finally:
         if _sink is None:
             sink.close()
@@ -407,34 +421,23 @@ def finish_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: R
                          scope_from=write_scope(snap, options)[0])
 
 
-def run_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: RestoreOptions,
+def run_restore(snapshot: storage.Location | Snapshot, endpoint: RedisEndpoint, options: RestoreOptions,
                 progress: ProgressFn | None = None, *, storage_options: dict[str, Any] | None = None,
                 keyring: Keyring | None = None) -> RestoreResult:
     """Restore a snapshot into `endpoint`: validate, plan, write part by part, resumable. With a
-    signing key configured (`keyring`, default: the environment's), only a signed snapshot."""
-    keyring = resolve(keyring)
-    fs, path = _resolve(snapshot, storage_options)
-    check = check_restore(snapshot, endpoint, options, storage_options=storage_options, keyring=keyring)
-    snap = open_snapshot(fs, path, verify=False, keyring=keyring)
-    if options.dry_run:
-        plan = check.get("plan", {})
-        counters = RestoreCounters(rows=plan.get("rows", 0), not_selected=plan.get("not_selected", 0),
-                                   outside_default_patterns=plan.get("outside_default_patterns", 0),
-                                   expired_on_arrival=plan.get("expired_on_arrival", 0),
-                                   below_min_ttl=plan.get("below_min_ttl", 0))
-        return RestoreResult(snapshot=snap.url, snapshot_id=snap.snapshot_id, target=endpoint.display_url,
-                             counters=counters, dry_run=True, parts=len(snap.parts), server=check["server"],
-                             plan={k: plan.get(k, 0) for k in PLAN_KEYS}, scope_from=check["scope_from"])
-    sink = RedisSink(endpoint)
-    resumed = 0
-    try:
-        for name in check["parts"]:
-            done = restore_part(snap, endpoint, name, options, progress=progress, verify=False, _sink=sink,
-                                keyring=keyring)
-            resumed += bool(done["resumed"])
-    finally:
-        sink.close()
-    return finish_restore(snap, endpoint, options, resumed_parts=resumed, server=check["server"], keyring=keyring)
+    signing key configured (`keyring`, default: the environment's), only a signed snapshot.
+    This is `operations.restore_sessions` run directly: the restore_sessions flow runs the same."""
+    from .operations import restore_sessions
+    from .runner import DirectRunner, Feedback
+
+    class Progress(Feedback):
+        def progress(self, key: str, description: str, event: Any) -> None:
+            if progress:
+                progress(event)
+
+    summary = restore_sessions(DirectRunner(Progress()), _resolve(snapshot, storage_options), endpoint, options,
+                               keys=keyring)
+    return RestoreResult.from_summary(summary)
 
 
 def restore(snapshot: str | Snapshot, target: str | RedisEndpoint, *, storage_options: dict[str, Any] | None = None,

@@ -13,10 +13,10 @@ from typing import Any
 
 from . import migration, restore, storage, transfer as transfer_core
 from .audit import open_for_audit, read_report, write_audit_report
-from .cleanup import CleanupOptions, run_cleanup
+from .cleanup import run_cleanup
 from .endpoints import SCHEMES, RedisEndpoint, resolve_connection
 from .errors import InvalidParameter, SnapshotNotFound
-from .options import BackupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions
+from .options import BackupOptions, CleanupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions
 from .pipeline import run_backup
 from .preflight import check_backup as _check_backup
 from .retention import prune_snapshots

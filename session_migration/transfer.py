@@ -33,7 +33,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,15 +46,15 @@ from .errors import InvalidParameter, RenameCollision, WriteConflict
 from .options import TransferOptions
 from .plan import (
     PLAN_KEYS, RenameCollisions, WriteRules, count_outcome, new_plan, refuse_conflicts, run_summary,
-    write_batch,
 )
 from .prefetch import prefetch
-from .redis_glob import ScopeMatcher
 from .seen import SeenKeys
 from .signing import Keyring, resolve
-from .sinks.redis import RedisSink, SinkTotals
+from .pipeline import copy
+from .sinks.redis import RedisSink, SinkCounts, SinkTotals
+from .sources import Read
 from .state import StateFile
-from .sources.redis import Chunk, RedisSource
+from .sources.redis import RedisSource
 from .sources.segments import scan_fraction
 
 TRANSFERS = "transfers"
@@ -215,7 +215,7 @@ def _plan(source: RedisSource, sink: RedisSink, options: TransferOptions, *, pro
     collisions = RenameCollisions()
     relative = options.ttl_policy == "relative"
     plan = new_plan("scanned", "keys", "vanished", "duplicates")
-    for _cursor, keys in _key_chunks(source, ScopeMatcher(options.patterns), options.batch_size):
+    for _cursor, keys in source.keyspace_chunks():
         plan["scanned"] += len(keys)
         if not keys:
             continue
@@ -245,33 +245,6 @@ def _plan(source: RedisSource, sink: RedisSink, options: TransferOptions, *, pro
     return plan
 
 
-def _key_chunks(source: RedisSource, scope: ScopeMatcher, batch_size: int, cursor: int = 0
-                ) -> Iterator[tuple[int, list[bytes]]]:
-    """(cursor after, keys in scope) of one walk over the keyspace from `cursor`, in chunks of
-    at least `batch_size` keys. A chunk ends at a SCAN page boundary, so the cursor after it is
-    a valid place to resume from; 0 ends the walk. With one pattern the server matches it
-    (fewer names sent); with several, `MATCH *` and the match happens here. Either way the
-    cursor walks the same keyspace, and every name is checked here."""
-    match = scope.patterns[0] if len(scope.patterns) == 1 else "*"
-    keys: list[bytes] = []
-    while True:
-        cursor, page = source.scan_page(match, cursor, batch_size)
-        if page:
-            column = pa.array(page, pa.binary())
-            keys.extend(column.filter(pa.array(scope.mask(column))).to_pylist())
-        if len(keys) >= batch_size or cursor == 0:
-            yield cursor, keys
-            keys = []
-        if cursor == 0:
-            return
-
-
-def _read_chunks(source: RedisSource, scope: ScopeMatcher, batch_size: int, cursor: int) -> Iterator[Chunk]:
-    """`_key_chunks` with the keys read."""
-    for after, keys in _key_chunks(source, scope, batch_size, cursor):
-        yield Chunk(0, after, len(keys), source.read_keys(keys) if keys else None)
-
-
 def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, *,
                    checkpoint_fs: fsspec.AbstractFileSystem | None = None,
                    checkpoint_path: str | None = None, keyring: Keyring | None = None) -> dict[str, Any]:
@@ -281,7 +254,8 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
     _check_endpoints(source, target)
     fs, root = _resolve_root(checkpoint_fs, checkpoint_path)
     ckpt_path = checkpoint_file(root, source, target, options)
-    src = RedisSource(source, preserve_ttl=options.ttl_policy != "none")
+    src = RedisSource(source, patterns=options.patterns, batch_size=options.batch_size, walk="keyspace",
+                      preserve_ttl=options.ttl_policy != "none")
     try:
         sink = RedisSink(target)
         try:
@@ -359,14 +333,15 @@ def run_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transfer
 
 def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, fs, ckpt_path: str,
           checkpoint: TransferCheckpoint, progress: ProgressFn | None, checkpoint_every: int, keyring: Keyring) -> int:
-    """The copy loop; returns how many checkpoints it saved. Marks the checkpoint finished."""
+    """The copy, through the one loop (`pipeline.copy`): a keyspace walk of the source into the
+    target, the checkpoint saved every `checkpoint_every` written keys once the target has
+    answered them. Returns how many checkpoints it saved; marks the checkpoint finished."""
     rules = WriteRules(options)
-    replace_existing = options.on_conflict == "replace"
     relative = options.ttl_policy == "relative"
     seen = SeenKeys()
     saves = 0
-    since = 0
-    src = RedisSource(source, preserve_ttl=options.ttl_policy != "none")
+    src = RedisSource(source, patterns=options.patterns, batch_size=options.batch_size, walk="keyspace",
+                      preserve_ttl=options.ttl_policy != "none")
     try:
         run_id = src.run_id()
         if checkpoint.source_run_id not in (None, run_id) or checkpoint.walk != KEYSPACE_WALK:
@@ -376,60 +351,51 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
             checkpoint.pattern_index, checkpoint.cursor, checkpoint.counters = 0, 0, {}
         checkpoint.source_run_id, checkpoint.walk = run_id, KEYSPACE_WALK
         counters = TransferCounters.from_dict(checkpoint.counters)
-        sink = RedisSink(target)
+        sink = RedisSink(target, replace=options.on_conflict == "replace")
+        dbsize = src.dbsize()
+        best = 0.0
+
+        def take(group: list[Read]) -> list[pa.RecordBatch]:
+            batches = []
+            for read in group:
+                counters.scanned += read.scanned
+                counters.vanished += read.vanished
+                if not read.rows:
+                    continue
+                fresh = seen.add_new(read.batch.column("key").to_pylist())
+                batch = read.batch if fresh.all() else read.batch.filter(pa.array(fresh))
+                counters.duplicates += len(fresh) - batch.num_rows
+                counters.keys += batch.num_rows
+                if batch.num_rows:
+                    batches.append(rules.apply(batch, sink.now_ms(), src.now_ms() if relative else None, counters))
+            return batches
+
+        def save(position: tuple[int, int], done: SinkCounts) -> None:
+            nonlocal saves
+            counters.add_sink(done)  # the position covers only answered writes
+            checkpoint.pattern_index, checkpoint.cursor = position or (checkpoint.pattern_index, checkpoint.cursor)
+            checkpoint.counters = counters.as_dict()
+            checkpoint.write(fs, ckpt_path)
+            saves += 1
+
+        def report(position: tuple[int, int]) -> None:
+            nonlocal best
+            walked, cursor = position
+            best = max(best, 1.0 if walked else scan_fraction(cursor, dbsize))
+            progress(TransferProgress(counters.keys, counters.written, counters.scanned, walked,
+                                      len(options.patterns), cursor, saves, best))
+
         try:
-            dbsize = src.dbsize()
-            scope = ScopeMatcher(options.patterns)
-            walked = checkpoint.pattern_index == 1
-            chunks = iter(()) if walked else _read_chunks(src, scope, options.batch_size, checkpoint.cursor)
-            chunk: Chunk
-            best = 0.0
-            for chunk in prefetch(chunks, depth=2):
-                counters.scanned += chunk.scanned
-                if chunk.result is not None:
-                    counters.vanished += chunk.result.vanished
-                    since += _write_chunk(chunk, src, sink, rules, seen, counters, replace_existing, relative)
-                done = int(chunk.cursor == 0)  # the position after this chunk: (walk done, cursor)
-                if since >= checkpoint_every:
-                    counters.add_sink(sink.flush())  # the position covers only answered writes
-                    checkpoint.pattern_index, checkpoint.cursor = done, chunk.cursor
-                    checkpoint.counters = counters.as_dict()
-                    checkpoint.write(fs, ckpt_path)
-                    saves += 1
-                    since = 0
-                if progress:
-                    best = max(best, 1.0 if done else scan_fraction(chunk.cursor, dbsize))
-                    progress(TransferProgress(counters.keys, counters.written, counters.scanned, done,
-                                              len(options.patterns), chunk.cursor, saves, best))
-            counters.add_sink(sink.flush())
+            copy(prefetch(src.read((checkpoint.pattern_index, checkpoint.cursor)), depth=2), sink, take,
+                 group_rows=1, commit_rows=checkpoint_every, on_commit=save, on_group=report if progress else None)
         finally:
             sink.close()
     finally:
         src.close()
     checkpoint.pattern_index, checkpoint.cursor = 1, 0
-    checkpoint.counters = counters.as_dict()
     checkpoint.finished_at = _now_iso()
     checkpoint.write(fs, ckpt_path)
-    return saves + 1
-
-
-def _write_chunk(chunk: Chunk, src: RedisSource, sink: RedisSink, rules: WriteRules, seen: SeenKeys,
-                 counters: TransferCounters, replace_existing: bool, relative: bool) -> int:
-    """Write one chunk's keys; returns how many distinct keys it held."""
-    batch = chunk.result.batch
-    if not batch.num_rows:
-        return 0
-    fresh = seen.add_new(batch.column("key").to_pylist())
-    if not fresh.all():
-        batch = batch.filter(pa.array(fresh))
-    counters.duplicates += len(fresh) - batch.num_rows
-    counters.keys += batch.num_rows
-    if not batch.num_rows:
-        return 0
-    source_now = src.now_ms() if relative else None
-    expiries = rules.expiries(batch.column("expire_at_ms"), sink.now_ms(), source_now)
-    write_batch(sink, batch, rules.target_names(batch.column("key")), expiries, counters, replace=replace_existing)
-    return batch.num_rows
+    return saves
 
 
 def transfer(source: str | RedisEndpoint, target: str | RedisEndpoint, *, checkpoint_path: str | None = None,

@@ -17,8 +17,7 @@ from typing import Any, Optional
 
 import typer
 
-from session_migration.cleanup import CleanupOptions
-from session_migration.options import BackupOptions, RestoreOptions
+from session_migration.options import BackupOptions, CleanupOptions, RestoreOptions
 
 from .run import EXIT_SIGINT, Invocation, install_signal_handlers, masked_command
 from .terminal import Report, emit_error, safe, table

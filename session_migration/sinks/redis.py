@@ -37,8 +37,8 @@ import pyarrow.compute as pc
 import redis
 
 from ..endpoints import RedisEndpoint, translate_redis_errors
-from ..errors import ScopeViolation, TerminalError
-from ..record import KeyRecord
+from ..errors import ScopeViolation, WriteRefused
+from ..record import KeyRecord, records_from_batch
 from ..redaction import redact_key
 from ..sources import resp
 from ..sources.redis import ServerInfo, server_info
@@ -85,10 +85,6 @@ return 1
 """
 
 
-class WriteRefused(TerminalError):
-    """The target answered a write with an error that retrying would not change."""
-
-
 @dataclass(frozen=True, slots=True)
 class WriteItem:
     key: bytes  # the key to write (after any rename)
@@ -107,8 +103,14 @@ class SinkCounts:
     typed_writes: int = 0
     refused_examples: list[str] = field(default_factory=list)
 
+    def add(self, other: SinkCounts) -> None:
+        for name in SINK_TOTALS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.refused_examples.extend(other.refused_examples[: max(0, MAX_REFUSED_EXAMPLES - len(self.refused_examples))])
+
 
 SINK_TOTALS = tuple(f.name for f in fields(SinkCounts) if f.name != "refused_examples")
+MAX_REFUSED_EXAMPLES = 5
 
 
 class SinkTotals:
@@ -127,10 +129,15 @@ class SinkTotals:
 
 
 class RedisSink:
-    """One database of one target server. Holds a connection; not thread-safe."""
+    """One database of one target server, as a `Sink` (`write` a batch of records, `commit`,
+    `abort`), plus what planning and rollbacks ask of a target (`probe`, `now_ms`, `unlink`).
+    With `replace` off, a key that exists is kept (skipped), also one that appears between a
+    probe and the write. Holds a connection; not thread-safe."""
 
-    def __init__(self, endpoint: RedisEndpoint, *, client: redis.Redis | None = None):
+    def __init__(self, endpoint: RedisEndpoint, *, replace: bool = True, client: redis.Redis | None = None):
         self.endpoint = endpoint
+        self.replace = replace
+        self._done = SinkCounts()  # counts since the last commit
         self.client = client or endpoint.connect()
         self._conn: Any = None  # the connection held while SETs are in flight
         self._inflight: deque[_SentSets] = deque()
@@ -177,6 +184,49 @@ class RedisSink:
             return 0
         replies = self._execute(resp.pack_per_key(b"UNLINK", keys), len(keys))
         return sum(int(r) for r in replies if isinstance(r, int))
+
+    def run_script(self, script: str, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        """Run a Lua script atomically at the server (registered once, then by its digest): how
+        a caller checks and changes keys in one step (cleanup's compare-and-delete)."""
+        scripts = self.__dict__.setdefault("_scripts", {})
+        if script not in scripts:
+            scripts[script] = self.client.register_script(script)
+        self._drain()
+        with translate_redis_errors(self.endpoint):
+            return scripts[script](keys=list(keys), args=list(args))
+
+    # -- the Sink contract --------------------------------------------------------------------
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Write records (key: the name on the target; expire_at_ms: the instant to expire at,
+        null for none). Strings without a DUMP payload (sessions) take the pipelined SET path;
+        the others (typed values, DUMP payloads) are probed and written key by key."""
+        if not batch.num_rows:
+            return
+        plain = _plain_strings(batch)
+        keys, values, pxat = batch.column("key"), batch.column("value"), batch.column("expire_at_ms")
+        if not plain.all():
+            chosen = pa.array(plain)
+            keys, values, pxat = keys.filter(chosen), values.filter(chosen), pxat.filter(chosen)
+        self._done.add(self.write_strings(keys, values, pxat, replace=self.replace))
+        if not plain.all():
+            others = batch.filter(pa.array(~plain))
+            targets = others.column("key").to_pylist()
+            items = [WriteItem(key, record, at) for key, record, at
+                     in zip(targets, records_from_batch(others), others.column("expire_at_ms").to_pylist())]
+            _, exists = self.probe(targets)
+            self._done.add(self.write_items(items, exists, replace=self.replace))
+
+    def commit(self) -> SinkCounts:
+        """Wait until the server has answered every write; the counts since the last commit."""
+        self._done.add(self.flush())
+        done, self._done = self._done, SinkCounts()
+        return done
+
+    def abort(self) -> None:
+        """Stop waiting for writes in flight (they are idempotent and repeated on resume)."""
+        self._abandon()
+        self._done = SinkCounts()
 
     # -- strings, pipelined without waiting ---------------------------------------------------
 
@@ -266,7 +316,7 @@ class RedisSink:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def write(self, items: Sequence[WriteItem], exists: Sequence[bool], replace: bool) -> SinkCounts:
+    def write_items(self, items: Sequence[WriteItem], exists: Sequence[bool], replace: bool) -> SinkCounts:
         """Write `items`; `exists` is what a probe just saw. With `replace` False, keys that
         exist are left alone (counted as skipped), also when they appear between probe and write."""
         counts = SinkCounts()
@@ -522,3 +572,11 @@ def _create_if_absent(item: WriteItem) -> bytes:
         raise WriteRefused(f"The snapshot row for a {rec.type} key has no elements to write.")
     expire = b"" if item.pxat is None else b"%d" % item.pxat
     return resp.pack([b"EVAL", _CREATE_IF_ABSENT, b"1", item.key, rec.type.encode(), expire, *elements])
+
+
+def _plain_strings(batch: pa.RecordBatch) -> np.ndarray:
+    """Rows that are strings without a DUMP payload: the columnar SET path."""
+    plain = pc.equal(batch.column("type"), "string")
+    if "dump" in batch.schema.names:
+        plain = pc.and_(plain, pc.is_null(batch.column("dump")))
+    return plain.to_numpy(zero_copy_only=False)

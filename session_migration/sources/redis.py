@@ -21,6 +21,7 @@ import hiredis
 
 from . import Read, resp
 from ..endpoints import RedisEndpoint, translate_redis_errors
+from ..redis_glob import ScopeMatcher
 from ..schema import RECORD_SCHEMA
 from ..sessions import detect_store
 from ..sessions.detect import store_prefix
@@ -74,8 +75,13 @@ def after(pattern_index: int, cursor: int) -> tuple[int, int]:
 
 class RedisSource:
     """Scan and read one database of one server: a `Source` (`read`, `close`) over the keys of
-    `patterns` (in `segment` of each pattern's SCAN walk), plus the reads other steps need
-    (`read_keys`, `key_chunks`, `dbsize`). Holds a connection; not thread-safe."""
+    `patterns`, plus the reads other steps need (`read_keys`, `key_chunks`, `exists`, ...).
+    Holds a connection; not thread-safe.
+
+    Two walks: "patterns" (one SCAN MATCH walk per pattern, in `segment` of each; reads
+    streamed ahead: a backup), or "keyspace" (one SCAN walk over every key, matched here
+    against all the patterns; positions (0, cursor) then (1, 0) when done: a transfer, whose
+    writes would otherwise be repeated once per pattern a key matches)."""
 
     def __init__(
         self,
@@ -84,12 +90,13 @@ class RedisSource:
         patterns: Sequence[str] = (),
         batch_size: int = 1000,
         segment: Segment = WHOLE,
+        walk: str = "patterns",
         preserve_ttl: bool = True,
         capture_dump: bool = False,
         client: redis.Redis | None = None,
     ):
         self.endpoint = endpoint
-        self.patterns, self.batch_size, self.segment = tuple(patterns), batch_size, segment
+        self.patterns, self.batch_size, self.segment, self.walk = tuple(patterns), batch_size, segment, walk
         self.preserve_ttl = preserve_ttl
         self.capture_dump = capture_dump
         self.client = client or endpoint.connect()
@@ -152,10 +159,41 @@ class RedisSource:
         """The keys of `patterns` from `start` ((pattern index, cursor); None: the beginning),
         read, one `Read` per chunk of at least `batch_size` keys; each position is a valid
         resume point ((len(patterns), 0) once the walk is done)."""
+        if self.walk == "keyspace":
+            yield from self._keyspace(*(start or (0, 0)))
+            return
         for chunk in self.read_chunks(self.patterns, self.batch_size, *(start or (0, 0)), segment=self.segment):
             result = chunk.result
             yield Read(position=after(chunk.pattern_index, chunk.cursor), batch=result.batch if result else None,
                        scope=chunk.pattern_index, scanned=chunk.scanned, vanished=result.vanished if result else 0)
+
+    def _keyspace(self, done: int, cursor: int) -> Iterator[Read]:
+        """The keyspace walk, read (see `keyspace_chunks`)."""
+        if done:
+            return
+        for cursor, keys in self.keyspace_chunks(cursor):
+            result = self.read_keys(keys) if keys else None
+            yield Read(position=after(0, cursor), batch=result.batch if result else None, scanned=len(keys),
+                       vanished=result.vanished if result else 0)
+
+    def keyspace_chunks(self, cursor: int = 0) -> Iterator[tuple[int, list[bytes]]]:
+        """(cursor after, keys in scope) of one SCAN walk over every key from `cursor`, in chunks
+        of at least `batch_size` keys, each ending at a SCAN page boundary (a valid resume point;
+        0 ends the walk). With one pattern the server matches it (fewer names sent); with
+        several, `MATCH *` and the match happens here. Either way every name is checked here."""
+        scope = ScopeMatcher(self.patterns)
+        match = self.patterns[0] if len(self.patterns) == 1 else "*"
+        keys: list[bytes] = []
+        while True:
+            cursor, page = self.scan_page(match, cursor, self.batch_size)
+            if page:
+                column = pa.array(page, pa.binary())
+                keys.extend(column.filter(pa.array(scope.mask(column))).to_pylist())
+            if len(keys) >= self.batch_size or cursor == 0:
+                yield cursor, keys
+                keys = []
+            if cursor == 0:
+                return
 
     # -- what other steps ask of a source -----------------------------------------------------
 
@@ -174,6 +212,18 @@ class RedisSource:
         """Whether each key exists now (one pipelined round trip)."""
         with translate_redis_errors(self.endpoint):
             return [bool(r) for r in resp.execute(self.client, resp.pack_per_key(b"EXISTS", keys), len(keys))]
+
+    def idle_ms(self, keys: Sequence[bytes]) -> list[int | None]:
+        """How long each key has gone unused, in ms (OBJECT IDLETIME); None where the server
+        cannot tell (an LFU eviction policy) or the key is gone."""
+        if not keys:
+            return []
+        with translate_redis_errors(self.endpoint):
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.object("idletime", key)
+            replies = pipe.execute(raise_on_error=False)
+        return [r * 1000 if isinstance(r, int) else None for r in replies]
 
     def expiries(self, keys: Sequence[bytes]) -> list[int | None | bool]:
         """Absolute expiry of each key in Unix ms (None: no expiry), or False when it is gone."""

@@ -14,6 +14,7 @@ from session_migration.demo import OUT_OF_SCOPE, seed
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import InvalidParameter
 from session_migration.restore import restore
+from session_migration.sinks.redis import RedisSink
 from session_migration.sources.redis import RedisSource
 
 pytestmark = pytest.mark.integration
@@ -117,7 +118,11 @@ def test_a_session_refreshed_after_the_scan_is_kept(planted):
     report = CleanupReport(source=server.url, dry_run=False)
     chosen = _choose(source, options, report, int(time.time() * 1000))
     r.set(keys["corrupt"][0], b'{"cookie": {}}', px=HOUR)  # the application rewrote it meanwhile
-    _delete(source, chosen, options, report)
+    sink = RedisSink(endpoint(server))
+    try:
+        _delete(sink, chosen, options, report)
+    finally:
+        sink.close()
     assert report.changed == 1 and report.deleted == 1  # the refreshed one kept, the expired one deleted
     assert r.exists(keys["corrupt"][0])
 

@@ -119,3 +119,27 @@ def test_snapshot_sink_commits_durable_parts_and_abort_leaves_none(snapshot_plac
     read = Snapshot(fs=fs, path=path, manifest={}, parts=parts)
     read.verify_parts()  # sha256 and rows as committed
     assert read.read_table(["key"]).column("key").to_pylist() == [b"a", b"b", b"c", b"d"]
+
+
+def test_redis_sink_commits_every_write_and_counts_it(server):
+    from session_migration.sinks.redis import RedisSink
+
+    r = server.client()
+    r.set(b"kept", b"the target's own")
+    expire_at = int(__import__("time").time() * 1000) + 3_600_000
+    batch = _batch([b"a", b"b", b"kept"])
+    batch = batch.set_column(batch.schema.get_field_index("expire_at_ms"), RECORD_SCHEMA.field("expire_at_ms"),
+                             pa.array([expire_at, None, None], pa.int64()))
+    sink = RedisSink(RedisEndpoint.from_url(server.url), replace=False)
+    try:
+        sink.write(batch)
+        done = sink.commit()
+        assert (done.written, done.created, done.skipped_existing) == (2, 2, 1)
+        assert sink.commit().written == 0  # nothing since: nothing counted twice
+        sink.write(_batch([b"c"]))
+        sink.abort()  # stops waiting; the write may have landed (idempotent), it is never counted
+        assert sink.commit().written == 0
+    finally:
+        sink.close()
+    assert (r.get(b"a"), r.get(b"b"), r.get(b"kept")) == (b"a", b"b", b"the target's own")
+    assert r.execute_command("PEXPIRETIME", b"a") == expire_at and r.pttl(b"b") == -1

@@ -50,7 +50,11 @@ def _cleanup_split(server, options, meanwhile):
     try:
         chosen = _choose(source, options, report, int(time.time() * 1000))
         meanwhile(r)
-        _delete(source, chosen, options, report)
+        sink = RedisSink(RedisEndpoint.from_url(server.url))
+        try:
+            _delete(sink, chosen, options, report)
+        finally:
+            sink.close()
     finally:
         source.close()
     return report
@@ -149,7 +153,7 @@ def test_skip_never_overwrites_a_key_created_after_the_probe(server, kind):
         assert not any(exists)
         theirs = f"sess:{kind}".encode()
         r.set(theirs, b"created by the application after the probe")  # the race, every time
-        counts = sink.write(items, exists, replace=False)
+        counts = sink.write_items(items, exists, replace=False)
     finally:
         sink.close()
     assert r.get(theirs) == b"created by the application after the probe" and r.ttl(theirs) == -1
@@ -173,7 +177,7 @@ def test_skip_keeps_a_key_created_after_the_probe_in_a_dump_restore(valkey):
         item = WriteItem(b"sess:l", KeyRecord(b"sess:l", "list", items=(b"a",), dump=dump), None)
         _, exists = sink.probe([b"sess:l"])
         r.set(b"sess:l", b"theirs")
-        counts = sink.write([item], exists, replace=False)
+        counts = sink.write_items([item], exists, replace=False)
     finally:
         sink.close()
     assert counts.skipped_existing == 1 and r.get(b"sess:l") == b"theirs"
