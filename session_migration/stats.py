@@ -53,7 +53,7 @@ UNKNOWN_STORE = "unknown"  # the name the manifest's by_store also uses for "no 
 OTHER_TYPE = "other"  # by_type's row for type names Redis does not have
 
 # Remaining lifetime buckets; a key whose expiry is at or before `now` is expired (as in classify).
-TTL_BUCKETS: tuple[str, ...] = ("expired", "<1h", "1-6h", "6-24h", "1-7d", ">7d", "no TTL")
+TTL_BUCKETS: tuple[str, ...] = ("TTL passed", "<1h", "1-6h", "6-24h", "1-7d", ">7d", "no TTL")
 _TTL_EDGES = np.array([1, HOUR_MS, 6 * HOUR_MS, DAY_MS, 7 * DAY_MS], dtype=np.int64)
 
 # Value size buckets (powers of four): readable on a log scale, stable across snapshots.

@@ -134,13 +134,13 @@ def test_counts_by_store_type_and_status(seeded):
 
 def test_ttl_buckets_and_expiry_windows(seeded):
     stats = _stats(seeded["folder"], now_ms=seeded["t0"] + LATER)
-    assert stats.ttl_buckets == {"expired": 7, "<1h": 2, "1-6h": 40, "6-24h": 10, "1-7d": 5, ">7d": 3, "no TTL": 4}
+    assert stats.ttl_buckets == {"TTL passed": 7, "<1h": 2, "1-6h": 40, "6-24h": 10, "1-7d": 5, ">7d": 3, "no TTL": 4}
     assert stats.without_ttl == 4
     assert stats.expiring_within_1h == 2  # the cache keys
     assert stats.expiring_within_24h == 2 + 40 + 10
     # Judged at seeding time instead, nothing has expired yet.
     early = _stats(seeded["folder"], now_ms=seeded["t0"])
-    assert early.ttl_buckets["expired"] == 0 and early.by_status["expired"] == 3  # only the idle Spring hashes
+    assert early.ttl_buckets["TTL passed"] == 0 and early.by_status["expired"] == 3  # only the idle Spring hashes
 
 
 def test_sizes_percentiles_and_largest_keys(seeded):
@@ -175,7 +175,7 @@ def test_report_files_hold_no_key_value_or_password(seeded, tmp_path):
 
     report = json.loads(texts["json"])
     assert report["valid"] is True and report["by_store"] == EXPECTED_BY_STORE
-    assert report["keys"] == 71 and report["ttl_buckets"]["expired"] == 7
+    assert report["keys"] == 71 and report["ttl_buckets"]["TTL passed"] == 7
     assert report["snapshot"]["source"]["url"].startswith("redis://127.0.0.1:")
     assert [c["control"] for c in report["controls"]] == ["CP-9", "CP-10", "AC-3", "SI-10"]
     assert all(c["check"] == "passed" for c in report["controls"])
