@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 
 from . import storage
@@ -361,14 +362,13 @@ class _RollbackScope:
     def narrowed(self) -> bool:
         return set(self.patterns) != set(self.recorded)
 
-    def fullmatch(self, key: bytes) -> bool:
-        return self._operator.fullmatch(key) and self._recorded.fullmatch(key)
+    def mask(self, keys: pa.Array) -> np.ndarray:
+        return self._operator.mask(keys) & self._recorded.mask(keys)
 
     def within(self, keys: list[bytes]) -> list[bytes]:
         if not keys:
             return keys
-        mask = self._operator.mask(pa.array(keys, pa.binary())) & self._recorded.mask(pa.array(keys, pa.binary()))
-        return [k for k, inside in zip(keys, mask.tolist()) if inside]
+        return [k for k, inside in zip(keys, self.mask(pa.array(keys, pa.binary())).tolist()) if inside]
 
     def target_keys(self, target: RedisEndpoint, batch_size: int) -> Iterator[list[bytes]]:
         """The target's keys in scope, in chunks."""

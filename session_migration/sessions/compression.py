@@ -25,6 +25,7 @@ _MIN_CAP = 64 << 10  # small values may inflate this far whatever their ratio
 LZMA_MEMLIMIT = 64 << 20  # liblzma's own allocations (dictionary) for one value
 ZSTD_MAX_WINDOW = 16 << 20
 _CHUNK = 1 << 20
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 CAP_EXCEEDED = "compressed payload inflates beyond the size cap"
 TRUNCATED = "compressed payload is truncated"
@@ -54,7 +55,7 @@ def sniff(data: bytes) -> str | None:
         return "lzma"
     if data.startswith(b"\x04\x22\x4d\x18"):
         return "lz4"
-    if data.startswith(b"\x28\xb5\x2f\xfd"):
+    if data.startswith(ZSTD_MAGIC):
         return "zstd"
     return None
 

@@ -12,7 +12,7 @@ that took it: stale.
 from __future__ import annotations
 
 from ..record import KeyRecord
-from .compression import CompressionError, Unavailable, inflate, sniff
+from .compression import ZSTD_MAGIC, CompressionError, Unavailable, inflate
 from .model import Context, Corrupt, Verdict, stale, valid
 from .php_unserialize import PhpError, decode_session, unserialize
 
@@ -25,7 +25,7 @@ def judge(record: KeyRecord, ctx: Context) -> Verdict:
             return stale("session lock without a TTL; it will never be released")
         return valid("session lock")
     value = record.value or b""
-    if sniff(value) == "zstd":
+    if value.startswith(ZSTD_MAGIC):
         try:
             value = inflate(value, "zstd")
         except Unavailable:

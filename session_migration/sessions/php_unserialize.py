@@ -3,8 +3,10 @@
 Written by hand (instead of `phpserialize.loads`) so that no payload can make us build
 objects: arrays become dicts of plain Python values, objects become `PhpObject(class name)`.
 Every declared length/count is checked against the bytes left before anything is read,
-nesting is capped at `MAX_DEPTH`, and every value read is a step of a budget linear in the
-input (`BudgetExceeded` past it), so hostile input costs linear time and bounded stack.
+nesting is capped at `MAX_DEPTH`, and the entries every array declares (and every session
+variable) are steps of a budget linear in the input (`BudgetExceeded` past it; counted per
+array, so the common path pays nothing per value), so hostile input costs linear time and
+bounded stack.
 """
 
 from __future__ import annotations
@@ -33,18 +35,17 @@ PhpValue = None | bool | int | float | bytes | dict | PhpObject
 
 
 class _Reader:
-    __slots__ = ("data", "pos", "values", "steps", "budget")
+    __slots__ = ("data", "pos", "values", "budget")
 
     def __init__(self, data: bytes, pos: int = 0) -> None:
         self.data = data
         self.pos = pos
         self.values = 0  # slots for r:/R: back-references
-        self.steps = 0
-        self.budget = step_budget(len(data))
+        self.budget = step_budget(len(data))  # steps left
 
-    def step(self) -> None:
-        self.steps += 1
-        if self.steps > self.budget:
+    def spend(self, steps: int) -> None:
+        self.budget -= steps
+        if self.budget < 0:
             raise BudgetExceeded("php")
 
     def expect(self, token: bytes) -> None:
@@ -84,7 +85,6 @@ class _Reader:
             raise PhpError(f"nested deeper than {MAX_DEPTH} levels")
         if self.pos + 2 > len(self.data):
             raise PhpError("truncated value")
-        self.step()
         tag = self.data[self.pos : self.pos + 2]
         self.pos += 2
         self.values += 1
@@ -114,6 +114,7 @@ class _Reader:
             # each entry needs at least `i:0;N;` (6 bytes): reject absurd counts up front
             if count * 6 > len(self.data) - self.pos:
                 raise PhpError(f"declared {count} entries exceed the data")
+            self.spend(count)
             self.expect(b"{")
             out: dict = {}
             for _ in range(count):
@@ -145,7 +146,6 @@ class _Reader:
         raise PhpError(f"unknown type tag at offset {self.pos - 2}")
 
     def key(self, is_object: bool) -> int | bytes:
-        self.step()
         tag = self.data[self.pos : self.pos + 2]
         if tag == b"i:":
             self.pos += 2
@@ -189,7 +189,9 @@ def _decode_session(reader: _Reader) -> dict[bytes, PhpValue]:
     data = reader.data
     out: dict[bytes, PhpValue] = {}
     while reader.pos < len(data):
-        reader.step()
+        reader.budget -= 1  # inline: the loop runs once per session variable
+        if reader.budget < 0:
+            raise BudgetExceeded("php")
         bar = data.find(b"|", reader.pos)
         if bar <= reader.pos:
             raise PhpError("session variable without a name")

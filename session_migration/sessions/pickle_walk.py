@@ -192,8 +192,10 @@ def _walk(data: bytes, where: list[int]) -> WalkResult:
     marks: list[int] = []
     memo: dict[object, object] = {}
     protocol = 0
+    # Opcodes are counted by `enumerate`; the items an opcode moves are taken off `budget`, so
+    # the loop pays one comparison per opcode (steps = opcodes + moved = n + step_budget - budget).
     budget = step_budget(len(data))
-    steps = 0
+    start_budget = budget
 
     def pop() -> object:
         # After MARK the real unpickler starts a fresh stack: items below it are out of reach.
@@ -202,13 +204,13 @@ def _walk(data: bytes, where: list[int]) -> WalkResult:
         return stack.pop()
 
     def pop_mark() -> list[object]:
-        nonlocal steps
+        nonlocal budget
         if not marks:
             raise PickleError("pickle has no MARK to pop")
         at = marks.pop()
         items = stack[at:]
         del stack[at:]
-        steps += len(items)
+        budget -= len(items)
         return items
 
     def top() -> object:
@@ -229,22 +231,23 @@ def _walk(data: bytes, where: list[int]) -> WalkResult:
             raise PickleError("pickle calls something that is not a global")
         return PObj(func.name)
 
-    for opcode, arg, pos in pickletools.genops(data):
+    for n, (opcode, arg, pos) in enumerate(pickletools.genops(data), 1):
         where[0] = pos
-        steps += 1
-        if steps > budget:
+        if n > budget:
             raise BudgetExceeded("pickle")
         name = opcode.name
         if name in _SCALAR_OPS:
             stack.append(arg)
         elif name in _CONSTS:
             stack.append(_CONSTS[name])
-        elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+        elif name in ("BINPUT", "LONG_BINPUT"):  # a 1- or 4-byte index
+            memo[arg] = top()
+        elif name == "PUT":  # protocol 0's decimal index: any integer
             memo[_memo_slot(arg)] = top()
         elif name == "MEMOIZE":
             memo[len(memo)] = top()
         elif name in ("BINGET", "LONG_BINGET", "GET"):
-            slot = _memo_slot(arg)
+            slot = arg if name != "GET" else _memo_slot(arg)
             if slot not in memo:
                 raise PickleError("pickle reads an unset memo slot")
             stack.append(memo[slot])
@@ -286,9 +289,9 @@ def _walk(data: bytes, where: list[int]) -> WalkResult:
             if name == "TUPLE":
                 stack.append(PTuple(tuple(pop_mark())))
             else:
-                n = int(name[-1])
-                items = [pop() for _ in range(n)][::-1]
-                steps += n
+                size = int(name[-1])
+                items = [pop() for _ in range(size)][::-1]
+                budget -= size
                 stack.append(PTuple(tuple(items)))
         elif name in ("ADDITEMS", "FROZENSET"):
             items = pop_mark()
@@ -353,7 +356,7 @@ def _walk(data: bytes, where: list[int]) -> WalkResult:
         elif name == "FRAME":
             pass
         elif name == "STOP":  # like pickle.loads: an open MARK is tolerated
-            return WalkResult(top=pop(), protocol=protocol, steps=steps)
+            return WalkResult(top=pop(), protocol=protocol, steps=n + start_budget - budget)
         else:  # an opcode added after this walker was written
             raise PickleError(f"unsupported pickle opcode {name}")
     raise PickleError("pickle has no STOP")

@@ -91,7 +91,8 @@ def _verdict(store: str, record: KeyRecord, ctx: Context) -> tuple[str, SessionS
         return store, SessionStatus.EXPIRED, _TTL_PASSED, ""
     if record.type == "string" and record.value is None:
         return store, SessionStatus.UNKNOWN, "value not captured; not judged", ""
-    if _payload_bytes(record) > MAX_PARSED_BYTES:
+    value = record.value
+    if (len(value) if value is not None else _collection_bytes(record)) > MAX_PARSED_BYTES:
         return store, SessionStatus.CORRUPT, TOO_LARGE_REASON, ""
     status, reason, detail = _judge(store, record, ctx)
     if status is SessionStatus.CORRUPT and store in _GENERIC_PREFIX_STORES:
@@ -109,9 +110,7 @@ def _verdict(store: str, record: KeyRecord, ctx: Context) -> tuple[str, SessionS
     return store, status, reason, detail
 
 
-def _payload_bytes(record: KeyRecord) -> int:
-    if record.value is not None:
-        return len(record.value)
+def _collection_bytes(record: KeyRecord) -> int:
     return sum(len(name) + len(value) for name, value in record.fields or ()) + sum(map(len, record.items or ()))
 
 

@@ -5,8 +5,9 @@ Python values: nil/true/false/Integer/Float as themselves, String as bytes, Symb
 Array as list, Hash as `MHash` (list of pairs), and every object-like type (`o`, `S`, `u`,
 `U`, `d`, `c`, `m`, ...) as `MObject(class name, instance variables)`. Back-references are
 checked against the object and symbol tables exactly as Ruby's `r_entry` fills them, all
-declared lengths must fit the bytes left, nesting is capped at `MAX_DEPTH`, and every value
-and symbol read is a step of a budget linear in the input (`BudgetExceeded` past it).
+declared lengths must fit the bytes left, nesting is capped at `MAX_DEPTH`, and the items
+every array, hash and object declares are steps of a budget linear in the input
+(`BudgetExceeded` past it; counted per container, so the common path pays nothing per value).
 """
 
 from __future__ import annotations
@@ -37,20 +38,14 @@ class MObject:
 
 
 class _Reader:
-    __slots__ = ("data", "pos", "symbols", "objects", "steps", "budget")
+    __slots__ = ("data", "pos", "symbols", "objects", "budget")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
         self.symbols: list[str] = []
         self.objects = 0  # only the count matters for link bounds
-        self.steps = 0
-        self.budget = step_budget(len(data))
-
-    def step(self) -> None:
-        self.steps += 1
-        if self.steps > self.budget:
-            raise BudgetExceeded("marshal")
+        self.budget = step_budget(len(data))  # steps left
 
     def byte(self) -> int:
         if self.pos >= len(self.data):
@@ -89,6 +84,9 @@ class _Reader:
         n = self.long()
         if n < 0 or n * per_item > len(self.data) - self.pos:
             raise MarshalError(f"declared count {n} exceeds the data")
+        self.budget -= n
+        if self.budget < 0:
+            raise BudgetExceeded("marshal")
         return n
 
     def bytes_(self) -> bytes:
@@ -99,7 +97,6 @@ class _Reader:
 
     def symbol(self, depth: int) -> str:
         """Ruby's r_symbol: `:name`, `;index`, or `I:name` with encoding ivars."""
-        self.step()
         tag = self.byte()
         if tag == 0x49:  # 'I'
             if self.byte() != 0x3A:
@@ -131,7 +128,6 @@ class _Reader:
     def value(self, depth: int) -> object:
         if depth > MAX_DEPTH:
             raise MarshalError(f"nested deeper than {MAX_DEPTH} levels")
-        self.step()
         tag = self.byte()
         if tag == 0x30:  # '0'
             return None

@@ -37,18 +37,29 @@ def msgpack_map(value: bytes) -> dict | None:
     """The string-keyed entries of a msgpack map spanning all of `value`, else None.
 
     `unpackb` builds only plain containers (ext types become inert `ExtType`), caps lengths
-    at the input size and raises on trailing bytes. Maps are built as lists of pairs, never
-    as dicts: keys are payload-chosen ints, floats or tuples whose Python hashes can be made
-    to collide, which would make building a dict quadratic. Only the top level becomes a
-    dict, of its string keys (whose hashes are randomised).
+    at the input size and raises on trailing bytes. Map keys other than str/bytes (whose
+    hashes are randomised) are ints, floats or tuples whose Python hashes can be made to
+    collide, which would make building a dict quadratic: such a payload is read again with
+    its maps as lists of pairs, and only the top level's string keys become a dict.
     """
-    try:
-        obj = msgpack.unpackb(value, raw=False, strict_map_key=False, object_pairs_hook=list, use_list=True)
+    if not msgpack_is_map(value):
+        return None
+    try:  # the usual session: string keys only, decoded in C
+        obj = msgpack.unpackb(value, raw=False, strict_map_key=True)
+    except ValueError as exc:
+        return _msgpack_pairs(value) if "map key" in str(exc) else None
     except Exception:  # msgpack raises several unrelated types; any of them means "not msgpack"
         return None
-    if not isinstance(obj, list) or not msgpack_is_map(value):
+    return obj if isinstance(obj, dict) else None
+
+
+def _msgpack_pairs(value: bytes) -> dict | None:
+    """`msgpack_map` for maps with keys other than strings: no dict is built from them."""
+    try:
+        pairs = msgpack.unpackb(value, raw=False, strict_map_key=False, object_pairs_hook=list)
+    except Exception:
         return None
-    return {k: v for k, v in obj if isinstance(k, str)}
+    return {k: v for k, v in pairs if isinstance(k, str)}
 
 
 def msgpack_is_map(value: bytes) -> bool:

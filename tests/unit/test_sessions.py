@@ -546,7 +546,7 @@ def test_pickle_memo_slots_named_by_colliding_integers_are_walked_in_linear_step
 
 
 @pytest.mark.parametrize("key,value", [
-    (b"PHPREDIS_SESSION:x", b"user|s:5:\"alice\";" * 40),
+    (b"PHPREDIS_SESSION:x", b"user|s:5:\"alice\";" * 100),
     (b"rack:session:2::x", b"\x04\x08{\x01\xc8" + b"i\x06i\x06" * 200),
     (b":1:django.contrib.sessions.cachex", pickle.dumps({f"k{i}": i for i in range(200)}, 4)),
     (b"laravel_database_laravel_cache:x", c.laravel_value(c.laravel_attrs(**{f"k{i}": "v" for i in range(100)}))),
