@@ -163,3 +163,45 @@ def test_cli_migrate_json_dry_run_refusal_and_passwords(prefect_harness, valkey_
         assert json.loads(again.stdout.strip().splitlines()[-1])["step"] == "done"
     finally:
         target.stop()
+
+
+def _comparable(state_file, root, summary) -> object:
+    """A migration state file without what differs between any two runs: times, durations,
+    rates, and the ids and root folder (as placeholders)."""
+    text = state_file.read_text()
+    for value, placeholder in [(summary["migration_id"], "<migration>"), (summary["snapshot_id"], "<snapshot>"),
+                               (summary["pre_image_id"], "<pre-image>"), (str(root), "<root>")]:
+        text = text.replace(value, placeholder)
+
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items()
+                    if not (k.endswith(("_at", "_s", "seconds")) or k in {"at", "rate", "keys_per_s", "duration"})}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(json.loads(text))
+
+
+def test_the_flow_and_the_core_write_the_same_state_file(prefect_harness, valkey_server, redis_server, tmp_path):
+    """One orchestration: the flow (steps as tasks) and `migrate()` (steps called directly)
+    record the same steps, counts, verification, audit and history for the same migration."""
+    from flows import full_migration
+    from integration.test_migration import seeded
+    from session_migration.migration import migrate
+
+    src, dst = valkey_server, redis_server
+    seeded(src, dst)
+    state, _ = run_flow(full_migration, source=src.url, target=dst.url, backup_path=str(tmp_path / "flow"),
+                        patterns=PATTERNS)
+    by_flow = state.result()
+    seeded(src, dst)
+    by_core = migrate(src.url, dst.url, str(tmp_path / "core"), patterns=PATTERNS).summary()
+    assert by_flow["ok"] and by_core["ok"]
+    flow_state = _comparable(tmp_path / "flow" / "migrations" / f"{by_flow['migration_id']}.json",
+                             tmp_path / "flow", by_flow)
+    core_state = _comparable(tmp_path / "core" / "migrations" / f"{by_core['migration_id']}.json",
+                             tmp_path / "core", by_core)
+    assert [h["step"] for h in flow_state["history"]] == [h["step"] for h in core_state["history"]]
+    assert flow_state == core_state
