@@ -16,7 +16,9 @@ because validation must say "out of scope" exactly when the server would not hav
 
 Matching runs in Arrow's RE2 (binary input is matched byte-wise), which is linear in the key
 and never backtracks; nothing falls back to a backtracking engine. Patterns are checked for
-number and size first (`patterns.check_patterns`). Patterns with at most two `*` are matched
+number and size first (`patterns.check_patterns`). A pattern that is a literal ASCII head and
+one final `*` (`sess:*`, most session stores') is a prefix comparison, and only the keys no
+prefix took go on to the regexes. Other patterns with at most two `*` are matched
 by one expression; each pattern with more gets an expression (and a pass) of its own, because
 the union of many such patterns makes RE2's automaton blow up (256 patterns of four `*` each:
 ~5 ms per key in one expression, ~0.1 ms in separate passes). An expression RE2 refuses
@@ -128,9 +130,11 @@ class ScopeMatcher:
 
     def __init__(self, patterns: Sequence[str], *, error: type[Exception] | None = None, where: str = "") -> None:
         self.patterns = check_patterns(patterns, error, where)
-        simple = [p for p in self.patterns if p.count("*") <= _COMBINED_STARS]
+        self._prefixes = [head for p in self.patterns if (head := _literal_prefix(p)) is not None]
+        others = [p for p in self.patterns if _literal_prefix(p) is None]
+        simple = [p for p in others if p.count("*") <= _COMBINED_STARS]
         self._combined = _anchored(simple) if len(simple) > 1 else None
-        self._separate = [_anchored([p]) for p in self.patterns if self._combined is None or p not in simple]
+        self._separate = [_anchored([p]) for p in others if self._combined is None or p not in simple]
         self._split = [_anchored([p]) for p in simple]  # used if RE2 refuses the combined expression
         self._empty_ok = "*" in self.patterns  # only the lone '*' covers the empty key
 
@@ -140,6 +144,21 @@ class ScopeMatcher:
     def mask(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Boolean numpy array: True where the key is in scope."""
         result = np.zeros(len(keys), dtype=bool)
+        for prefix in self._prefixes:  # a byte comparison, ~10x cheaper than a regex pass
+            result |= _true(pc.starts_with(keys, pattern=prefix))
+            if result.all():  # the usual batch: one store's keys; none of them is empty
+                return result
+        pending = np.flatnonzero(~result)
+        if len(pending) and (self._combined is not None or self._separate):
+            rest = keys if len(pending) == len(keys) else keys.take(pa.array(pending))
+            result[pending] = self._regex_mask(rest)
+        empty = np.asarray(pc.equal(pc.binary_length(keys), 0).to_numpy(zero_copy_only=False), dtype=bool)
+        result[empty] = self._empty_ok
+        return result
+
+
+    def _regex_mask(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        result = np.zeros(len(keys), dtype=bool)
         if self._combined is not None:
             try:
                 result |= _matches(keys, self._combined)
@@ -147,9 +166,20 @@ class ScopeMatcher:
                 self._combined, self._separate = None, self._split + self._separate
         for expression in self._separate:
             result |= _matches(keys, expression)
-        empty = np.asarray(pc.equal(pc.binary_length(keys), 0).to_numpy(zero_copy_only=False), dtype=bool)
-        result[empty] = self._empty_ok
         return result
+
+
+def _literal_prefix(pattern: str) -> str | None:
+    """The literal head of `head*` (ASCII, no glob character in it): such a pattern matches
+    exactly the keys that start with those bytes."""
+    head = pattern[:-1]
+    if pattern.endswith("*") and head and head.isascii() and not any(c in "*?[\\" for c in head):
+        return head
+    return None
+
+
+def _true(matched: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(matched, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _anchored(patterns: Sequence[str]) -> str:
@@ -157,5 +187,4 @@ def _anchored(patterns: Sequence[str]) -> str:
 
 
 def _matches(keys: pa.Array | pa.ChunkedArray, expression: str) -> np.ndarray:
-    matched = pc.match_substring_regex(keys, expression)  # null keys match nothing
-    return np.asarray(pc.fill_null(matched, False).to_numpy(zero_copy_only=False), dtype=bool)
+    return _true(pc.match_substring_regex(keys, expression))  # null keys match nothing

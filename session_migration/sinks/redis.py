@@ -24,6 +24,7 @@ so a key created by someone else after the probe is kept (counted as skipped).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -453,7 +454,9 @@ class _LineReplies:
         return [bytes(line) for line in lines]
 
 
+@functools.lru_cache(maxsize=64)
 def _lit(data: bytes) -> pa.Scalar:
+    """A constant of the RESP being built (made once: a scalar costs ~50 µs to make)."""
     return pa.scalar(data, pa.binary())
 
 

@@ -51,3 +51,23 @@ def test_several_patterns_and_the_empty_key():
     assert ScopeMatcher(["sess:*", "session_*"]).mask(column).tolist() == [False, True, False, True]
     assert ScopeMatcher(["*"]).mask(column).tolist() == [True, True, True, True]  # SCAN's shortcut for '*'
     assert ScopeMatcher(["**"]).mask(column).tolist() == [False, True, True, True]
+
+
+def test_prefix_patterns_and_regex_patterns_together_match_as_the_server(server, tricky):
+    """Literal heads (`sess:*`) are compared as prefixes and the rest go through RE2: together
+    they select exactly the union of what the server matches pattern by pattern, in batches
+    that one prefix covers entirely and in batches it does not."""
+    from session_migration.patterns import DEFAULT_PATTERNS
+
+    client = server.client()
+    keys = tricky + [b"sess:" + bytes([b]) for b in range(256)] + [b"PHPREDIS_SESSION:\xff", b"caf\xc3\xa9:1"]
+    for key in keys:
+        client.set(key, b"1")
+    for patterns in (list(DEFAULT_PATTERNS), ["sess:*", "caf\u00e9*", "a*b", "session_*"], ["sess:*", "sess*"]):
+        by_server = set()
+        for pattern in patterns:
+            by_server |= set(client.scan_iter(match=pattern.encode("utf-8"), count=1000))
+        matcher = ScopeMatcher(patterns)
+        for batch in (keys, [k for k in keys if k.startswith(b"sess:")]):
+            hits = matcher.mask(pa.array(batch, pa.binary()))
+            assert {k for k, hit in zip(batch, hits) if hit} == by_server & set(batch), patterns
