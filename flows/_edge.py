@@ -13,17 +13,20 @@ connection URL must therefore be refused before the run is created:
 
 What remains possible: a deployment created with `enforce_parameter_schema=False`, or a run
 created through the API with `enforce_parameter_schema: false`. Such a run fails in its first
-line (the same check runs again inside the flow), but its parameters are already stored.
+line (`session_flow` runs the same check again inside the flow, before any task or connection),
+but its parameters are already stored.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from prefect import Flow, get_run_logger
 from prefect.utilities.annotations import quote
+from prefect.utilities.hashing import file_hash
 from pydantic import Field
 
 from session_migration.endpoints import RedisEndpoint, carries_secret
@@ -46,7 +49,12 @@ ConnectionOrSnapshot = Annotated[str, Field(
 )]
 
 
-def refuse_secrets(parameters: dict[str, Any]) -> None:
+NO_RUN = "No flow run was created."
+IN_RUN = ("This flow run stops here, before any connection; Prefect has stored its parameters, "
+          "so delete the run and change that password.")
+
+
+def refuse_secrets(parameters: dict[str, Any], outcome: str = NO_RUN) -> None:
     """Raise `InvalidParameter` when a connection parameter carries a password or secret option."""
     for name in CONNECTION_PARAMETERS:
         value = parameters.get(name)
@@ -54,8 +62,7 @@ def refuse_secrets(parameters: dict[str, Any]) -> None:
             raise InvalidParameter(
                 f"The {name} URL holds a password, and Prefect would store it with the flow run "
                 f"({_shown(value, name)}); use a RedisConnection block, or ?password_env=SESSION_MIGRATION_... "
-                "with the "
-                "password in that environment variable. No flow run was created.")
+                f"with the password in that environment variable. {outcome}")
 
 
 def _shown(value: str, name: str) -> str:
@@ -76,8 +83,23 @@ class SessionFlow(Flow):
 
 
 def session_flow(**options: Any) -> Callable[[Callable[..., Any]], SessionFlow]:
-    """`@session_flow(name=...)`: `@flow`, with the secret check of `SessionFlow`."""
-    return lambda fn: SessionFlow(fn, **options)
+    """`@session_flow(name=...)`: `@flow`, with the secret check of `SessionFlow` before a run
+    is created, and the same check again as the run's first line (for a run created without
+    the parameter schema, which Prefect's engine starts without going through `__call__`)."""
+
+    def decorate(fn: Callable[..., Any]) -> SessionFlow:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            refuse_secrets(dict(signature.bind_partial(*args, **kwargs).arguments), IN_RUN)
+            return fn(*args, **kwargs)
+
+        # Prefect names a flow's version after the file that defines it: the flow's, not this one
+        options.setdefault("version", file_hash(inspect.getsourcefile(fn)))
+        return SessionFlow(checked, **options)
+
+    return decorate
 
 
 class PrefectRunner:

@@ -210,6 +210,7 @@ def http_port():
 def test_bad_input_is_one_clear_sentence(args, code, message, tmp_path, http_port):
     done = cli(*[a.replace("{tmp}", str(tmp_path)).replace("{http}", str(http_port)) for a in args], "--json")
     assert done.returncode == code, done.stderr
+    assert len(done.stdout.strip().splitlines()) == 1  # one JSON object, and nothing else on stdout
     answer = last_json(done.stdout)
     assert "Traceback" not in done.stderr
     if message is None:  # validate of a folder that is not a snapshot: a report, not valid
@@ -218,6 +219,28 @@ def test_bad_input_is_one_clear_sentence(args, code, message, tmp_path, http_por
     else:
         assert message.replace("{tmp}", str(tmp_path)).lower() in answer["error"].lower()
         assert message.replace("{tmp}", str(tmp_path)).lower() in done.stderr.lower()
+
+
+@pytest.mark.parametrize("mode", ["direct", "flow"])
+def test_session_ids_never_appear_whole_in_cli_output(valkey, redis_server, mode):
+    """verify --json names mismatching keys as examples, and cleanup lists candidates: a session
+    id (a bearer credential) shows as a short prefix and a keyed hash, never whole."""
+    session_id = "0123456789abcdef0123456789abcdef"
+    for server, value in ((valkey, b'{"cookie":{}, "user": 1}'), (redis_server, b'{"cookie":{}, "user": 2}')):
+        server.client().flushall()
+        server.client().set(f"sess:{session_id}", value, px=3_600_000)
+        server.client().set(f"sess:{session_id}:csrf", value[-4:], px=3_600_000)
+    verified = cli("verify", valkey.url, redis_server.url, "-p", "sess:*", "--json", mode=mode)
+    assert verified.returncode == 1, verified.stderr
+    answer = last_json(verified.stdout)
+    assert answer["counts"]["VALUE"] == 2
+    assert any(e.startswith("sess:0123…#") for e in json.dumps(answer["examples"], ensure_ascii=False).split('"'))
+    valkey.client().set(f"sess:{session_id}:x", b"{not json", px=3_600_000)
+    cleaned = cli("cleanup", valkey.url, "--include", "corrupt", "--json", mode=mode)
+    assert last_json(cleaned.stdout)["candidates"]["corrupt"] == 2, cleaned.stdout  # :csrf and :x
+    for done in (verified, cleaned):
+        assert session_id not in done.stdout + done.stderr
+        assert session_id[:8] not in done.stdout + done.stderr
 
 
 def test_unreachable_server_is_retried_out_loud(tmp_path):

@@ -59,3 +59,28 @@ def test_a_deployment_run_with_a_password_is_refused_by_the_server(prefect_harne
     accepted = run_deployment("backup-sessions/secret-check", timeout=0,
                               parameters={"source": "redis://127.0.0.1:1/0?password_env=SESSION_MIGRATION_PW"})
     assert accepted.id is not None
+
+
+def test_a_run_started_without_the_parameter_schema_stops_at_its_first_line(prefect_harness, tmp_path):
+    """What remains possible (a run created with enforce_parameter_schema off, which Prefect's
+    engine starts without the flow's own __call__): the run fails before any task runs, and
+    never connects with the password."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+
+    from flows import backup_sessions
+
+    state = run_flow(backup_sessions, parameters={"source": f"redis://:{SECRET}@127.0.0.1:1/0",
+                                                  "backup_path": str(tmp_path)}, return_type="state")
+    assert state.is_failed()
+    with pytest.raises(InvalidParameter, match="stops here, before any connection"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=_of_run(state.state_details.flow_run_id))
+    assert tasks == []
+
+
+def _of_run(run_id):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    return FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))

@@ -77,3 +77,22 @@ def test_a_flow_opens_the_snapshot_filesystem_with_a_storage_block(prefect_harne
     assert summary["keys"] == 30 and summary["snapshot"].startswith("s3://")
     report = validate_snapshot(snapshot=summary["snapshot"], storage_block="test-snapshot-storage")
     assert report["valid"] and report["rows_checked"] == 30
+
+
+def test_backup_and_restore_from_python_with_the_given_options(valkey_server, redis_server, only_given_options):
+    """The Python API (notebooks): backup and restore each take `storage_options`, and use them
+    for every file they open (manifest, parts, the restore's checkpoint)."""
+    from session_migration import backup
+    from session_migration.restore import restore
+
+    bucket, options = only_given_options
+    src, dst = valkey_server.client(), redis_server.client()
+    src.flushall()
+    dst.flushall()
+    for i in range(25):
+        src.set(f"sess:{i}", f'{{"cookie": {{}}, "n": {i}}}', ex=3600)
+    made = backup(valkey_server.url, f"{bucket}/python-api", storage_options=options, patterns=["sess:*"])
+    assert made.counters.keys == 25 and made.url.startswith("s3://")
+    restored = restore(made.url, redis_server.url, storage_options=options, patterns=["sess:*"])
+    assert restored.counters.written == 25 and restored.checkpoint.startswith("s3://")
+    assert state(dst) == state(src)
