@@ -1,6 +1,6 @@
-"""A/B of two versions of the backup on one seeded server, run alternately.
+"""A/B of two versions of the backup (or restore, transfer, audit) on one seeded server, run alternately.
 
-    python benchmarks/ab.py REV_A REV_B [--keys 1000000] [--pairs 7]
+    python benchmarks/ab.py REV_A REV_B [--keys 1000000] [--pairs 7] [--op backup|restore|transfer|audit]
 
 REV_A and REV_B are git revisions (or `.` for the working tree). Each is checked out in a
 detached worktree under benchmarks/.cache/ and imported from there (PYTHONPATH) by this
@@ -10,6 +10,12 @@ hits both alike. Prints the median wall time (the process, from spawn to exit), 
 call, client CPU and server CPU of each side.
 Single benchmark runs of the same code vary by ~5% on a shared VM; this is how the changes
 in docs/benchmarks.md were judged. Measurement only; nothing is asserted.
+
+`--op restore|transfer|audit` runs each side's own `benchmarks/write_worker.py` (as
+`run_writes.py` does) from its checkout: each side first backs the server up with its own
+version (the snapshot format may differ between them), then restores that snapshot into a new
+empty server, transfers the seeded server into a new empty server, or audits (validate +
+stats) its snapshot, alternately.
 """
 
 from __future__ import annotations
@@ -62,6 +68,40 @@ def run_once(source_root: Path, url: str, server) -> dict:
     return {"wall_s": m.wall_s, "call_s": result["call_s"], "client_cpu_s": m.user_s + m.sys_s, "server_cpu_s": m.server_cpu_s}
 
 
+def run_write(op: str, source_root: Path, server, snapshot: str) -> dict:
+    """One run of `op` by the version in `source_root` (its own write_worker.py)."""
+    from run_writes import fresh_target
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    worker = [sys.executable, str(source_root / "benchmarks" / "write_worker.py"), op]
+    work = tempfile.mkdtemp(prefix="ab-", dir=CACHE)
+    try:
+        if op == "audit":
+            m = measure([*worker, snapshot], server=server, env=env, cwd=str(source_root))
+        else:
+            with fresh_target() as target:
+                extra = [snapshot, target.url] if op == "restore" else [server.url, target.url, work]
+                m = measure([*worker, *extra], server=target, env=env, cwd=str(source_root))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    line = next((x for x in m.stdout.splitlines() if x.startswith("BENCH-RESULT ")), None)
+    if m.returncode != 0 or line is None:
+        raise RuntimeError(f"{op} from {source_root} failed: {m.stderr[-2000:]}")
+    result = json.loads(line.split(" ", 1)[1])
+    return {"wall_s": m.wall_s, "call_s": result["call_s"], "client_cpu_s": m.user_s + m.sys_s,
+            "server_cpu_s": m.server_cpu_s}
+
+
+def own_snapshot(source_root: Path, server) -> str:
+    """A backup of the server by the version in `source_root`, for its restore or audit."""
+    dest = tempfile.mkdtemp(prefix="ab-snap-", dir=CACHE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    subprocess.run([sys.executable, str(source_root / "benchmarks" / "write_worker.py"), "backup", server.url, dest],
+                   env=env, cwd=str(source_root), capture_output=True, text=True, check=True)
+    (snapshot,) = [p for p in Path(dest).iterdir() if (p / "manifest.json").exists()]
+    return str(snapshot)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("rev_a")
@@ -69,6 +109,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--pairs", type=int, default=7)
     parser.add_argument("--server", choices=["redis", "valkey"], default="redis")
+    parser.add_argument("--op", choices=["backup", "restore", "transfer", "audit"], default="backup")
     args = parser.parse_args()
 
     CACHE.mkdir(exist_ok=True)
@@ -77,9 +118,12 @@ def main() -> None:
     results: dict[str, list[dict]] = {"A": [], "B": []}
     try:
         seed(server, args.keys, 1)
+        snapshots = ({side: own_snapshot(root, server) for side, (_rev, root, _made) in sides.items()}
+                     if args.op in ("restore", "audit") else {})
         for pair in range(args.pairs):
             for side, (rev, root, _made) in sides.items():
-                row = run_once(root, server.url, server)
+                row = (run_once(root, server.url, server) if args.op == "backup"
+                       else run_write(args.op, root, server, snapshots.get(side, "")))
                 results[side].append(row)
                 print(f"pair {pair + 1}/{args.pairs} {side} ({rev}): " +
                       ", ".join(f"{k} {v:.2f}" for k, v in row.items()), file=sys.stderr, flush=True)
@@ -89,7 +133,7 @@ def main() -> None:
             if made:
                 subprocess.run(["git", "worktree", "remove", "--force", str(root)], cwd=ROOT, check=False)
 
-    print(f"\n{args.keys:,} keys, {args.pairs} alternating pairs, medians\n")
+    print(f"\n{args.op}, {args.keys:,} keys, {args.pairs} alternating pairs, medians\n")
     print("| side | revision | wall s | in-call s | client CPU s | server CPU s |")
     print("|---|---|---:|---:|---:|---:|")
     for side, (rev, _root, _made) in sides.items():

@@ -11,8 +11,8 @@ On throwaway Redis 7.0 servers on free loopback ports, with the express-session 
   restore  `session-migration restore` into a new empty server  vs  `redis-cli --pipe` of the
            same `SET key value PX ttl` stream (built before timing), alternating
   flow     with a running local `prefect server start`: the same backup in flow mode
-           (PREFECT_API_URL set) and in direct mode, alternating, at --small and at --keys keys:
-           what a flow run adds to a command
+           (PREFECT_API_URL set) and in direct mode, alternating, at --small and at --keys keys,
+           and of a pattern nothing matches (0 keys: the fixed cost alone): what a flow run adds
 
 Prints Markdown tables and writes benchmarks/results/cli-<time>.json. Measurement only:
 nothing here asserts a timing. Every server it starts is stopped, also on error.
@@ -135,14 +135,16 @@ def restore_vs_pipe(source, keys: int, work: Path, home: Path, repeat: int) -> l
     return [median(rows, "cli restore", keys), median(rows, "redis-cli --pipe", keys)]
 
 
-def flow_vs_direct(source, keys: int, work: Path, home: Path, api_url: str, repeat: int) -> list[dict]:
+def flow_vs_direct(source, keys: int, work: Path, home: Path, api_url: str, repeat: int,
+                   pattern: str = "sess:*") -> list[dict]:
+    """`keys` is the count in scope; with `pattern="none:*"` (0 keys) what is left is the fixed cost."""
     rows = []
     flow_env = direct_env(home)
     flow_env["PREFECT_API_URL"] = api_url
     for i in range(repeat):
         for name, env in (("cli backup, direct", direct_env(home)), ("cli backup, flow (server)", flow_env)):
             dest = work / f"flow-{keys}-{i}"
-            rows.append(row(name, keys, measure([*CLI, "backup", source.url, str(dest), "-p", "sess:*"],
+            rows.append(row(name, keys, measure([*CLI, "backup", source.url, str(dest), "-p", pattern],
                                                 server=source, env=env)))
             shutil.rmtree(dest, ignore_errors=True)
         log(f"{keys:,} keys, pair {i + 1}: direct {rows[-2]['wall_s']:.2f} s, flow {rows[-1]['wall_s']:.2f} s")
@@ -183,6 +185,9 @@ def main() -> None:
                     if "flow" in only:
                         server = PrefectServer()
                         try:
+                            if keys == sizes[0]:  # nothing in scope: Prefect's fixed cost alone
+                                results += flow_vs_direct(source, 0, work, home, server.api_url, args.repeat,
+                                                          pattern="none:*")
                             results += flow_vs_direct(source, keys, work, home, server.api_url, args.repeat)
                         finally:
                             server.stop()
@@ -199,7 +204,7 @@ def main() -> None:
     out = RESULTS / f"cli-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(results, indent=1))
     by = {(r["contestant"], r["keys"]): r for r in results}
-    for keys in sorted({r["keys"] for r in results if r["keys"]}):
+    for keys in sorted({r["keys"] for r in results}):
         pairs = {"backup vs rdb (x faster)": ("redis-cli --rdb", "cli backup"),
                  "restore vs pipe (x throughput)": ("redis-cli --pipe", "cli restore")}
         for label, (ref, ours) in pairs.items():

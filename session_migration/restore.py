@@ -53,7 +53,7 @@ from .state import StateFile
 from .pipeline import copy
 from .sources import Read
 from .sources.snapshot import SnapshotSource
-from .snapshot import Snapshot, open_snapshot
+from .snapshot import Snapshot, open_snapshot, remember_verified
 from .validation import validate_snapshot
 
 RESTORES = "restores"
@@ -257,7 +257,9 @@ def _validated(snapshot: storage.Location | Snapshot, storage_options: dict[str,
         signature = any(p.code in ("unsigned", "signature-invalid") for p in report.problems)
         raise (SignatureInvalid if signature else SnapshotInvalid)(
             f"Snapshot {report.snapshot} is not valid; nothing was written. {problems}")
-    return open_snapshot(fs, path, verify=False, keyring=keyring)
+    snap = open_snapshot(fs, path, verify=False, keyring=keyring)
+    remember_verified(snap)  # the parts' checksums were just checked: restore_part need not hash them again
+    return snap
 
 
 def _opened(snapshot: storage.Location | Snapshot, storage_options: dict[str, Any] | None,

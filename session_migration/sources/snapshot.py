@@ -13,14 +13,16 @@ from collections.abc import Iterator, Sequence
 import pyarrow.parquet as pq
 
 from ..prefetch import prefetch
-from ..snapshot import READ_BUFFER_BYTES, Snapshot, verify_part
+from ..snapshot import READ_BUFFER_BYTES, Snapshot, check_part
 from . import Read
 
 Position = tuple[int, int]  # (part index, rows of it already read)
 
 
 class SnapshotSource:
-    """The rows of `snapshot` (all its parts, or those named), as a `Source`."""
+    """The rows of `snapshot` (all its parts, or those named), as a `Source`. With `verify`, each
+    part's size, sha256 and row count are checked before its rows are read (not again for a file
+    this process checked moments ago and that has not changed since: `snapshot.check_part`)."""
 
     def __init__(self, snapshot: Snapshot, *, parts: Sequence[str] | None = None,
                  columns: Sequence[str] | None = None, batch_size: int = 10_000, verify: bool = True):
@@ -41,7 +43,7 @@ class SnapshotSource:
             part = self.parts[index]
             path = self.snapshot.part_path(part)
             if self.verify:
-                verify_part(self.snapshot.fs, path, part)
+                check_part(self.snapshot.fs, path, part)
             done = 0
             with self.snapshot.fs.open(path, "rb") as fh:
                 batches = pq.ParquetFile(fh, pre_buffer=False, buffer_size=READ_BUFFER_BYTES).iter_batches(

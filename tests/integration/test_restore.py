@@ -310,3 +310,29 @@ def test_restore_from_s3(s3_bucket, valkey, tmp_path):
     assert state(r) == before
     again = restore(url, valkey.url).summary()  # idempotent from S3 as from a folder
     assert again["overwritten"] == 12 and state(r) == before
+
+
+def test_a_part_replaced_after_the_check_is_refused_when_it_is_written(valkey, tmp_path):
+    """A part checked by check_restore is not hashed again when written unchanged, but one
+    replaced in between (same size, other bytes) is refused before any of its rows is written."""
+    from session_migration.restore import check_restore, restore_part
+    from session_migration.endpoints import RedisEndpoint
+
+    client = valkey.client()
+    for i in range(50):
+        client.set(f"sess:{i}", f"value-{i}", ex=3600)
+    url = snap(valkey, tmp_path)
+    client.flushall()
+    target, options = RedisEndpoint.from_url(valkey.url), RestoreOptions()
+    check = check_restore(url, target, options)
+    (part_name,) = check["parts"]
+    part = Path(url.removeprefix("file://")) / "parts" / part_name
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    part.write_bytes(bytes(data))
+    with pytest.raises(SnapshotInvalid, match="fails its sha256 check"):
+        restore_part(url, target, part_name, options)
+    assert client.dbsize() == 0
+    part.write_bytes(bytes(data[: len(data) // 2]) + bytes([data[len(data) // 2] ^ 0xFF]) + bytes(data[len(data) // 2 + 1:]))
+    check = check_restore(url, target, options)
+    assert restore_part(url, target, part_name, options)["written"] == 50
