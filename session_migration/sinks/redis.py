@@ -238,7 +238,7 @@ class RedisSink:
         later call or with `flush`). With `replace` False an existing key is kept (skipped)."""
         if len(keys):
             self._send(_SentSets(keys, values, pxat, "nx_then_replace" if replace else "nx"))
-        while len(self._inflight) > 1:  # keep one batch queued at the server while we read
+        while len(self._inflight) > 2:  # keep two batches queued at the server while we read
             self._collect()
         return self._take_counts()
 
