@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 import redis
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+_RUNNING: list[Server] = []  # started here and not yet stopped: stopped at exit, whatever a test skipped
 
 
 def free_port() -> int:
@@ -62,6 +64,8 @@ class Server:
         return redis.Redis(port=self.port, password=self.password, db=db)
 
     def stop(self) -> None:
+        if self in _RUNNING:
+            _RUNNING.remove(self)
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -70,6 +74,12 @@ class Server:
                 self.process.kill()
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@atexit.register
+def _stop_left_over() -> None:
+    for server in list(_RUNNING):
+        server.stop()
 
 
 def _binary(kind: str) -> str:
@@ -91,6 +101,7 @@ def start_server(kind: str, password: str | None = None, extra: tuple[str, ...] 
         args += ["--requirepass", password]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = Server(kind=kind, port=port, password=password, process=process, workdir=workdir)
+    _RUNNING.append(server)
     try:
         wait_ready(port, password)
     except Exception:
