@@ -50,55 +50,58 @@ def checkout(rev: str) -> tuple[Path, bool]:
     return path, True
 
 
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+
+
+def _row(m, what: str) -> tuple[dict, dict]:
+    """The measured row of one run, and what its worker reported (`BENCH-RESULT {json}`)."""
+    line = next((x for x in m.stdout.splitlines() if x.startswith("BENCH-RESULT ")), None)
+    if m.returncode != 0 or line is None:
+        raise RuntimeError(f"{what} failed: {m.stderr[-2000:]}")
+    result = json.loads(line.split(" ", 1)[1])
+    return {"wall_s": m.wall_s, "call_s": result["call_s"], "client_cpu_s": m.user_s + m.sys_s,
+            "server_cpu_s": m.server_cpu_s}, result
+
+
 def run_once(source_root: Path, url: str, server) -> dict:
     dest = tempfile.mkdtemp(prefix="ab-", dir=CACHE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env = _env()
     env["PYTHONPATH"] = str(source_root)  # before site-packages: this version's session_migration
     try:
         m = measure([sys.executable, str(HERE / "worker.py"), "core", url, dest, "--pattern", "sess:*"],
                     server=server, env=env, cwd=str(source_root))
     finally:
         shutil.rmtree(dest, ignore_errors=True)
-    line = next((x for x in m.stdout.splitlines() if x.startswith("BENCH-RESULT ")), None)
-    if m.returncode != 0 or line is None:
-        raise RuntimeError(f"backup from {source_root} failed: {m.stderr[-2000:]}")
-    result = json.loads(line.split(" ", 1)[1])
+    row, result = _row(m, f"backup from {source_root}")
     if not result.get("module_file", "").startswith(str(source_root)):
         raise RuntimeError(f"imported {result.get('module_file')}, not the version in {source_root}")
-    return {"wall_s": m.wall_s, "call_s": result["call_s"], "client_cpu_s": m.user_s + m.sys_s, "server_cpu_s": m.server_cpu_s}
+    return row
 
 
 def run_write(op: str, source_root: Path, server, snapshot: str) -> dict:
     """One run of `op` by the version in `source_root` (its own write_worker.py)."""
     from run_writes import fresh_target
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     worker = [sys.executable, str(source_root / "benchmarks" / "write_worker.py"), op]
     work = tempfile.mkdtemp(prefix="ab-", dir=CACHE)
     try:
         if op == "audit":
-            m = measure([*worker, snapshot], server=server, env=env, cwd=str(source_root))
+            m = measure([*worker, snapshot], server=server, env=_env(), cwd=str(source_root))
         else:
             with fresh_target() as target:
                 extra = [snapshot, target.url] if op == "restore" else [server.url, target.url, work]
-                m = measure([*worker, *extra], server=target, env=env, cwd=str(source_root))
+                m = measure([*worker, *extra], server=target, env=_env(), cwd=str(source_root))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    line = next((x for x in m.stdout.splitlines() if x.startswith("BENCH-RESULT ")), None)
-    if m.returncode != 0 or line is None:
-        raise RuntimeError(f"{op} from {source_root} failed: {m.stderr[-2000:]}")
-    result = json.loads(line.split(" ", 1)[1])
-    return {"wall_s": m.wall_s, "call_s": result["call_s"], "client_cpu_s": m.user_s + m.sys_s,
-            "server_cpu_s": m.server_cpu_s}
+    return _row(m, f"{op} from {source_root}")[0]
 
 
-def own_snapshot(source_root: Path, server) -> str:
+def own_snapshot(source_root: Path, server, into: Path) -> str:
     """A backup of the server by the version in `source_root`, for its restore or audit."""
-    dest = tempfile.mkdtemp(prefix="ab-snap-", dir=CACHE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    subprocess.run([sys.executable, str(source_root / "benchmarks" / "write_worker.py"), "backup", server.url, dest],
-                   env=env, cwd=str(source_root), capture_output=True, text=True, check=True)
-    (snapshot,) = [p for p in Path(dest).iterdir() if (p / "manifest.json").exists()]
+    subprocess.run([sys.executable, str(source_root / "benchmarks" / "write_worker.py"), "backup", server.url,
+                    str(into)], env=_env(), cwd=str(source_root), capture_output=True, text=True, check=True)
+    (snapshot,) = [p for p in into.iterdir() if (p / "manifest.json").exists()]
     return str(snapshot)
 
 
@@ -116,10 +119,12 @@ def main() -> None:
     sides = {"A": (args.rev_a, *checkout(args.rev_a)), "B": (args.rev_b, *checkout(args.rev_b))}
     server = start_server(args.server)
     results: dict[str, list[dict]] = {"A": [], "B": []}
+    snapshots: dict[str, str] = {}
     try:
         seed(server, args.keys, 1)
-        snapshots = ({side: own_snapshot(root, server) for side, (_rev, root, _made) in sides.items()}
-                     if args.op in ("restore", "audit") else {})
+        if args.op in ("restore", "audit"):
+            for side, (_rev, root, _made) in sides.items():
+                snapshots[side] = own_snapshot(root, server, Path(tempfile.mkdtemp(prefix="ab-snap-", dir=CACHE)))
         for pair in range(args.pairs):
             for side, (rev, root, _made) in sides.items():
                 row = (run_once(root, server.url, server) if args.op == "backup"
@@ -129,6 +134,8 @@ def main() -> None:
                       ", ".join(f"{k} {v:.2f}" for k, v in row.items()), file=sys.stderr, flush=True)
     finally:
         server.stop()
+        for snapshot in snapshots.values():  # ~300 MB each at 1M keys
+            shutil.rmtree(Path(snapshot).parent, ignore_errors=True)
         for _rev, root, made in sides.values():
             if made:
                 subprocess.run(["git", "worktree", "remove", "--force", str(root)], cwd=ROOT, check=False)

@@ -130,8 +130,9 @@ class ScopeMatcher:
 
     def __init__(self, patterns: Sequence[str], *, error: type[Exception] | None = None, where: str = "") -> None:
         self.patterns = check_patterns(patterns, error, where)
-        self._prefixes = [head for p in self.patterns if (head := _literal_prefix(p)) is not None]
-        others = [p for p in self.patterns if _literal_prefix(p) is None]
+        heads = {p: _literal_prefix(p) for p in self.patterns}
+        self._prefixes = [head for head in heads.values() if head is not None]
+        others = [p for p, head in heads.items() if head is None]
         simple = [p for p in others if p.count("*") <= _COMBINED_STARS]
         self._combined = _anchored(simple) if len(simple) > 1 else None
         self._separate = [_anchored([p]) for p in others if self._combined is None or p not in simple]

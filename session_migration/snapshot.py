@@ -174,8 +174,8 @@ _VERIFIED: dict[str, tuple[str, tuple[Any, ...], float]] = {}
 VERIFIED_FOR_S = 600.0
 
 
-def _file_marker(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
-    info = info if info is not None else fs.info(path)
+def _file_marker(info: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What changes when a file is rewritten (from `fs.info`); None when the filesystem says nothing."""
     changed = info.get("mtime") or info.get("LastModified") or info.get("created")
     return None if changed is None else (info.get("size"), str(changed), str(info.get("ETag")), info.get("ino"))
 
@@ -184,7 +184,7 @@ def remember_verified(snapshot: Snapshot) -> None:
     """Record that every part of `snapshot` was just checked in full (by validation)."""
     for part in snapshot.parts:
         path = snapshot.part_path(part)
-        marker = _file_marker(snapshot.fs, path)
+        marker = _file_marker(snapshot.fs.info(path))
         if marker is not None:
             _VERIFIED[storage.unstrip(snapshot.fs, path)] = (part.sha256, marker, time.monotonic())
 
@@ -193,9 +193,12 @@ def check_part(fs: fsspec.AbstractFileSystem, path: str, part: PartInfo) -> None
     """`verify_part`, unless this process verified this very file (same sha256 in the manifest,
     same size and modification marker) within the last `VERIFIED_FOR_S` seconds."""
     seen = _VERIFIED.get(storage.unstrip(fs, path))
-    if (seen is not None and seen[0] == part.sha256 and time.monotonic() - seen[2] < VERIFIED_FOR_S
-            and seen[1] == _file_marker(fs, path)):
-        return
+    if seen is not None and seen[0] == part.sha256 and time.monotonic() - seen[2] < VERIFIED_FOR_S:
+        try:
+            if seen[1] == _file_marker(fs.info(path)):
+                return
+        except FileNotFoundError:
+            pass  # verify_part says so in its own words
     verify_part(fs, path, part)
 
 
@@ -204,7 +207,7 @@ def verify_part(fs: fsspec.AbstractFileSystem, path: str, part: PartInfo) -> Non
     where = storage.unstrip(fs, path)
     try:
         info = fs.info(path)
-        size, marker = info.get("size"), _file_marker(fs, path, info)
+        size, marker = info.get("size"), _file_marker(info)
     except FileNotFoundError:
         raise SnapshotInvalid(f"Part {part.name} listed in the manifest is missing ({where}).") from None
     if size != part.bytes:

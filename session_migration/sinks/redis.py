@@ -181,9 +181,10 @@ class RedisSink:
         existed."""
         if not keys:
             return 0
-        for key, inside in zip(keys, scope.mask(pa.array(keys, pa.binary())).tolist()):  # one RE2 pass a chunk
-            if not inside:
-                raise ScopeViolation(f"Refusing to delete {redact_key(key)}: it is outside the patterns in scope.")
+        outside = np.flatnonzero(~scope.mask(pa.array(keys, pa.binary())))  # one RE2 pass a chunk
+        if len(outside):
+            key = keys[int(outside[0])]
+            raise ScopeViolation(f"Refusing to delete {redact_key(key)}: it is outside the patterns in scope.")
         replies = self._execute(resp.pack_per_key(b"UNLINK", keys), len(keys))
         return sum(int(r) for r in replies if isinstance(r, int))
 
