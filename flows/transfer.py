@@ -26,6 +26,9 @@ def transfer_sessions(
     checkpoint_path: str | None = None,
     signing_key_block: str | None = None,
     storage_block: str | None = None,
+    live: bool = False,
+    live_mode: str | None = None,
+    live_until: str | None = None,
 ) -> dict[str, Any]:
     """Copy sessions from one Redis/Valkey server to another (SCAN + pipelined reads and writes; never MIGRATE).
 
@@ -45,6 +48,10 @@ def transfer_sessions(
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
         storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
             open the snapshot filesystem; default: fsspec's own configuration and the environment.
+        live: record the source's changes from before the copy and follow them after it until the
+            run is stopped (SIGTERM, cancellation) or live_until; then drain, verify, report.
+        live_mode: notify (keyspace notifications; default) or scan (compare-and-repair passes).
+        live_until: stop following at this instant (ISO 8601) or after this long (30m, 2h).
     """
     summary = parameters.run_operation("transfer_sessions", PREFECT, locals())
     publish_summary(summary, SUMMARY_KEYS, "transfer", "Transfer {source} -> {target}")

@@ -112,6 +112,11 @@ class MigrationRefused(TerminalError):
     """A check before the first write said no; nothing was written anywhere."""
 
 
+class LiveUnavailable(TerminalError):
+    """Following the source's changes is not possible as asked (keyspace notifications off and
+    not allowed to be turned on); nothing was written."""
+
+
 class MigrationFailed(TerminalError):
     """The migration failed after it started; `summary` says how far it came and whether the
     target was rolled back."""

@@ -21,7 +21,7 @@ from .endpoints import RedisEndpoint, is_block_name
 from .errors import InvalidParameter, MigrationFailed, SnapshotInvalid, SnapshotNotFound
 from .migration import new_migration_id, verification_failure
 from .options import (
-    BackupOptions, CleanupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions,
+    BackupOptions, CleanupOptions, LiveOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions,
 )
 from .plan import PLAN_KEYS
 from .runner import Runner
@@ -139,10 +139,16 @@ _TRANSFER_COUNTS = ("scanned", "keys", "vanished", "duplicates", "expired_on_arr
 
 
 def transfer_sessions(run: Runner, source: Connection, target: Connection, options: TransferOptions,
-                      checkpoint_path: Location | None = None, keys: KeySource | None = None) -> dict[str, Any]:
-    """Preflight (and the checkpoint), then one resumable streamed copy."""
+                      checkpoint_path: Location | None = None, keys: KeySource | None = None,
+                      live: LiveOptions | None = None) -> dict[str, Any]:
+    """Preflight (and the checkpoint), then one resumable streamed copy; with `live`, the
+    source's changes are recorded from before the copy and followed after it until stopped."""
+    if live is not None:
+        LiveOptions.check_writes(options)
     run.say(f"Connecting to {shown(source)} and {shown(target)} ...")
-    check = run.step(steps.check_transfer, source, target, options, checkpoint_path, keys)
+    check = run.step(steps.check_transfer, source, target, options, checkpoint_path, keys, live is not None)
+    if live is not None and not options.dry_run:
+        return _live_transfer(run, source, target, options, checkpoint_path, keys, live, check)
     if options.dry_run:
         plan = check.get("plan", {})
         summary = {"source": check["source"], "target": check["target"], "source_server": check["source_server"],
@@ -161,6 +167,55 @@ def transfer_sessions(run: Runner, source: Connection, target: Connection, optio
     run.say(f"Transferred {summary['written']:,} keys ({summary['created']:,} created, {summary['overwritten']:,} "
             f"overwritten) in {elapsed:,.1f} s ({_rate(summary['written'], elapsed)})")
     return summary
+
+
+def _live_transfer(run: Runner, source: Connection, target: Connection, options: TransferOptions,
+                   checkpoint_path: Location | None, keys: KeySource | None, live: LiveOptions,
+                   check: dict[str, Any]) -> dict[str, Any]:
+    from .live import end
+
+    resuming = check.get("resume_following", False)
+    started = run.step(steps.start_live_transfer, source, target, options, live, checkpoint_path, keys)
+    try:
+        run.say(_recording_sentence(live, started["kept_target_only"]))
+        if resuming:
+            run.say("The copy was done before the run stopped: following resumes with a compare-and-repair pass")
+            summary = {k: check[k] for k in ("source", "target", "source_server", "target_server", "checkpoint")}
+            summary["copy"] = "done before"
+        else:
+            if check["resumed"]:
+                run.say(f"Resuming the transfer from its checkpoint {check['checkpoint']}")
+            progress = run.progress("transfer-progress", "Transfer")
+            summary = run.step(steps.transfer, source, target, options, checkpoint_path, progress, keys)
+            progress.done()
+            run.say(f"Copied {summary['written']:,} keys; now following the source's changes")
+        summary["live"] = _follow(run, steps.follow_transfer, started["recording"], source, target, options, live,
+                                  checkpoint_path, keys, resuming)
+    finally:
+        end(started["recording"])
+    return summary
+
+
+def _recording_sentence(live: LiveOptions, kept: int) -> str:
+    how = ("keyspace notifications" if live.mode == "notify"
+           else f"compare-and-repair passes every {live.scan_interval_s:g} s")
+    until = f" until {live.until}" if live.until else " until SIGINT/SIGTERM (Ctrl-C)"
+    return (f"Live: following the source by {how}{until}; {kept:,} key(s) only the target had are kept")
+
+
+def _follow(run: Runner, step: Any, recording: str, *args: Any) -> dict[str, Any]:
+    *head, checkpoint_path, keys, resuming = args
+    progress = run.progress("live-progress", "Following")
+    result = run.step(step, recording, *head, checkpoint_path, progress, keys, resuming)
+    progress.done()
+    verify = result["verify"]
+    lag = result["lag_ms"]
+    run.say(f"Stopped following ({result['stopped_by']}): {result['changes']:,} changes applied "
+            f"({result['written']:,} written, {result['deleted']:,} deleted), {result['repairs']:,} repair pass(es), "
+            f"{result['gaps']:,} gap(s); lag p50 {lag['p50']:,} ms, p99 {lag['p99']:,} ms")
+    run.say(f"Final verify of {verify['scope']}: {'OK' if verify['ok'] else 'MISMATCH'}, {verify['keys']:,} keys"
+            + ("" if verify["ok"] else f", {verify['mismatches']:,} differ"))
+    return result
 
 
 # -- verify, validate, audit -------------------------------------------------------------------

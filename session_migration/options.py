@@ -218,6 +218,65 @@ class MigrationOptions:
         return VerifyOptions(patterns=self.patterns, ttl_tolerance_ms=self.ttl_tolerance_ms, batch_size=self.batch_size)
 
 
+LIVE_MODES = ("notify", "scan")
+MAX_PENDING_KEYS = 10_000_000
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """How a live transfer or migration follows the source after its copy (live/).
+
+    notify: keyspace notifications name the changed keys (enabled for the run when the server
+    allows CONFIG SET, and put back after); scan: repeated compare-and-repair passes, for servers
+    where notifications cannot be enabled (slower; no CONFIG needed)."""
+
+    mode: str = "notify"
+    until: str | None = None  # stop at this instant (ISO 8601; UTC when no zone) or after this long ("30m")
+    max_pending_keys: int = 200_000  # changed keys held in memory; more go to spill files
+    scan_interval_s: float = 5.0  # scan mode: the pause between compare-and-repair passes
+    ttl_tolerance_ms: int = 2_000  # what the repair pass and the final verify allow expiry to differ
+
+    def __post_init__(self) -> None:
+        if self.mode not in LIVE_MODES:
+            raise InvalidParameter(f"Unknown live_mode {self.mode!r}; choose one of {', '.join(LIVE_MODES)}.")
+        _check_int("max_pending_keys", self.max_pending_keys, 1_000, MAX_PENDING_KEYS)
+        _check_int("ttl_tolerance_ms", self.ttl_tolerance_ms, 0, MAX_MIN_TTL_MS)
+        if (isinstance(self.scan_interval_s, bool) or not isinstance(self.scan_interval_s, (int, float))
+                or not 0 <= self.scan_interval_s <= 3600):
+            raise InvalidParameter(f"scan_interval_s must be 0-3600 seconds; got {self.scan_interval_s!r}.")
+        if self.until is not None:
+            self.deadline_ms(0)  # refuses what is neither an instant nor a duration
+
+    def deadline_ms(self, started_ms: int) -> int | None:
+        """When to stop (Unix ms), for a run started at `started_ms`; None: until stopped."""
+        if self.until is None:
+            return None
+        import datetime as dt
+
+        text = str(self.until).strip()
+        try:
+            at = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            from .cleanup import parse_duration_ms
+
+            try:
+                return started_ms + parse_duration_ms(text)
+            except InvalidParameter:
+                raise InvalidParameter(f"live_until {text!r} is neither an instant (2026-12-02T05:00:00Z) nor a "
+                                       "duration (90s, 30m, 2h).") from None
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=dt.timezone.utc)
+        return int(at.timestamp() * 1000)
+
+    @staticmethod
+    def check_writes(options: RestoreOptions) -> None:
+        """A live run keeps the target equal to the source: refuse write rules that make it differ."""
+        if options.on_conflict != "replace" or options.ttl_policy != "absolute" or options.rename_prefix \
+                or options.min_ttl_ms:
+            raise InvalidParameter("A live run keeps every key in scope equal on both sides: it needs "
+                                   "on_conflict=replace, ttl_policy=absolute, no rename_prefix and no min_ttl.")
+
+
 CLEANUP_CATEGORIES = ("expired", "stale", "corrupt", "locks", "orphans")
 CLEANUP_OPTIONAL = frozenset(CLEANUP_CATEGORIES) - {"expired"}
 MAX_CLEANUP_BATCH = 10_000

@@ -16,7 +16,7 @@ from . import operations
 from .cleanup import parse_max_age
 from .errors import InvalidParameter
 from .options import (
-    BackupOptions, CleanupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions,
+    BackupOptions, CleanupOptions, LiveOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions,
 )
 from .patterns import DEFAULT_PATTERNS
 from .runner import Runner
@@ -97,6 +97,21 @@ def migration_options(params: Mapping[str, Any]) -> MigrationOptions:
         params, "batch_size", "preserve_ttl", "dry_run", "verify", "rollback_on_failure", "require_empty_target"))
 
 
+def live_options(params: Mapping[str, Any]) -> LiveOptions | None:
+    """The live run's options when `live` is set; None for a one-time copy."""
+    live = params.get("live", False)
+    if not isinstance(live, bool):
+        raise InvalidParameter(f"live must be true or false; got {live!r}.")
+    given = {"mode": params["live_mode"]} if params.get("live_mode") is not None else {}
+    if params.get("live_until") is not None:
+        given["until"] = params["live_until"]
+    if not live:
+        if given:
+            raise InvalidParameter("live_mode and live_until need live=true (--live).")
+        return None
+    return LiveOptions(**given)
+
+
 def validate_check_rows(params: Mapping[str, Any]) -> bool:
     check_rows = params.get("check_rows", True)
     if not isinstance(check_rows, bool):
@@ -108,7 +123,7 @@ def validate_check_rows(params: Mapping[str, Any]) -> bool:
 OPTIONS_FROM_PARAMS = {
     "backup_sessions": backup_options,
     "restore_sessions": restore_options,
-    "transfer_sessions": transfer_options,
+    "transfer_sessions": lambda params: (transfer_options(params), live_options(params)),
     "verify_sessions": verify_options,
     "validate_snapshot": validate_check_rows,
     "audit_report": audit_max_age_ms,
@@ -151,7 +166,8 @@ _OPERATIONS: dict[str, Callable[[Runner, Mapping[str, Any]], dict[str, Any]]] = 
     "restore_sessions": lambda run, p: operations.restore_sessions(
         run, _at(p, "snapshot"), p["target"], restore_options(p), key_source(p)),
     "transfer_sessions": lambda run, p: operations.transfer_sessions(
-        run, p["source"], p["target"], transfer_options(p), _at(p, "checkpoint_path"), key_source(p)),
+        run, p["source"], p["target"], transfer_options(p), _at(p, "checkpoint_path"), key_source(p),
+        live_options(p)),
     "verify_sessions": lambda run, p: operations.verify_sessions(
         run, _side(p, "a"), _side(p, "b"), verify_options(p), key_source(p)),
     "validate_snapshot": lambda run, p: operations.validate_snapshot(

@@ -16,7 +16,10 @@ from .audit import open_for_audit, read_report, write_audit_report
 from .cleanup import run_cleanup
 from .endpoints import SCHEMES, RedisEndpoint, resolve_connection
 from .errors import InvalidParameter, SnapshotNotFound
-from .options import BackupOptions, CleanupOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions, VerifyOptions
+from .options import (
+    BackupOptions, CleanupOptions, LiveOptions, MigrationOptions, RestoreOptions, RetentionOptions, TransferOptions,
+    VerifyOptions,
+)
 from .pipeline import run_backup
 from .preflight import check_backup as _check_backup
 from .retention import prune_snapshots
@@ -79,12 +82,33 @@ def finish_restore(snapshot: Location, target: Connection, options: RestoreOptio
 
 
 def check_transfer(source: Connection, target: Connection, options: TransferOptions,
-                   checkpoint_path: Location | None = None, keys: KeySource | None = None) -> dict[str, Any]:
+                   checkpoint_path: Location | None = None, keys: KeySource | None = None,
+                   live: bool = False) -> dict[str, Any]:
     """Refuse source == target, rename collisions and (on_conflict=fail) existing keys; start or
     resume the checkpoint. A dry run's plan is returned here; nothing is written."""
     fs, root = storage.locate(checkpoint_path or transfer_core.default_checkpoint_root())
     return transfer_core.check_transfer(resolve_connection(source), resolve_connection(target), options,
-                                        checkpoint_fs=fs, checkpoint_path=root, keyring=keyring_of(keys))
+                                        checkpoint_fs=fs, checkpoint_path=root, keyring=keyring_of(keys), live=live)
+
+
+def start_live_transfer(source: Connection, target: Connection, options: TransferOptions, live: LiveOptions,
+                        checkpoint_path: Location | None = None, keys: KeySource | None = None) -> dict[str, Any]:
+    """Subscribe to the source's changes before the copy; record the target's own keys once."""
+    from .live.runs import start_live_transfer as start
+
+    fs, root = storage.locate(checkpoint_path or transfer_core.default_checkpoint_root())
+    return start(resolve_connection(source), resolve_connection(target), options, live, fs, root, keyring_of(keys))
+
+
+def follow_transfer(recording: str, source: Connection, target: Connection, options: TransferOptions,
+                    live: LiveOptions, checkpoint_path: Location | None = None, progress: Progress | None = None,
+                    keys: KeySource | None = None, repair_first: bool = False) -> dict[str, Any]:
+    """Apply the source's changes until stopped; then drain, verify, and return the summary."""
+    from .live.runs import follow_transfer as follow
+
+    fs, root = storage.locate(checkpoint_path or transfer_core.default_checkpoint_root())
+    return follow(recording, resolve_connection(source), resolve_connection(target), options, live, fs, root,
+                  keyring_of(keys), progress, repair_first)
 
 
 def transfer(source: Connection, target: Connection, options: TransferOptions, checkpoint_path: Location | None = None,

@@ -58,6 +58,7 @@ from .sources.redis import RedisSource
 from .sources.segments import scan_fraction
 
 TRANSFERS = "transfers"
+MAX_KEEP_KEYS = 50_000_000  # keys a live run's keep file may list
 KEYSPACE_WALK = "keyspace"  # the checkpoint's position is a cursor of one walk over every key
 CHECKPOINT_EVERY_KEYS = 10_000
 
@@ -154,6 +155,7 @@ class TransferCheckpoint(StateFile):
     walk: str = "patterns"  # KEYSPACE_WALK; an older checkpoint (one walk per pattern) has no usable position
     counters: dict[str, int] = field(default_factory=dict)
     source_run_id: str | None = None  # a SCAN cursor means nothing to a restarted source
+    live: dict[str, Any] | None = None  # a live run: its keep file's sha256/count, following, summary
     updated_at: str | None = None
     finished_at: str | None = None
     keyring: Keyring | None = field(default=None, repr=False, compare=False)  # signs it; never written
@@ -172,6 +174,12 @@ class TransferCheckpoint(StateFile):
             raise ValueError("its position is not a place in a SCAN")
         if not isinstance(self.counters, dict) or not all(isinstance(v, int) for v in self.counters.values()):
             raise TypeError("counters is not an object of counts")
+        if self.live is not None:
+            keep = self.live.get("keep") if isinstance(self.live, dict) else None
+            if not (isinstance(keep, dict) and isinstance(keep.get("sha256"), str) and len(keep["sha256"]) == 64
+                    and isinstance(keep.get("count"), int) and 0 <= keep["count"] <= MAX_KEEP_KEYS
+                    and isinstance(self.live.get("following"), bool)):
+                raise ValueError("its live record is not a keep file's sha256 and count and a following flag")
         return self
 
 
@@ -247,9 +255,12 @@ def _plan(source: RedisSource, sink: RedisSink, options: TransferOptions, *, pro
 
 def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, *,
                    checkpoint_fs: fsspec.AbstractFileSystem | None = None,
-                   checkpoint_path: str | None = None, keyring: Keyring | None = None) -> dict[str, Any]:
+                   checkpoint_path: str | None = None, keyring: Keyring | None = None,
+                   live: bool = False) -> dict[str, Any]:
     """Everything before the first write: endpoints, rename collisions, the `fail` preflight,
-    the checkpoint (started or resumed). A dry run returns its plan and writes nothing."""
+    the checkpoint (started or resumed). A dry run returns its plan and writes nothing. A live
+    run whose copy was done and which was following when it stopped resumes following
+    (`resume_following`)."""
     keyring = resolve(keyring)
     _check_endpoints(source, target)
     fs, root = _resolve_root(checkpoint_fs, checkpoint_path)
@@ -260,7 +271,9 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
         sink = RedisSink(target)
         try:
             checkpoint = None if options.dry_run else _load_checkpoint(fs, ckpt_path, source, target, options, keyring)
-            if checkpoint is not None and checkpoint.finished_at is not None:
+            following = bool(live and checkpoint is not None and checkpoint.finished_at is not None
+                             and checkpoint.live and checkpoint.live["following"])
+            if checkpoint is not None and checkpoint.finished_at is not None and not following:
                 checkpoint = None  # a finished transfer: this is a new one
             resuming = checkpoint is not None and checkpoint.preflight_passed
             need_probe = options.dry_run or (options.on_conflict == "fail" and not resuming)
@@ -292,6 +305,8 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
     }
     if checkpoint is not None:
         result["position"] = [checkpoint.pattern_index, checkpoint.cursor]
+    if live and not options.dry_run:
+        result["resume_following"] = following
     if options.dry_run and plan is not None:
         result["plan"] = {k: v for k, v in plan.items() if k != "conflict_examples"}
     return result

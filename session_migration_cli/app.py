@@ -44,6 +44,9 @@ _PATTERN = typer.Option(None, "--pattern", "-p", help="Key pattern (repeatable).
 _MIN_TTL = typer.Option(RestoreOptions.min_ttl_ms // 1000, "--min-ttl", metavar="SECONDS", help="Skip sessions that would expire within this many seconds.")
 _ON_CONFLICT = typer.Option(RestoreOptions.on_conflict, help="replace existing keys, skip them, or fail before writing anything.")
 _RENAME_PREFIX = typer.Option(None, "--rename-prefix", metavar="OLD NEW", help="Write keys starting with OLD under NEW instead.")
+_LIVE = typer.Option(False, "--live", help="After the copy, follow the source's changes until Ctrl-C/SIGTERM or --live-until; then drain, verify and report.")
+_LIVE_MODE = typer.Option(None, "--live-mode", metavar="notify|scan", help="notify: keyspace notifications (default; enabled for the run if allowed); scan: compare-and-repair passes, no notifications needed.")
+_LIVE_UNTIL = typer.Option(None, "--live-until", metavar="TIME", help="Stop following at this instant (ISO 8601, UTC if no zone) or after this long (30m, 2h).")
 _DRY_RUN_PLAN = typer.Option(False, "--dry-run", help="Write nothing; report what would be created, overwritten, skipped, expired.")
 _SIGNING_KEY_BLOCK = typer.Option(
     None, "--signing-key-block", metavar="NAME",
@@ -114,14 +117,17 @@ def backup(
 # -- restore, transfer ---------------------------------------------------------------------------
 
 
-def _print_counts(summary: dict[str, Any], title: str, hidden: tuple[str, ...], as_json: bool) -> None:
-    """Every field of a restore's or transfer's summary but `hidden`, one line each."""
+def _print_counts(summary: dict[str, Any], title: str, hidden: tuple[str, ...], as_json: bool,
+                  last: bool = True) -> None:
+    """Every field of a restore's or transfer's summary but `hidden`, one line each; then, when
+    it is the `last` thing printed, the JSON object."""
     report = Report(as_json)
-    report.line("Dry run: nothing written" if summary["dry_run"] else title, style="bold")
+    report.line("Dry run: nothing written" if summary.get("dry_run") else title, style="bold")
     for key, value in summary.items():
         if key not in hidden:
             report.field(key.replace("_", " "), value)
-    report.result(summary)
+    if last:
+        report.result(summary)
 
 
 @app.command()
@@ -163,17 +169,38 @@ def transfer(
     signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     checkpoint_path: Optional[str] = typer.Option(None, "--checkpoint-path", help="Folder or fsspec URL for the resume checkpoint (in its transfers/ folder). Default: $SESSION_MIGRATION_STATE_DIR, else ~/.local/state/session-migration."),
     dry_run: bool = _DRY_RUN_PLAN,
+    live: bool = _LIVE, live_mode: Optional[str] = _LIVE_MODE, live_until: Optional[str] = _LIVE_UNTIL,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
-    """Copy sessions from SOURCE to TARGET, live, without MIGRATE (the transfer_sessions flow). Resumable."""
+    """Copy sessions from SOURCE to TARGET, live, without MIGRATE (the transfer_sessions flow). Resumable.
+    With --live, follow the source's changes after the copy until Ctrl-C/SIGTERM (docs/migration.md: cutover)."""
     with Invocation(as_json, debug, prefect) as run:
         run.interrupted_line = ("Interrupted: the transfer's checkpoint holds its position. "
                                 f"Resume with the same command: {masked_command()}")
         summary = run.run("transfer_sessions", dict(
             source=source, target=target, patterns=pattern or None, ttl_policy=ttl_policy, min_ttl_seconds=min_ttl,
             on_conflict=on_conflict, rename_prefix=_rename(rename_prefix), batch_size=batch_size, dry_run=dry_run,
-            checkpoint_path=checkpoint_path, signing_key_block=signing_key_block))
-    _print_counts(summary, "Transfer done", ("dry_run",), as_json)
+            checkpoint_path=checkpoint_path, signing_key_block=signing_key_block, live=live, live_mode=live_mode,
+            live_until=live_until))
+    following = live and not dry_run
+    _print_counts(summary, "Transfer done", ("dry_run", "live"), as_json, last=not following)
+    if following:
+        _print_live(summary["live"], as_json, summary)
+
+
+def _print_live(live: dict[str, Any], as_json: bool, summary: dict[str, Any]) -> None:
+    """The following's summary; exit 1 when the final verify found keys that differ."""
+    report = Report(as_json)
+    verify = live["verify"]
+    report.line(f"Live: stopped by {live['stopped_by']}", style="bold")
+    for name in ("changes", "written", "deleted", "repairs", "repaired", "gaps", "spills", "final_lag_ms"):
+        report.field(name.replace("_", " "), live[name])
+    report.field("lag ms", ", ".join(f"{k} {v:,}" for k, v in live["lag_ms"].items()))
+    report.field("final verify", f"{'OK' if verify['ok'] else 'MISMATCH'}: {verify['keys']:,} keys ({verify['scope']})"
+                 + "".join(f", {c} {n:,}" for c, n in verify["counts"].items() if n and c != "OK"))
+    report.result(summary)
+    if not verify["ok"]:
+        raise typer.Exit(1)
 
 
 # -- verify, validate, audit ---------------------------------------------------------------------

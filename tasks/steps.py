@@ -27,6 +27,8 @@ _NAMED: dict[Callable[..., Any], tuple[str, dict[str, Any]]] = {
     steps.finish_restore: ("finish-restore", {}),
     steps.check_transfer: ("check-transfer", {}),
     steps.transfer: ("transfer", {}),
+    steps.start_live_transfer: ("start-live-transfer", {}),
+    steps.follow_transfer: ("follow-transfer", {}),
     steps.verify: ("verify-sessions", {}),
     steps.validate: ("validate-snapshot", {}),
     steps.newest_backup: ("find-newest-backup", {}),

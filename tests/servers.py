@@ -54,6 +54,7 @@ class Server:
     password: str | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
     workdir: str | None = None
+    args: list[str] = field(default_factory=list, repr=False)
 
     @property
     def url(self) -> str:
@@ -62,6 +63,15 @@ class Server:
 
     def client(self, db: int = 0) -> redis.Redis:
         return redis.Redis(port=self.port, password=self.password, db=db)
+
+    def restart(self) -> None:
+        """Save the dataset, stop the process and start it again on the same port and folder
+        (a new run id, runtime CONFIG changes forgotten, every client disconnected)."""
+        self.client().save()
+        self.process.terminate()
+        self.process.wait(10)
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_ready(self.port, self.password)
 
     def stop(self) -> None:
         if self in _RUNNING:
@@ -100,7 +110,7 @@ def start_server(kind: str, password: str | None = None, extra: tuple[str, ...] 
     if password:
         args += ["--requirepass", password]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server(kind=kind, port=port, password=password, process=process, workdir=workdir)
+    server = Server(kind=kind, port=port, password=password, process=process, workdir=workdir, args=args)
     _RUNNING.append(server)
     try:
         wait_ready(port, password)

@@ -1,0 +1,230 @@
+"""Live transfer: the source's changes during and after the copy reach the target, through lost
+notifications, a source restart, a kill -9 of the tool, and without notifications (scan mode).
+
+An application is played by tests/live_writer.py (its own process: creates, refreshes, logouts,
+PEXPIREs, hash sessions, short TTLs that expire). Each test stops the writer, then sends SIGTERM
+to the tool, and then compares both servers key by key (verify, expiry within 2 s)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from servers import start_server
+
+from session_migration.endpoints import RedisEndpoint
+from session_migration.options import VerifyOptions
+from session_migration.verify import verify
+
+CLI = str(Path(sys.executable).with_name("session-migration"))
+WRITER = str(Path(__file__).parents[1] / "live_writer.py")
+
+
+def seed(server, n: int) -> None:
+    client = server.client()
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        pipe.set(f"sess:{i:07d}", b"user=%d" % i, px=1_800_000)
+        if len(pipe) >= 5000:
+            pipe.execute()
+    pipe.execute()
+
+
+class Tool:
+    """The CLI running `transfer --live` as a subprocess."""
+
+    def __init__(self, tmp_path: Path, *args: str, name: str = "tool"):
+        self.err_path = tmp_path / f"{name}.err"
+        self.out_path = tmp_path / f"{name}.out"
+        env = dict(os.environ, SESSION_MIGRATION_STATE_DIR=str(tmp_path / "state"))
+        env.pop("PREFECT_API_URL", None)
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.process = subprocess.Popen([CLI, *args, "--json", "--no-prefect"], stdout=out, stderr=err, env=env)
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr():
+            assert self.process.poll() is None, f"the tool exited early:\n{self.stderr()}"
+            assert time.monotonic() < deadline, f"no {text!r} within {timeout} s:\n{self.stderr()}"
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 120) -> tuple[int, dict]:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        lines = self.out_path.read_text().strip().splitlines()
+        return code, json.loads(lines[-1]) if lines else {}
+
+
+def writer(server, seconds: float, rate: float = 1500, keys: int = 20_000) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, WRITER, server.url, str(seconds), str(rate), str(keys)],
+                            stdout=subprocess.PIPE)
+
+
+def stop_writer(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    return int(out.strip() or 0)
+
+
+def assert_equal(src, dst) -> None:
+    report = verify(RedisEndpoint.from_url(src.url), RedisEndpoint.from_url(dst.url),
+                    VerifyOptions(patterns=("sess:*",), ttl_tolerance_ms=2000))
+    assert report.ok, report.as_dict()
+    assert report.counts["OK"] > 0
+
+
+@pytest.fixture
+def pair():
+    src, dst = start_server("redis"), start_server("valkey")
+    try:
+        yield src, dst
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def _live(src, dst, tmp_path, *extra: str, name: str = "tool") -> Tool:
+    return Tool(tmp_path, "transfer", src.url, dst.url, "-p", "sess:*", "--live", *extra, name=name)
+
+
+def test_changes_during_and_after_the_copy_reach_the_target(pair, tmp_path):
+    src, dst = pair
+    seed(src, 100_000)
+    dst.client().set(b"sess:target-own", b"kept")  # the target's own key: never the source's to delete
+    dst.client().set(b"other:x", b"out of scope")
+    app = writer(src, 60, keys=100_000)
+    tool = _live(src, dst, tmp_path)
+    tool.wait_for("now following")
+    time.sleep(40)
+    ops = stop_writer(app)
+    code, summary = tool.stop()
+    assert code == 0, tool.stderr()
+    live = summary["live"]
+    assert live["stopped_by"] == "SIGTERM" and live["verify"]["ok"], live
+    assert live["changes"] > 0 and live["deleted"] > 0 and live["gaps"] == 0 and live["kept_target_only"] == 1
+    assert ops > 20_000
+    assert dst.client().get(b"sess:target-own") == b"kept" and dst.client().get(b"other:x") == b"out of scope"
+    dst.client().delete(b"sess:target-own")
+    assert_equal(src, dst)
+    assert src.client().config_get("notify-keyspace-events")["notify-keyspace-events"] == ""  # put back
+
+
+def test_a_killed_subscription_is_a_gap_repaired_by_a_compare_pass(pair, tmp_path):
+    src, dst = pair
+    seed(src, 20_000)
+    app = writer(src, 60)
+    tool = _live(src, dst, tmp_path)
+    tool.wait_for("now following")
+    time.sleep(3)
+    assert src.client().execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+    time.sleep(4)
+    stop_writer(app)
+    code, summary = tool.stop()
+    assert code == 0, tool.stderr()
+    assert summary["live"]["gaps"] >= 1 and summary["live"]["repairs"] >= 1, summary["live"]
+    assert_equal(src, dst)
+
+
+def test_a_source_restart_mid_follow_loses_nothing(pair, tmp_path):
+    src, dst = pair
+    seed(src, 20_000)
+    app = writer(src, 60)
+    tool = _live(src, dst, tmp_path)
+    tool.wait_for("now following")
+    time.sleep(3)
+    stop_writer(app)  # the writer would fail while the server is down
+    src.restart()  # notify-keyspace-events is off again after it: the tool turns it back on
+    app = writer(src, 60)
+    time.sleep(5)
+    stop_writer(app)
+    code, summary = tool.stop()
+    assert code == 0, tool.stderr()
+    assert summary["live"]["gaps"] >= 1, summary["live"]
+    assert_equal(src, dst)
+
+
+def test_kill_9_then_the_same_command_resumes_with_a_repair_pass(pair, tmp_path):
+    src, dst = pair
+    seed(src, 20_000)
+    app = writer(src, 120)
+    tool = _live(src, dst, tmp_path)
+    tool.wait_for("now following")
+    time.sleep(3)
+    tool.process.kill()
+    tool.process.wait()
+    time.sleep(3)  # changes, logouts included, while nobody follows
+    again = _live(src, dst, tmp_path, name="again")
+    again.wait_for("compare-and-repair pass")
+    time.sleep(4)
+    stop_writer(app)
+    code, summary = again.stop()
+    assert code == 0, again.stderr()
+    assert summary["copy"] == "done before" and summary["live"]["repairs"] >= 1, summary
+    assert_equal(src, dst)
+
+
+def test_without_config_rights_notify_mode_says_what_to_set_and_scan_mode_converges(tmp_path):
+    src = start_server("redis", extra=("--rename-command", "CONFIG", ""))
+    dst = start_server("valkey")
+    try:
+        seed(src, 5_000)
+        refused = subprocess.run([CLI, "transfer", src.url, dst.url, "-p", "sess:*", "--live", "--json", "--no-prefect"],
+                                 capture_output=True, text=True, timeout=120,
+                                 env=dict(os.environ, SESSION_MIGRATION_STATE_DIR=str(tmp_path / "state")))
+        assert refused.returncode == 1
+        error = json.loads(refused.stdout.strip().splitlines()[-1])
+        assert error["kind"] == "LiveUnavailable" and "--live-mode scan" in error["error"], error
+        assert "notify-keyspace-events" in error["error"]
+        assert dst.client().dbsize() == 0  # nothing written
+
+        app = writer(src, 60, keys=5_000)
+        tool = _live(src, dst, tmp_path, "--live-mode", "scan")
+        tool.wait_for("now following")
+        time.sleep(8)
+        stop_writer(app)
+        code, summary = tool.stop()
+        assert code == 0, tool.stderr()
+        live = summary["live"]
+        assert live["mode"] == "scan" and live["repairs"] >= 1 and live["verify"]["ok"], live
+        assert_equal(src, dst)
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def test_live_until_stops_by_itself(pair, tmp_path):
+    src, dst = pair
+    seed(src, 1_000)
+    done = subprocess.run([CLI, "transfer", src.url, dst.url, "-p", "sess:*", "--live", "--live-until", "3s", "--json",
+                           "--no-prefect"], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, SESSION_MIGRATION_STATE_DIR=str(tmp_path / "state")))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["live"]["stopped_by"] == "live_until" and summary["written"] == 1_000
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--live", "--on-conflict", "skip"], "on_conflict=replace"),
+    (["--live", "--ttl-policy", "relative"], "ttl_policy=absolute"),
+    (["--live-mode", "scan"], "need live=true"),
+    (["--live", "--live-mode", "fast"], "Unknown live_mode 'fast'"),
+    (["--live", "--live-until", "soon"], "neither an instant"),
+])
+def test_bad_live_options_are_refused_before_anything_is_written(pair, tmp_path, args, words):
+    src, dst = pair
+    seed(src, 10)
+    done = subprocess.run([CLI, "transfer", src.url, dst.url, "-p", "sess:*", *args, "--json", "--no-prefect"],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, SESSION_MIGRATION_STATE_DIR=str(tmp_path / "state")))
+    assert done.returncode == 1, done.stderr
+    assert words in json.loads(done.stdout.strip().splitlines()[-1])["error"]
+    assert dst.client().dbsize() == 0
