@@ -27,6 +27,10 @@ def full_migration(
     require_empty_target: bool = False,
     signing_key_block: str | None = None,
     storage_block: str | None = None,
+    live: bool = False,
+    live_mode: str | None = None,
+    live_until: str | None = None,
+    resume_live: str | None = None,
 ) -> dict[str, Any]:
     """Move sessions from SOURCE to TARGET through a validated snapshot, verify, audit; on a
     failure after the first write, put TARGET back exactly as its pre-image says.
@@ -46,6 +50,12 @@ def full_migration(
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
         storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
             open the snapshot filesystem; default: fsspec's own configuration and the environment.
+        live: record the source's changes from before the backup and, after the verify, follow them
+            until the run is stopped (SIGTERM, cancellation) or live_until; then drain, verify, audit.
+        live_mode: notify (keyspace notifications; default) or scan (compare-and-repair passes).
+        live_until: stop following at this instant (ISO 8601) or after this long (30m, 2h).
+        resume_live: the id of a live migration that stopped while following (a crash): go on
+            following it, after a compare-and-repair pass.
     """
     try:
         summary = parameters.run_operation("full_migration", PREFECT, locals())

@@ -69,9 +69,9 @@ STATE_PURPOSE = "migration-state"  # what a state file's signature says it signs
 ROLLBACK_STAGES = ("started", "new_keys_deleted", "pre_image_restored", "done")
 
 # Steps in the order they are reached; "restoring" is the first that writes to the target.
-STEPS = ("started", "backed_up", "validated", "pre_image", "restoring", "restored", "verified",
+STEPS = ("started", "backed_up", "validated", "pre_image", "restoring", "restored", "verified", "following",
          "rolling_back", "rolled_back", "audited", "done", "failed")
-WRITING_STEPS = frozenset({"restoring", "restored", "verified", "rolling_back"})
+WRITING_STEPS = frozenset({"restoring", "restored", "verified", "following", "rolling_back"})
 FINAL_STEPS = frozenset({"rolled_back", "done", "failed", "audited"})
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
@@ -619,7 +619,7 @@ def _summary(s: dict[str, Any]) -> dict[str, Any]:
         "pre_image": s["pre_image"], "pre_image_id": s["pre_image_id"],
         "backup": s["counts"].get("backup"), "pre_image_keys": s["counts"].get("pre_image", {}).get("keys"),
         "restore": s["counts"].get("restore"), "verify": s["verify"], "rolled_back": s["rolled_back"],
-        "rollback": s["rollback"] or None, "audit": s["audit"], "error": s["error"],
+        "rollback": s["rollback"] or None, "live": s["counts"].get("live"), "audit": s["audit"], "error": s["error"],
         "state_file": s.get("state_file"),
     }
 
@@ -653,6 +653,13 @@ def record_interruption(fs, root: str, migration_id: str, exc: BaseException, ke
     begun, is the operator's call (`resume_rollback`)."""
     state = MigrationState.load(fs, root, migration_id, keyring)
     state.error = f"interrupted ({exc.__class__.__name__})"
+    state.save(fs, root)
+
+
+def record_live(fs, root: str, migration_id: str, summary: dict[str, Any], keyring: Keyring | None = None) -> None:
+    """Keep a live migration's following summary in its state file (no new step in the history)."""
+    state = MigrationState.load(fs, root, migration_id, keyring)
+    state.counts["live"] = summary
     state.save(fs, root)
 
 

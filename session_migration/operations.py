@@ -188,25 +188,28 @@ def _live_transfer(run: Runner, source: Connection, target: Connection, options:
             progress = run.progress("transfer-progress", "Transfer")
             summary = run.step(steps.transfer, source, target, options, checkpoint_path, progress, keys)
             progress.done()
-            run.say(f"Copied {summary['written']:,} keys; now following the source's changes")
+            run.say(f"Copied {summary['written']:,} keys")
         summary["live"] = _follow(run, steps.follow_transfer, started["recording"], source, target, options, live,
-                                  checkpoint_path, keys, resuming)
+                                  checkpoint_path, keys=keys, resuming=resuming)
     finally:
         end(started["recording"])
     return summary
 
 
-def _recording_sentence(live: LiveOptions, kept: int) -> str:
+def _recording_sentence(live: LiveOptions, kept: int | None) -> str:
     how = ("keyspace notifications" if live.mode == "notify"
            else f"compare-and-repair passes every {live.scan_interval_s:g} s")
     until = f" until {live.until}" if live.until else " until SIGINT/SIGTERM (Ctrl-C)"
-    return (f"Live: following the source by {how}{until}; {kept:,} key(s) only the target had are kept")
+    own = "" if kept is None else f"; {kept:,} key(s) only the target had are kept"
+    return f"Live: the source's changes are recorded from now and followed after the copy by {how}{until}{own}"
 
 
-def _follow(run: Runner, step: Any, recording: str, *args: Any) -> dict[str, Any]:
-    *head, checkpoint_path, keys, resuming = args
+def _follow(run: Runner, step: Any, recording: str, *args: Any, keys: KeySource | None,
+            resuming: bool) -> dict[str, Any]:
+    """The follow step of a live run (`args` are its own), and what it tells the operator."""
+    run.say("Now following the source's changes; Ctrl-C or SIGTERM stops following, drains and verifies")
     progress = run.progress("live-progress", "Following")
-    result = run.step(step, recording, *head, checkpoint_path, progress, keys, resuming)
+    result = run.step(step, recording, *args, progress=progress, keys=keys, repair_first=resuming)
     progress.done()
     verify = result["verify"]
     lag = result["lag_ms"]
@@ -300,12 +303,18 @@ def prune_snapshots(run: Runner, backup_path: Location, options: RetentionOption
 
 
 def full_migration(run: Runner, source: Connection, target: Connection, backup_path: Location,
-                   options: MigrationOptions, keys: KeySource | None = None) -> dict[str, Any]:
+                   options: MigrationOptions, keys: KeySource | None = None,
+                   live: LiveOptions | None = None) -> dict[str, Any]:
     """Backup -> validate -> pre-image -> restore -> verify -> audit; on a failure after the first
     write, the target is put back as its pre-image says. The state file
-    `<backup_path>/migrations/<id>.json` records every step (see migration.py).
+    `<backup_path>/migrations/<id>.json` records every step (see migration.py). With `live`, the
+    source's changes are recorded from before the backup and followed after the verify until
+    stopped (step `following`), then the audit.
 
     Raises `MigrationRefused` (nothing written) or `MigrationFailed` (with `.summary`)."""
+    if live is not None and not options.preserve_ttl:
+        raise InvalidParameter("A live migration keeps every key in scope equal on both sides: it needs expiry "
+                               "carried over (drop --no-ttl / preserve_ttl=false).")
     run.say(f"Connecting to {shown(source)} and {shown(target)} ...")
     checked = run.step(steps.check_migration, source, target, backup_path, options)
     run.reached("preflight", checked)
@@ -321,6 +330,23 @@ def full_migration(run: Runner, source: Connection, target: Connection, backup_p
     def record(step: str, counts: dict[str, Any] | None = None, **fields: Any) -> None:
         run.step(steps.record_migration_step, backup_path, migration_id, step, counts, fields or None, keys)
 
+    recording = None
+    if live is not None:
+        recording = run.step(steps.start_live_migration, source, backup_path, migration_id, options.patterns,
+                             live)["recording"]
+        run.say(_recording_sentence(live, None))
+    try:
+        return _migrate(run, source, target, backup_path, options, keys, live, migration_id, recording, record)
+    finally:
+        if recording is not None:
+            from .live import end
+
+            end(recording)
+
+
+def _migrate(run: Runner, source: Connection, target: Connection, backup_path: Location, options: MigrationOptions,
+             keys: KeySource | None, live: LiveOptions | None, migration_id: str, recording: str | None,
+             record: Any) -> dict[str, Any]:
     try:
         backup = backup_sessions(run, source, backup_path, options.backup_options(snapshot_id=new_snapshot_id()), keys)
         record("backed_up", {"backup": backup}, snapshot=backup["snapshot"], snapshot_id=backup["snapshot_id"])
@@ -359,6 +385,8 @@ def full_migration(run: Runner, source: Connection, target: Connection, backup_p
             run.say(f"Verified: {judged['counts']['OK']:,} keys equal, {judged['kept_target_only']:,} target-only "
                     "keys kept")
         record("verified")
+        if live is not None:
+            _follow_migration(run, source, target, backup_path, migration_id, live, keys, recording, record, False)
     except Exception as exc:  # every failure is recorded and, after a write, rolled back
         outcome = run.step(steps.handle_migration_failure, target, backup_path, migration_id,
                            str(exc) or exc.__class__.__name__, options, run.reached, keys)
@@ -367,6 +395,52 @@ def full_migration(run: Runner, source: Connection, target: Connection, backup_p
     except BaseException as exc:  # Ctrl-C, SIGTERM: recorded; rolling back is the operator's call
         steps.record_interruption(backup_path, migration_id, exc, keys)
         raise
+    return _audit_and_finish(run, snapshot, validation, backup_path, migration_id, keys, record)
+
+
+def _follow_migration(run: Runner, source: Connection, target: Connection, backup_path: Location,
+                      migration_id: str, live: LiveOptions, keys: KeySource | None, recording: str, record: Any,
+                      resuming: bool) -> None:
+    record("following")
+    run.reached("following", {"migration_id": migration_id})
+    followed = _follow(run, steps.follow_migration, recording, source, target, backup_path, migration_id, live,
+                       keys=keys, resuming=resuming)
+    run.reached("live", followed)
+
+
+def resume_live_migration(run: Runner, source: Connection, target: Connection, backup_path: Location,
+                          migration_id: str, options: MigrationOptions, live: LiveOptions,
+                          keys: KeySource | None = None) -> dict[str, Any]:
+    """Go on following a live migration that stopped while following (kill -9, a crash): a
+    compare-and-repair pass first (what changed meanwhile is unknown), then follow, audit, done."""
+    state = run.step(steps.migration_summary, backup_path, migration_id, keys)
+    if state["step"] != "following":
+        raise InvalidParameter(f"Migration {migration_id} is at step {state['step']!r}; --resume-live goes on only "
+                               "with a live migration that stopped while following.")
+    recorded = tuple(run.step(steps.migration_patterns, backup_path, migration_id, keys))
+    if recorded != options.patterns:
+        raise InvalidParameter(f"Migration {migration_id} was run with the patterns {', '.join(recorded)}; pass the "
+                               "same --pattern options to resume it.")
+    run.say(f"Resuming live migration {migration_id}: a compare-and-repair pass, then following")
+
+    def record(step: str, counts: dict[str, Any] | None = None, **fields: Any) -> None:
+        run.step(steps.record_migration_step, backup_path, migration_id, step, counts, fields or None, keys)
+
+    from .live import end
+
+    recording = run.step(steps.start_live_migration, source, backup_path, migration_id, options.patterns,
+                         live)["recording"]
+    try:
+        _follow_migration(run, source, target, backup_path, migration_id, live, keys, recording, record, True)
+    finally:
+        end(recording)
+    snapshot = _below(backup_path, state["snapshot_id"])
+    validation = run.step(steps.validate, snapshot, True, keys)
+    return _audit_and_finish(run, snapshot, validation, backup_path, migration_id, keys, record)
+
+
+def _audit_and_finish(run: Runner, snapshot: Location, validation: dict[str, Any], backup_path: Location,
+                      migration_id: str, keys: KeySource | None, record: Any) -> dict[str, Any]:
     audit = _audit(run, snapshot, validation, None, None, keys)
     record("audited", None, audit=audit["files"])
     run.reached("audit", audit["files"])

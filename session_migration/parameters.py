@@ -129,7 +129,7 @@ OPTIONS_FROM_PARAMS = {
     "audit_report": audit_max_age_ms,
     "cleanup_expired_sessions": cleanup_options,
     "prune_snapshots": retention_options,
-    "full_migration": migration_options,
+    "full_migration": lambda params: (migration_options(params), live_options(params)),
 }
 
 def key_source(params: Mapping[str, Any]) -> KeySource:
@@ -159,6 +159,17 @@ def _side(params: Mapping[str, Any], name: str) -> Any:
     return _at(params, name)
 
 
+def _migration(run: Runner, p: Mapping[str, Any]) -> dict[str, Any]:
+    """A migration, or (resume_live) going on with a live one that stopped while following."""
+    resume = p.get("resume_live")
+    if resume is None:
+        return operations.full_migration(run, p["source"], p["target"], _at(p, "backup_path"), migration_options(p),
+                                         key_source(p), live_options(p))
+    live = live_options({**p, "live": True})
+    return operations.resume_live_migration(run, p["source"], p["target"], _at(p, "backup_path"), resume,
+                                            migration_options(p), live, key_source(p))
+
+
 # flow function name -> the operation it runs, called with the flow's own parameters
 _OPERATIONS: dict[str, Callable[[Runner, Mapping[str, Any]], dict[str, Any]]] = {
     "backup_sessions": lambda run, p: operations.backup_sessions(
@@ -178,8 +189,7 @@ _OPERATIONS: dict[str, Callable[[Runner, Mapping[str, Any]], dict[str, Any]]] = 
         run, p["source"], cleanup_options(p), _at(p, "backup_path"), key_source(p)),
     "prune_snapshots": lambda run, p: operations.prune_snapshots(
         run, _at(p, "backup_path"), retention_options(p), key_source(p)),
-    "full_migration": lambda run, p: operations.full_migration(
-        run, p["source"], p["target"], _at(p, "backup_path"), migration_options(p), key_source(p)),
+    "full_migration": lambda run, p: _migration(run, p),
 }
 
 

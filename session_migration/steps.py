@@ -278,6 +278,28 @@ def handle_migration_failure(target: Connection, backup_path: Location, migratio
     return {"message": text, "summary": migration.result_summary(fs, root, migration_id, keyring)}
 
 
+def start_live_migration(source: Connection, backup_path: Location, migration_id: str, patterns: tuple[str, ...],
+                         live: LiveOptions) -> dict[str, Any]:
+    """Subscribe to the source's changes before the backup (spill files beside the state file)."""
+    from .live import begin
+    from .live.runs import spill_dir
+
+    fs, root = storage.locate(backup_path)
+    return {"recording": begin(resolve_connection(source), patterns, live, fs,
+                               spill_dir(migration.state_path(root, migration_id)))}
+
+
+def follow_migration(recording: str, source: Connection, target: Connection, backup_path: Location,
+                     migration_id: str, live: LiveOptions, progress: Progress | None = None,
+                     keys: KeySource | None = None, repair_first: bool = False) -> dict[str, Any]:
+    """Apply the source's changes until stopped; then drain, verify, and return the summary."""
+    from .live.runs import follow_migration as follow
+
+    fs, root = storage.locate(backup_path)
+    return follow(recording, resolve_connection(source), resolve_connection(target), fs, root, migration_id, live,
+                  keyring_of(keys), progress, repair_first)
+
+
 def record_interruption(backup_path: Location, migration_id: str, exc: BaseException,
                         keys: KeySource | None = None) -> None:
     """Not a task: run in the flow or CLI process itself when Ctrl-C or SIGTERM stops a migration."""
@@ -288,3 +310,9 @@ def record_interruption(backup_path: Location, migration_id: str, exc: BaseExcep
 def migration_summary(backup_path: Location, migration_id: str, keys: KeySource | None = None) -> dict[str, Any]:
     fs, root = storage.locate(backup_path)
     return migration.result_summary(fs, root, migration_id, keyring_of(keys))
+
+
+def migration_patterns(backup_path: Location, migration_id: str, keys: KeySource | None = None) -> list[str]:
+    """The patterns a migration was run with (from its checked state file)."""
+    fs, root = storage.locate(backup_path)
+    return list(migration.MigrationState.load(fs, root, migration_id, keyring_of(keys)).patterns)

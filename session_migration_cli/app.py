@@ -440,6 +440,8 @@ def migrate(
     no_rollback: bool = typer.Option(False, "--no-rollback", help="On failure, leave the target as it is (roll back later with --resume-rollback)."),
     require_empty_target: bool = typer.Option(False, "--require-empty-target", help="Refuse when the target already holds keys in scope."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report the backup's numbers and what the restore would do."),
+    live: bool = _LIVE, live_mode: Optional[str] = _LIVE_MODE, live_until: Optional[str] = _LIVE_UNTIL,
+    resume_live: Optional[str] = typer.Option(None, "--resume-live", metavar="MIGRATION_ID", help="Go on following this live migration, stopped while following (a crash, kill -9): a compare-and-repair pass, then following until Ctrl-C/SIGTERM, then the audit. Give the same --pattern options."),
     resume_rollback: Optional[str] = typer.Option(None, "--resume-rollback", metavar="MIGRATION_ID", help="Finish the interrupted rollback of this migration (from BACKUP_PATH/migrations/) instead of migrating, only within --pattern (default: the session patterns) and the migration's own patterns; with --dry-run, say what it would delete and restore."),
     signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="--resume-rollback: with a signing key configured, accept an unsigned state file and pre-image knowingly."),
@@ -463,10 +465,14 @@ def migrate(
                 f"Interrupted: migration {info['migration_id']} stopped (state file {info['state_file']}). "
                 "If it had begun writing to the target, roll the target back with: "
                 + masked_command(["--resume-rollback", info["migration_id"]]))))
+            run.feedback.on_reached("following", lambda info: setattr(run, "interrupted_line", (
+                f"Interrupted while following: migration {info['migration_id']} stopped. Go on following with: "
+                + masked_command(["--resume-live", info["migration_id"]]))))
             summary = run.run("full_migration", dict(
                 source=source, target=target, backup_path=backup_path, patterns=pattern or None, batch_size=batch_size,
                 preserve_ttl=not no_ttl, dry_run=dry_run, verify=not no_verify, rollback_on_failure=not no_rollback,
-                require_empty_target=require_empty_target, signing_key_block=signing_key_block))
+                require_empty_target=require_empty_target, signing_key_block=signing_key_block, live=live or bool(resume_live),
+                live_mode=live_mode, live_until=live_until, resume_live=resume_live))
     _print_migration(summary, as_json)
 
 
@@ -533,6 +539,9 @@ def _print_migration(summary: dict[str, Any], as_json: bool) -> None:
         report.field("target-only keys kept", v["kept_target_only"])
     for kind, url in (summary.get("audit") or {}).items():
         report.field(f"audit {kind}", url)
+    if summary.get("live"):
+        _print_live(summary["live"], as_json, summary)
+        return
     report.result(summary)
 
 

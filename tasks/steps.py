@@ -41,9 +41,12 @@ _NAMED: dict[Callable[..., Any], tuple[str, dict[str, Any]]] = {
     steps.start_migration: ("start-migration", {}),
     steps.record_migration_step: ("record-migration-step", {"task_run_name": "record-{step}"}),
     steps.take_pre_image: ("take-pre-image", {}),
+    steps.start_live_migration: ("start-live-migration", {}),
+    steps.follow_migration: ("follow-migration", {}),
     steps.judge_verification: ("judge-verification", {}),
     steps.handle_migration_failure: ("handle-migration-failure", {}),
     steps.migration_summary: ("migration-summary", {}),
+    steps.migration_patterns: ("migration-patterns", {}),
 }
 
 TASKS: dict[Callable[..., Any], Task] = {

@@ -17,6 +17,7 @@ from typing import Any
 
 import fsspec
 
+from .. import storage
 from ..endpoints import RedisEndpoint
 from ..errors import InvalidParameter
 from ..options import LiveOptions, TransferOptions
@@ -121,6 +122,28 @@ def migration_keep(pre_image: Any, snapshot: Any) -> list[bytes]:
         keys = batch.column("key").to_pylist()
         own += [k for k, there in zip(keys, from_source.contains(keys).tolist()) if not there]
     return own
+
+
+def follow_migration(recording_id: str, source: RedisEndpoint, target: RedisEndpoint, fs: fsspec.AbstractFileSystem,
+                     root: str, migration_id: str, live: LiveOptions, keyring: Keyring,
+                     progress: Callable[[LiveProgress], None] | None = None, repair_first: bool = False
+                     ) -> dict[str, Any]:
+    """Follow a migration's source until stopped; the state file (step `following`) keeps the
+    summary. The target's own keys come from its pre-image (both snapshots checked first)."""
+    from ..migration import MigrationState, record_live
+    from ..snapshot import open_snapshot
+
+    state = MigrationState.load(fs, root, migration_id, keyring)
+    if state.snapshot_id is None or state.pre_image_id is None:
+        raise InvalidParameter(f"Migration {migration_id} has no snapshot and pre-image to follow from.")
+    snapshot = open_snapshot(fs, storage.join(root, state.snapshot_id), keyring=keyring)
+    pre_image = open_snapshot(fs, storage.join(root, state.pre_image_id), keyring=keyring)
+    own = migration_keep(pre_image, snapshot)
+    summary = _follow(recording_id, source, target, state.patterns, int(state.options.get("batch_size", 1000)), live,
+                      own, progress, lambda summary: record_live(fs, root, migration_id, summary, keyring),
+                      repair_first)
+    record_live(fs, root, migration_id, summary, keyring)
+    return summary
 
 
 # -- shared --------------------------------------------------------------------------------------

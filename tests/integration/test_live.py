@@ -103,7 +103,7 @@ def test_changes_during_and_after_the_copy_reach_the_target(pair, tmp_path):
     dst.client().set(b"other:x", b"out of scope")
     app = writer(src, 60, keys=100_000)
     tool = _live(src, dst, tmp_path)
-    tool.wait_for("now following")
+    tool.wait_for("Now following")
     time.sleep(40)
     ops = stop_writer(app)
     code, summary = tool.stop()
@@ -123,7 +123,7 @@ def test_a_killed_subscription_is_a_gap_repaired_by_a_compare_pass(pair, tmp_pat
     seed(src, 20_000)
     app = writer(src, 60)
     tool = _live(src, dst, tmp_path)
-    tool.wait_for("now following")
+    tool.wait_for("Now following")
     time.sleep(3)
     assert src.client().execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
     time.sleep(4)
@@ -139,7 +139,7 @@ def test_a_source_restart_mid_follow_loses_nothing(pair, tmp_path):
     seed(src, 20_000)
     app = writer(src, 60)
     tool = _live(src, dst, tmp_path)
-    tool.wait_for("now following")
+    tool.wait_for("Now following")
     time.sleep(3)
     stop_writer(app)  # the writer would fail while the server is down
     src.restart()  # notify-keyspace-events is off again after it: the tool turns it back on
@@ -157,7 +157,7 @@ def test_kill_9_then_the_same_command_resumes_with_a_repair_pass(pair, tmp_path)
     seed(src, 20_000)
     app = writer(src, 120)
     tool = _live(src, dst, tmp_path)
-    tool.wait_for("now following")
+    tool.wait_for("Now following")
     time.sleep(3)
     tool.process.kill()
     tool.process.wait()
@@ -188,7 +188,7 @@ def test_without_config_rights_notify_mode_says_what_to_set_and_scan_mode_conver
 
         app = writer(src, 60, keys=5_000)
         tool = _live(src, dst, tmp_path, "--live-mode", "scan")
-        tool.wait_for("now following")
+        tool.wait_for("Now following")
         time.sleep(8)
         stop_writer(app)
         code, summary = tool.stop()
@@ -228,3 +228,56 @@ def test_bad_live_options_are_refused_before_anything_is_written(pair, tmp_path,
     assert done.returncode == 1, done.stderr
     assert words in json.loads(done.stdout.strip().splitlines()[-1])["error"]
     assert dst.client().dbsize() == 0
+
+
+def _migrate(src, dst, tmp_path, *extra: str, name: str = "migrate") -> Tool:
+    return Tool(tmp_path, "migrate", src.url, dst.url, "--backup-path", str(tmp_path / "snaps"), "-p", "sess:*",
+                *extra, name=name)
+
+
+def test_a_live_migration_converges_and_resumes_after_kill_9(pair, tmp_path):
+    src, dst = pair
+    seed(src, 20_000)
+    dst.client().set(b"sess:target-own", b"kept", px=1_800_000)
+    app = writer(src, 120)
+    tool = _migrate(src, dst, tmp_path, "--live")
+    tool.wait_for("Now following")
+    time.sleep(3)
+    tool.process.kill()  # kill -9 while following
+    tool.process.wait()
+    migration_id = next((tmp_path / "snaps" / "migrations").glob("*.json")).stem
+    state = json.loads((tmp_path / "snaps" / "migrations" / f"{migration_id}.json").read_text())
+    assert state["step"] == "following"
+    time.sleep(3)  # changes, logouts included, while nobody follows
+    again = _migrate(src, dst, tmp_path, "--resume-live", migration_id, name="again")
+    again.wait_for("Now following")
+    time.sleep(3)
+    stop_writer(app)
+    code, summary = again.stop()
+    assert code == 0, again.stderr()
+    assert summary["step"] == "done" and summary["live"]["repairs"] >= 1 and summary["live"]["verify"]["ok"], summary
+    assert summary["live"]["kept_target_only"] == 1 and dst.client().get(b"sess:target-own") == b"kept"
+    assert summary["audit"]["html"]
+    dst.client().delete(b"sess:target-own")
+    assert_equal(src, dst)
+
+
+def test_a_live_migration_still_rolls_back_to_its_pre_image(pair, tmp_path):
+    src, dst = pair
+    seed(src, 2_000)
+    dst.client().set(b"sess:0000001", b"the target's own value")
+    before = {k: dst.client().dump(k) for k in dst.client().scan_iter(match="sess:*")}
+    tool = _migrate(src, dst, tmp_path, "--live")
+    tool.wait_for("Now following")
+    src.client().set(b"sess:new-during-follow", b"v", px=600_000)
+    time.sleep(2)
+    tool.process.kill()
+    tool.process.wait()
+    assert dst.client().get(b"sess:new-during-follow") == b"v"  # it was followed
+    migration_id = next((tmp_path / "snaps" / "migrations").glob("*.json")).stem
+    done = subprocess.run([CLI, "migrate", src.url, dst.url, "--backup-path", str(tmp_path / "snaps"), "-p", "sess:*",
+                           "--resume-rollback", migration_id, "--json", "--no-prefect"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    after = {k: dst.client().dump(k) for k in dst.client().scan_iter(match="sess:*")}
+    assert after == before

@@ -1,0 +1,93 @@
+"""Live runs as Prefect flows: `live=True` with `live_until`, the steps as tasks, the changes
+made while the flow follows reach the target."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from helpers import read_flow_run, run_flow
+from session_migration.endpoints import RedisEndpoint
+from session_migration.options import VerifyOptions
+from session_migration.verify import verify
+
+pytestmark = [pytest.mark.flows, pytest.mark.integration]
+
+
+def _changes_for(server, seconds: float) -> threading.Thread:
+    """Create, refresh and delete sessions on `server` for `seconds`, from a thread."""
+    def write() -> None:
+        client, end, i = server.client(), time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            client.set(f"sess:live{i % 300:04d}", f"v{i}", px=600_000)
+            if i % 7 == 0:
+                client.delete(f"sess:{i % 500:06d}")
+            i += 1
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+def _equal(a, b) -> None:
+    report = verify(RedisEndpoint.from_url(a.url), RedisEndpoint.from_url(b.url), VerifyOptions(patterns=("sess:*",)))
+    assert report.ok, report.as_dict()
+
+
+def _seed(server, n: int) -> None:
+    pipe = server.client().pipeline(transaction=False)
+    for i in range(n):
+        pipe.set(f"sess:{i:06d}", f"user={i}", px=600_000)
+    pipe.execute()
+
+
+def test_transfer_flow_follows_until_live_until(prefect_harness, valkey_server, redis_server, tmp_path):
+    from flows.transfer import transfer_sessions
+
+    for server in (valkey_server, redis_server):
+        server.client().flushall()
+    _seed(valkey_server, 2_000)
+    writer = _changes_for(valkey_server, 5)
+    state, run_id = run_flow(transfer_sessions, source=valkey_server.url, target=redis_server.url,
+                             patterns=["sess:*"], checkpoint_path=str(tmp_path / "ck"), live=True, live_until="8s")
+    writer.join()
+    summary = state.result()
+    live = summary["live"]
+    assert live["stopped_by"] == "live_until" and live["changes"] > 0 and live["verify"]["ok"], live
+    run = read_flow_run(run_id, task_runs=4)
+    assert run.task_names() == ["check-transfer", "follow-transfer", "start-live-transfer", "transfer"]
+    _equal(valkey_server, redis_server)
+
+
+def test_migration_flow_follows_then_audits(prefect_harness, valkey_server, redis_server, tmp_path):
+    from flows.migration import full_migration
+
+    for server in (valkey_server, redis_server):
+        server.client().flushall()
+    _seed(valkey_server, 2_000)
+    writer = _changes_for(valkey_server, 6)
+    state, run_id = run_flow(full_migration, source=valkey_server.url, target=redis_server.url,
+                             backup_path=str(tmp_path / "snaps"), patterns=["sess:*"], live=True, live_until="9s")
+    writer.join()
+    summary = state.result()
+    assert summary["ok"] and summary["step"] == "done" and summary["audit"]["html"]
+    assert summary["live"]["stopped_by"] == "live_until" and summary["live"]["verify"]["ok"], summary["live"]
+    assert summary["live"]["changes"] > 0
+    names = read_flow_run(run_id).task_names()
+    assert "start-live-migration" in names and "follow-migration" in names
+    _equal(valkey_server, redis_server)
+
+
+def test_bad_live_parameters_fail_the_flow_before_any_write(prefect_harness, valkey_server, redis_server, tmp_path):
+    from flows.transfer import transfer_sessions
+    from session_migration.errors import InvalidParameter
+
+    redis_server.client().flushall()
+    state, _ = run_flow(transfer_sessions, source=valkey_server.url, target=redis_server.url, patterns=["sess:*"],
+                        checkpoint_path=str(tmp_path / "ck"), live=True, on_conflict="skip")
+    with pytest.raises(InvalidParameter, match="on_conflict=replace"):
+        state.result()
+    assert redis_server.client().dbsize() == 0
