@@ -65,3 +65,34 @@ def report_link(url: str, label: str) -> str:
         pass
     shown = url.removeprefix("file://")
     return f"{md(label)}: `{shown.replace('`', '')}` (copy this path)"
+
+
+LIVE_KEYS = ("stopped_by", "following_s", "changes", "written", "deleted", "repairs", "repaired", "gaps", "spills",
+             "final_lag_ms", "kept_target_only")
+
+
+def publish_live(live: Mapping[str, Any] | None, name: str) -> None:
+    """A live run's following, as the table `<name>-live`: what was applied, the lag, the final verify."""
+    if not live:
+        return
+    verify = live.get("verify") or {}
+    rows = metrics(live, LIVE_KEYS)
+    rows += [{"metric": f"lag_ms_{q}", "value": v} for q, v in (live.get("lag_ms") or {}).items()]
+    rows += [{"metric": "final_verify", "value": "OK" if verify.get("ok") else "MISMATCH"},
+             {"metric": "final_verify_keys", "value": verify.get("keys", 0)},
+             {"metric": "final_verify_mismatches", "value": verify.get("mismatches", 0)}]
+    table(f"{name}-live", rows, f"Live: stopped by {live.get('stopped_by')}; final verify of {verify.get('scope')}")
+
+
+def final_state(summary: dict[str, Any]) -> Any:
+    """What a flow returns: its summary, or, when a live run stopped following because the run
+    was being cancelled, a Cancelled state carrying the summary (so the UI shows Cancelled, not a
+    run stuck in Cancelling)."""
+    live = summary.get("live") or {}
+    if live.get("stopped_by") != "cancelled":
+        return summary
+    from prefect.states import Cancelled
+
+    verify = live.get("verify") or {}
+    return Cancelled(message=f"Cancelled while following: {live.get('changes', 0):,} changes applied, final verify "
+                             f"{'OK' if verify.get('ok') else 'MISMATCH'}", data=summary)

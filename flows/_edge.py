@@ -31,6 +31,7 @@ from pydantic import Field
 
 from session_migration.endpoints import RedisEndpoint, carries_secret
 from session_migration.errors import InvalidParameter
+from session_migration.live.follow import add_stop_check
 import tasks.blocks  # noqa: F401 - registers the loader of RedisConnection blocks with the core
 from tasks.progress import ProgressReporter, listeners
 from tasks.steps import TASKS
@@ -135,6 +136,26 @@ class PrefectRunner:
     def reached(self, step: str, info: dict[str, Any]) -> None:
         for feedback in listeners():
             feedback.reached(step, info)
+
+
+def _cancel_requested() -> str | None:
+    """"cancelled" when the flow run of the running task is being cancelled (from the UI or the
+    API): a live run's follow loop then stops cleanly, as on SIGTERM."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import TaskRunContext
+
+    context = TaskRunContext.get()
+    if context is None or context.task_run.flow_run_id is None:
+        return None
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(context.task_run.flow_run_id).state
+    except Exception:  # noqa: BLE001 - the API unreachable for a moment: ask again later
+        return None
+    return "cancelled" if state is not None and state.type.value in ("CANCELLING", "CANCELLED") else None
+
+
+add_stop_check(_cancel_requested)
 
 
 def _quoted(value: Any) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 from session_migration import parameters
 from session_migration.errors import MigrationFailed
 
-from ._artifacts import markdown, md, number, report_link
+from ._artifacts import final_state, markdown, md, number, publish_live, report_link
 from ._edge import PREFECT, Connection, session_flow
 
 
@@ -63,7 +63,8 @@ def full_migration(
         _publish(failed.summary, str(failed))
         raise
     _publish(summary)
-    return summary
+    publish_live(summary.get("live"), "migration")
+    return final_state(summary)
 
 
 def _publish(summary: dict[str, Any], failure: str | None = None) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from session_migration import parameters
 from session_migration.plan import PLAN_KEYS
 
-from ._artifacts import publish_summary
+from ._artifacts import final_state, publish_live, publish_summary
 from ._edge import PREFECT, Connection, session_flow
 
 
@@ -55,7 +55,8 @@ def transfer_sessions(
     """
     summary = parameters.run_operation("transfer_sessions", PREFECT, locals())
     publish_summary(summary, SUMMARY_KEYS, "transfer", "Transfer {source} -> {target}")
-    return summary
+    publish_live(summary.get("live"), "transfer")
+    return final_state(summary)
 
 
 SUMMARY_KEYS = ("source", "target", "source_server", "target_server", "resumed", "checkpoints", "scanned", "keys",

@@ -178,7 +178,8 @@ class TransferCheckpoint(StateFile):
             keep = self.live.get("keep") if isinstance(self.live, dict) else None
             if not (isinstance(keep, dict) and isinstance(keep.get("sha256"), str) and len(keep["sha256"]) == 64
                     and isinstance(keep.get("count"), int) and 0 <= keep["count"] <= MAX_KEEP_KEYS
-                    and isinstance(self.live.get("following"), bool)):
+                    and isinstance(self.live.get("following"), bool)
+                    and isinstance(self.live.get("notify_keyspace_events_before"), (str, type(None)))):
                 raise ValueError("its live record is not a keep file's sha256 and count and a following flag")
         return self
 

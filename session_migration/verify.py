@@ -159,8 +159,8 @@ def _compare(batch: pa.RecordBatch, target: RedisSource, seen_in_a: SeenKeys, op
     rows = [r for r, t in zip(batch.to_pylist(), take) if t]
     if not rows:
         return
-    now_ms = int(time.time() * 1000)
     found = {r["key"]: r for r in target.read_keys([r["key"] for r in rows]).batch.to_pylist()}
+    now_ms = int(time.time() * 1000)  # after B's read: a key that expired before it is EXPIRED, not MISSING
     for row in rows:
         key = row["key"]
         other = found.get(key)

@@ -539,7 +539,7 @@ def _print_migration(summary: dict[str, Any], as_json: bool) -> None:
         report.field("target-only keys kept", v["kept_target_only"])
     for kind, url in (summary.get("audit") or {}).items():
         report.field(f"audit {kind}", url)
-    if summary.get("live"):
+    if (summary.get("live") or {}).get("verify"):  # a finished following (a killed one has no verify)
         _print_live(summary["live"], as_json, summary)
         return
     report.result(summary)

@@ -117,8 +117,8 @@ class TerminalFeedback(Feedback):
         count = getattr(event, "keys", None)
         if count is None:
             count = getattr(event, "rows", None)
-        self._progress.update(self._tasks[key], completed=100 * event.fraction,
-                              count=f"{count:,} keys" if isinstance(count, int) else "")
+        shown = getattr(event, "detail", None) or (f"{count:,} keys" if isinstance(count, int) else "")
+        self._progress.update(self._tasks[key], completed=100 * event.fraction, count=shown)
 
     def progress_done(self, key: str) -> None:
         if self._progress is not None and key in self._tasks:

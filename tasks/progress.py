@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from session_migration.runner import Feedback
@@ -15,6 +16,7 @@ from session_migration.runner import Feedback
 _listeners: list[Feedback] = []
 _lock = threading.Lock()
 ARTIFACT_EVERY_S = 2.0
+LOG_DETAIL_EVERY_S = 10.0
 
 
 class _ProgressListener(Feedback):
@@ -55,6 +57,7 @@ class ProgressReporter:
         self.key, self.description = key, description
         self.artifact_id = create_progress_artifact(progress=0.0, key=key, description=description)
         self._last = 0.0
+        self._logged = 0.0
 
     def __call__(self, event: Any) -> None:
         for feedback in listeners():
@@ -63,6 +66,10 @@ class ProgressReporter:
         if now - self._last >= ARTIFACT_EVERY_S:
             self._last = now
             update_progress_artifact(self.artifact_id, progress=round(100 * event.fraction, 1))
+        detail = getattr(event, "detail", None)  # a live run's rates and lag: to the run's log too
+        if detail and now - self._logged >= LOG_DETAIL_EVERY_S:
+            self._logged = now
+            get_run_logger().info(f"{self.description}: {detail}")
 
     def done(self) -> None:
         update_progress_artifact(self.artifact_id, progress=100.0)

@@ -40,14 +40,32 @@ _IDLE_S = 0.02
 _LAGS = 100_000  # lag samples kept for the percentiles
 
 
+_STOP_CHECKS: list[Callable[[], str | None]] = []
+
+
+def add_stop_check(check: Callable[[], str | None]) -> None:
+    """Ask `check` every few seconds while following whether to stop (it returns a reason, or
+    None): how an orchestrator's cancellation reaches the loop (flows/ adds Prefect's)."""
+    if check not in _STOP_CHECKS:
+        _STOP_CHECKS.append(check)
+
+
+def _any_stop_check() -> str | None:
+    for check in _STOP_CHECKS:
+        reason = check()
+        if reason:
+            return reason
+    return None
+
+
 class StopFlag:
     """Set when following should end; says why."""
 
-    def __init__(self, check: Callable[[], str | None] | None = None):
+    def __init__(self, check: Callable[[], str | None] | None = _any_stop_check):
         self._event = threading.Event()
         self.reason: str | None = None
         self._check = check  # asked now and then: a reason to stop, or None
-        self._checked = 0.0
+        self._checked = time.monotonic()
 
     def set(self, reason: str) -> None:
         if not self._event.is_set():

@@ -123,6 +123,8 @@ class Mirror:
             if not keys:
                 continue
             only_here = [k for k, e in zip(keys, self.source.exists(keys)) if not e]
+            if only_here:  # asked again after the source: a key that expired between the two is on neither
+                only_here = [k for k, e in zip(only_here, self.target.exists(only_here)) if e]
             if only_here and self.keep is not None:
                 kept = self.keep.contains(only_here).tolist()
                 counts["KEPT"] += sum(kept)

@@ -11,6 +11,7 @@ after it. Each records what a rerun needs in the run's own state file:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,20 @@ from .mirror import Mirror
 from .pending import KeyFile, read_key_file, write_key_file
 
 _SAVE_EVERY_S = 10.0
+_EVENT_FLAGS = re.compile(r"[KEg$lshzxetAdmn]{0,24}")  # what notify-keyspace-events may hold
+SETTING_BEFORE = "notify_keyspace_events_before"
+
+
+def setting_to_put_back(recording_id: str, recorded: object) -> str | None:
+    """The notify-keyspace-events value to put back when following ends: the one this run
+    changed, or the one an earlier run of the same transfer or migration changed and recorded
+    before it was killed (only event flags are believed from a state file)."""
+    feed = recording(recording_id).feed
+    if feed is None:
+        return None
+    if not feed.changed_setting and isinstance(recorded, str) and _EVENT_FLAGS.fullmatch(recorded):
+        feed.previous, feed.changed_setting = recorded, True
+    return feed.previous if feed.changed_setting else None
 
 
 def _base(checkpoint_path: str) -> str:
@@ -77,7 +92,8 @@ def start_live_transfer(source: RedisEndpoint, target: RedisEndpoint, options: T
             own = target_only_keys(source, target, options.patterns, options.batch_size)
             known = write_key_file(fs, keep_path(path), own)
             checkpoint.live = {"keep": {"sha256": known.sha256, "count": known.count}, "following": False}
-            checkpoint.write(fs, path)
+        checkpoint.live[SETTING_BEFORE] = setting_to_put_back(recording_id, checkpoint.live.get(SETTING_BEFORE))
+        checkpoint.write(fs, path)
     except BaseException:
         end(recording_id)
         raise
@@ -139,8 +155,11 @@ def follow_migration(recording_id: str, source: RedisEndpoint, target: RedisEndp
     snapshot = open_snapshot(fs, storage.join(root, state.snapshot_id), keyring=keyring)
     pre_image = open_snapshot(fs, storage.join(root, state.pre_image_id), keyring=keyring)
     own = migration_keep(pre_image, snapshot)
+    before = setting_to_put_back(recording_id, (state.counts.get("live") or {}).get(SETTING_BEFORE))
+    record_live(fs, root, migration_id, {SETTING_BEFORE: before}, keyring)
     summary = _follow(recording_id, source, target, state.patterns, int(state.options.get("batch_size", 1000)), live,
-                      own, progress, lambda summary: record_live(fs, root, migration_id, summary, keyring),
+                      own, progress,
+                      lambda summary: record_live(fs, root, migration_id, {**summary, SETTING_BEFORE: before}, keyring),
                       repair_first)
     record_live(fs, root, migration_id, summary, keyring)
     return summary
@@ -172,6 +191,7 @@ def _follow(recording_id: str, source: RedisEndpoint, target: RedisEndpoint, pat
     finally:
         mirror.close()
     summary["kept_target_only"] = len(own)
+    summary[SETTING_BEFORE] = setting_to_put_back(recording_id, None)
     return summary
 
 

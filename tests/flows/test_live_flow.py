@@ -3,6 +3,7 @@ made while the flow follows reach the target."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 
@@ -91,3 +92,51 @@ def test_bad_live_parameters_fail_the_flow_before_any_write(prefect_harness, val
     with pytest.raises(InvalidParameter, match="on_conflict=replace"):
         state.result()
     assert redis_server.client().dbsize() == 0
+
+
+def test_cancelling_the_flow_run_stops_following_cleanly(prefect_harness, valkey_server, redis_server, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    from flows.transfer import transfer_sessions
+    from session_migration.runner import Feedback
+    from tasks.progress import subscribe
+
+    for server in (valkey_server, redis_server):
+        server.client().flushall()
+    _seed(valkey_server, 500)
+
+    class Heard(Feedback):
+        run_id: str | None = None
+        following = threading.Event()
+
+        def run_started(self, run_id: str) -> None:
+            self.run_id = run_id
+
+        def say(self, text: str) -> None:
+            if text.startswith("Now following"):
+                self.following.set()
+
+    heard = Heard()
+    unsubscribe = subscribe(heard)
+    outcome: dict = {}
+    context = contextvars.copy_context()  # the harness's Prefect settings, in the flow's thread too
+    runner = threading.Thread(target=lambda: context.run(lambda: outcome.update(state=transfer_sessions(
+        source=valkey_server.url, target=redis_server.url, patterns=["sess:*"], checkpoint_path=str(tmp_path / "ck"),
+        live=True, return_state=True))))
+    runner.start()
+    try:
+        assert heard.following.wait(60), "the flow never started following"
+        valkey_server.client().set("sess:after-copy", "v", px=600_000)
+        time.sleep(1)
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(heard.run_id, Cancelling(), force=True)
+        runner.join(60)
+        assert not runner.is_alive(), "the flow kept following after its run was cancelled"
+    finally:
+        unsubscribe()
+    state = outcome["state"]
+    assert state.is_cancelled() and "Cancelled while following" in state.message and "final verify OK" in state.message
+    table = {row["metric"]: row["value"] for row in read_flow_run(state.state_details.flow_run_id).table("transfer-live")}
+    assert table["stopped_by"] == "cancelled" and table["final_verify"] == "OK" and table["changes"] >= 1, table
+    assert redis_server.client().get("sess:after-copy") == b"v"
