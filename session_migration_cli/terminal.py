@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -19,6 +20,8 @@ from rich.table import Table
 
 from session_migration.redaction import safe_text
 from session_migration.retry import Retry
+
+STATUS_EVERY_S = 30.0  # a status line without progress bars
 from session_migration.runner import Feedback
 
 err = Console(stderr=True, highlight=False)
@@ -81,6 +84,7 @@ class TerminalFeedback(Feedback):
         self._tasks: dict[str, Any] = {}
         self.run_id: str | None = None
         self._on_reached: dict[str, Any] = {}
+        self._status_at = time.monotonic()
 
     def _print(self, text: str) -> None:
         (self._progress.console if self._progress is not None else err).print(text, soft_wrap=True)
@@ -104,6 +108,7 @@ class TerminalFeedback(Feedback):
 
     def progress(self, key: str, description: str, event: Any) -> None:
         if not self.bars_enabled:
+            self._status_line(description, event)
             return
         if self._progress is None:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -119,6 +124,15 @@ class TerminalFeedback(Feedback):
             count = getattr(event, "rows", None)
         shown = getattr(event, "detail", None) or (f"{count:,} keys" if isinstance(count, int) else "")
         self._progress.update(self._tasks[key], completed=100 * event.fraction, count=shown)
+
+    def _status_line(self, description: str, event: Any) -> None:
+        """Without bars (piped, --json), a step that reports a `detail` (a live run following
+        for hours) still gets one line on stderr every STATUS_EVERY_S."""
+        detail = getattr(event, "detail", None)
+        now = time.monotonic()
+        if detail and now - self._status_at >= STATUS_EVERY_S:
+            self._status_at = now
+            self._print(f"{safe(description)}: {safe(detail)}")
 
     def progress_done(self, key: str) -> None:
         if self._progress is not None and key in self._tasks:

@@ -279,7 +279,7 @@ class Follower:
             for i in range(0, len(keys), self.mirror.batch_size):
                 different += self.mirror.differing(keys[i:i + self.mirror.batch_size], Counter(), {})
             if different:
-                self.mirror._apply_all(different)
+                self.mirror.apply_all(different)
             for i in range(0, len(keys), self.mirror.batch_size):
                 self.mirror.differing(keys[i:i + self.mirror.batch_size], counts, examples)
             again = {"counts": {c: counts[c] for c in ("OK", *DIFFERENCES, "EXPIRED")}, "examples": examples}

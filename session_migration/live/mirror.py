@@ -116,7 +116,7 @@ class Mirror:
         for _cursor, keys in self.source.keyspace_chunks():
             different = self.differing(keys, counts, examples)
             if fix and different:
-                fixed += self._apply_all(different)
+                fixed += self.apply_all(different)
             if on_chunk:
                 on_chunk()
         for _cursor, keys in self.target.keyspace_chunks():
@@ -135,13 +135,14 @@ class Mirror:
                 if len(shown) < MAX_EXAMPLES:
                     shown.append(redact_key(key))
             if fix and only_here:
-                fixed += self._apply_all(only_here)
+                fixed += self.apply_all(only_here)
             if on_chunk:
                 on_chunk()
         return {"counts": {c: counts[c] for c in ("OK", *DIFFERENCES, "EXPIRED", "KEPT")}, "examples": examples,
                 "fixed": fixed}
 
-    def _apply_all(self, keys: list[bytes]) -> int:
+    def apply_all(self, keys: list[bytes]) -> int:
+        """`apply`, with the keys that changed type while read applied again; how many changed."""
         applied = 0
         for _ in range(3):  # keys changing type while read are read again, a few times
             done = self.apply(keys)
