@@ -171,9 +171,10 @@ class Follower:
         self.lags = Lags()
         self.changed: set[bytes] | None = set()  # names for the final verify; None once too many
         self.started = time.monotonic()
+        self.started_ms = int(time.time() * 1000)
 
     def run(self) -> dict[str, Any]:
-        deadline = self.live.deadline_ms(int(time.time() * 1000))
+        deadline = self.live.deadline_ms(self.started_ms)
         if self.repair_first:  # a resumed run: what changed while nobody followed is unknown
             self._repair()
         last_report, applied_then = time.monotonic(), 0
@@ -185,7 +186,6 @@ class Follower:
             if self.feed is not None:
                 self.feed.check()
                 if self.feed.take_gap():
-                    self.counts["gaps"] += 1
                     self._repair()
                     continue
                 if not self._apply_pending(self.mirror.batch_size):
@@ -238,10 +238,9 @@ class Follower:
     def _report(self, seconds: float, applied: int, deadline: int | None) -> None:
         oldest = self.pending.oldest()
         lag = int((time.monotonic() - oldest) * 1000) if oldest is not None else 0
-        fraction = 0.0
+        fraction = 0.0  # of the time until live_until; following until stopped has no end to measure
         if deadline is not None:
-            span = deadline - (time.time() * 1000 - (time.monotonic() - self.started) * 1000)
-            fraction = min(1.0, (time.monotonic() - self.started) * 1000 / max(1.0, span))
+            fraction = min(1.0, (time.time() * 1000 - self.started_ms) / max(1, deadline - self.started_ms))
         event = LiveProgress(self.counts["changes"], len(self.pending), applied / max(seconds, 1e-6), lag,
                              self._gaps(), self.counts["repairs"], fraction)
         if self.progress:
@@ -261,7 +260,6 @@ class Follower:
             while left > 0 and self._apply_pending(min(left, self.mirror.batch_size)):
                 left -= self.mirror.batch_size
             if self.feed.take_gap():
-                self.counts["gaps"] += 1
                 self._repair()
         verify = self._final_verify()
         return self._summary(final=True, verify=verify)
