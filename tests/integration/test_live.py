@@ -289,3 +289,33 @@ def test_a_live_migration_still_rolls_back_to_its_pre_image(pair, tmp_path):
     assert done.returncode == 0, done.stderr
     after = {k: dst.client().dump(k) for k in dst.client().scan_iter(match="sess:*")}
     assert after == before
+
+
+def test_changes_beyond_the_memory_limit_spill_to_files_and_all_arrive(pair, tmp_path):
+    """Through the Python API: 6,000 keys changed while the copy runs, with room for 1,000 in
+    memory: they go to spill files beside the checkpoint and every one reaches the target."""
+    from session_migration import operations
+    from session_migration.options import LiveOptions, TransferOptions
+    from session_migration.runner import DirectRunner, Feedback
+
+    src, dst = pair
+    seed(src, 2_000)
+
+    class ChangeDuringTheCopy(Feedback):
+        def say(self, text: str) -> None:
+            if text.startswith("Live: the source's changes are recorded"):  # recording, nothing copied yet
+                pipe = src.client().pipeline(transaction=False)
+                for i in range(6_000):
+                    pipe.set(f"sess:spilled{i:05d}", f"v{i}", px=600_000)
+                pipe.delete("sess:0000007")
+                pipe.execute()
+                time.sleep(1)  # the feed thread takes them in
+
+    summary = operations.transfer_sessions(
+        DirectRunner(ChangeDuringTheCopy()), src.url, dst.url, TransferOptions(patterns=("sess:*",)),
+        checkpoint_path=str(tmp_path / "state"), live=LiveOptions(until="2s", max_pending_keys=1_000))
+    live = summary["live"]
+    assert live["spills"] >= 1 and live["changes"] == 6_001 and live["verify"]["ok"], live
+    assert not any(p.name.endswith("-spill") and any(p.iterdir()) for p in (tmp_path / "state" / "transfers").iterdir())
+    assert dst.client().get("sess:spilled05999") == b"v5999" and not dst.client().exists("sess:0000007")
+    assert_equal(src, dst)
