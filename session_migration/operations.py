@@ -178,6 +178,9 @@ def _live_transfer(run: Runner, source: Connection, target: Connection, options:
     started = run.step(steps.start_live_transfer, source, target, options, live, checkpoint_path, keys)
     try:
         run.say(_recording_sentence(live, started["kept_target_only"]))
+        if started["earlier_run"] and not resuming:
+            run.say("An earlier live run of this transfer stopped during its copy: following starts with a "
+                    "compare-and-repair pass")
         if resuming:
             run.say("The copy was done before the run stopped: following resumes with a compare-and-repair pass")
             summary = {k: check[k] for k in ("source", "target", "source_server", "target_server", "checkpoint")}
@@ -190,7 +193,7 @@ def _live_transfer(run: Runner, source: Connection, target: Connection, options:
             progress.done()
             run.say(f"Copied {summary['written']:,} keys")
         summary["live"] = _follow(run, steps.follow_transfer, started["recording"], source, target, options, live,
-                                  checkpoint_path, keys=keys, resuming=resuming)
+                                  checkpoint_path, keys=keys, resuming=resuming or started["earlier_run"])
     finally:
         end(started["recording"])
     return summary

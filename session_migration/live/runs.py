@@ -78,7 +78,8 @@ def target_only_keys(source: RedisEndpoint, target: RedisEndpoint, patterns: tup
 def start_live_transfer(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions, live: LiveOptions,
                         fs: fsspec.AbstractFileSystem, root: str, keyring: Keyring) -> dict[str, Any]:
     """Subscribe to the source's changes (before the copy), and record the target's own keys
-    once. Returns the recording's id and how many keys the target keeps."""
+    once. Returns the recording's id, how many keys the target keeps, and whether an earlier
+    run of this transfer was live (then nobody recorded the changes since it stopped)."""
     from ..transfer import _load_checkpoint, checkpoint_file
 
     LiveOptions.check_writes(options)
@@ -87,6 +88,7 @@ def start_live_transfer(source: RedisEndpoint, target: RedisEndpoint, options: T
     if checkpoint is None:
         raise InvalidParameter(f"No transfer from {source.display_url} to {target.display_url} is under way.")
     recording_id = begin(source, options.patterns, live, fs, spill_dir(path))
+    earlier = checkpoint.live is not None  # an earlier run recorded too, then stopped: changes since are unknown
     try:
         if checkpoint.live is None:
             own = target_only_keys(source, target, options.patterns, options.batch_size)
@@ -97,7 +99,7 @@ def start_live_transfer(source: RedisEndpoint, target: RedisEndpoint, options: T
     except BaseException:
         end(recording_id)
         raise
-    return {"recording": recording_id, "kept_target_only": checkpoint.live["keep"]["count"]}
+    return {"recording": recording_id, "kept_target_only": checkpoint.live["keep"]["count"], "earlier_run": earlier}
 
 
 def follow_transfer(recording_id: str, source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions,

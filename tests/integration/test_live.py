@@ -319,3 +319,25 @@ def test_changes_beyond_the_memory_limit_spill_to_files_and_all_arrive(pair, tmp
     assert not any(p.name.endswith("-spill") and any(p.iterdir()) for p in (tmp_path / "state" / "transfers").iterdir())
     assert dst.client().get("sess:spilled05999") == b"v5999" and not dst.client().exists("sess:0000007")
     assert_equal(src, dst)
+
+
+def test_kill_9_during_the_copy_then_the_rerun_repairs_what_changed_meanwhile(pair, tmp_path):
+    src, dst = pair
+    seed(src, 150_000)
+    tool = _live(src, dst, tmp_path)
+    tool.wait_for("recorded from now")
+    while dst.client().dbsize() < 20_000:  # part of the copy done
+        assert tool.process.poll() is None, tool.stderr()
+        time.sleep(0.05)
+    tool.process.kill()
+    tool.process.wait()
+    copied = [k for k in dst.client().scan_iter(match="sess:*", count=1000)][:2_000]
+    src.client().delete(*copied)  # logged out while nobody followed: already on the target
+    again = _live(src, dst, tmp_path, name="again")
+    again.wait_for("Now following")
+    assert "stopped during its copy" in again.stderr()
+    code, summary = again.stop()
+    assert code == 0, again.stderr()
+    assert summary["live"]["repairs"] >= 1 and summary["live"]["verify"]["ok"], summary["live"]
+    assert dst.client().exists(*copied) == 0
+    assert_equal(src, dst)
