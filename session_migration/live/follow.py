@@ -290,7 +290,7 @@ class Follower:
     def _summary(self, final: bool, verify: dict[str, Any] | None = None) -> dict[str, Any]:
         summary = {
             "mode": self.live.mode, "following_s": round(time.monotonic() - self.started, 1),
-            "changes": self.counts["changes"], "written": self.counts["written"], "deleted": self.counts["deleted"],
+            "events": self.feed.events if self.feed is not None else 0, "changes": self.counts["changes"], "written": self.counts["written"], "deleted": self.counts["deleted"],
             "repairs": self.counts["repairs"], "repaired": self.counts["repaired"], "gaps": self._gaps(),
             "pending": len(self.pending), "spills": self.pending.spills, "lag_ms": self.lags.summary(),
         }

@@ -197,7 +197,3 @@ def _follow(recording_id: str, source: RedisEndpoint, target: RedisEndpoint, pat
     return summary
 
 
-def finish(recording_id: str) -> None:
-    end(recording_id)
-
-
