@@ -157,6 +157,12 @@ def transfer_sessions(run: Runner, source: Connection, target: Connection, optio
         run.say(f"Dry run: would create {summary['would_create']:,}, overwrite {summary['would_overwrite']:,}, "
                 f"skip {summary['would_skip_existing']:,}; nothing written")
         return summary
+    return _copy(run, source, target, options, checkpoint_path, keys, check)
+
+
+def _copy(run: Runner, source: Connection, target: Connection, options: TransferOptions,
+          checkpoint_path: Location | None, keys: KeySource | None, check: dict[str, Any]) -> dict[str, Any]:
+    """The transfer's copy step (resumed from its checkpoint), with its progress and sentences."""
     if check["resumed"]:
         run.say(f"Resuming the transfer from its checkpoint {check['checkpoint']}")
     progress = run.progress("transfer-progress", "Transfer")
@@ -186,12 +192,7 @@ def _live_transfer(run: Runner, source: Connection, target: Connection, options:
             summary = {k: check[k] for k in ("source", "target", "source_server", "target_server", "checkpoint")}
             summary["copy"] = "done before"
         else:
-            if check["resumed"]:
-                run.say(f"Resuming the transfer from its checkpoint {check['checkpoint']}")
-            progress = run.progress("transfer-progress", "Transfer")
-            summary = run.step(steps.transfer, source, target, options, checkpoint_path, progress, keys)
-            progress.done()
-            run.say(f"Copied {summary['written']:,} keys")
+            summary = _copy(run, source, target, options, checkpoint_path, keys, check)
         summary["live"] = _follow(run, steps.follow_transfer, started["recording"], source, target, options, live,
                                   checkpoint_path, keys=keys, resuming=resuming or started["earlier_run"])
     finally:
@@ -330,9 +331,7 @@ def full_migration(run: Runner, source: Connection, target: Connection, backup_p
     run.reached("started", {"migration_id": migration_id, "state_file": started["state_file"]})
     run.say(f"Migration {migration_id} started; its state file: {started['state_file']}")
 
-    def record(step: str, counts: dict[str, Any] | None = None, **fields: Any) -> None:
-        run.step(steps.record_migration_step, backup_path, migration_id, step, counts, fields or None, keys)
-
+    record = _recorder(run, backup_path, migration_id, keys)
     recording = None
     if live is not None:
         recording = run.step(steps.start_live_migration, source, backup_path, migration_id, options.patterns,
@@ -345,6 +344,15 @@ def full_migration(run: Runner, source: Connection, target: Connection, backup_p
             from .live import end
 
             end(recording)
+
+
+def _recorder(run: Runner, backup_path: Location, migration_id: str, keys: KeySource | None) -> Any:
+    """`record(step, counts=None, **fields)`: move the migration's state file to `step` (a step)."""
+
+    def record(step: str, counts: dict[str, Any] | None = None, **fields: Any) -> None:
+        run.step(steps.record_migration_step, backup_path, migration_id, step, counts, fields or None, keys)
+
+    return record
 
 
 def _migrate(run: Runner, source: Connection, target: Connection, backup_path: Location, options: MigrationOptions,
@@ -426,9 +434,7 @@ def resume_live_migration(run: Runner, source: Connection, target: Connection, b
                                "same --pattern options to resume it.")
     run.say(f"Resuming live migration {migration_id}: a compare-and-repair pass, then following")
 
-    def record(step: str, counts: dict[str, Any] | None = None, **fields: Any) -> None:
-        run.step(steps.record_migration_step, backup_path, migration_id, step, counts, fields or None, keys)
-
+    record = _recorder(run, backup_path, migration_id, keys)
     from .live import end
 
     recording = run.step(steps.start_live_migration, source, backup_path, migration_id, options.patterns,

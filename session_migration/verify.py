@@ -172,13 +172,13 @@ def _compare(batch: pa.RecordBatch, target: RedisSource, seen_in_a: SeenKeys, op
             report.record("TYPE", key)
         elif canonical(other) != canonical(row):
             report.record("VALUE", key)
-        elif not _ttl_close(row["expire_at_ms"], other["expire_at_ms"], options.ttl_tolerance_ms):
+        elif not ttl_close(row["expire_at_ms"], other["expire_at_ms"], options.ttl_tolerance_ms):
             report.record("TTL", key)
         else:
             report.record("OK", key)
 
 
-def _ttl_close(a: int | None, b: int | None, tolerance: int | None) -> bool:
+def ttl_close(a: int | None, b: int | None, tolerance: int | None) -> bool:
     if tolerance is None or (a is None and b is None):
         return True
     if a is None or b is None:

@@ -14,7 +14,7 @@ were never the source's to decide).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ from ..redis_glob import ScopeMatcher
 from ..seen import SeenKeys
 from ..sinks.redis import RedisSink
 from ..sources.redis import RedisSource
-from ..verify import canonical
+from ..verify import canonical, ttl_close
 
 MAX_EXAMPLES = 5
 DIFFERENCES = ("MISSING", "EXTRA", "TYPE", "VALUE", "TTL")
@@ -102,12 +102,10 @@ class Mirror:
             counts[category] += 1
             if category not in ("OK", "EXPIRED"):
                 different.append(key)
-                shown = examples.setdefault(category, [])
-                if len(shown) < MAX_EXAMPLES:
-                    shown.append(redact_key(key))
+                _example(examples, category, key)
         return different
 
-    def repair_pass(self, fix: bool = True, on_chunk: Callable[[], None] | None = None) -> dict:
+    def repair_pass(self, fix: bool = True) -> dict:
         """Compare every key in scope on both sides; with `fix`, apply the ones that differ.
         Returns the counts by category (before fixing) and how many keys were fixed."""
         counts: Counter = Counter()
@@ -117,8 +115,6 @@ class Mirror:
             different = self.differing(keys, counts, examples)
             if fix and different:
                 fixed += self.apply_all(different)
-            if on_chunk:
-                on_chunk()
         for _cursor, keys in self.target.keyspace_chunks():
             if not keys:
                 continue
@@ -129,15 +125,11 @@ class Mirror:
                 kept = self.keep.contains(only_here).tolist()
                 counts["KEPT"] += sum(kept)
                 only_here = [k for k, k_ in zip(only_here, kept) if not k_]
+            counts["EXTRA"] += len(only_here)
             for key in only_here:
-                counts["EXTRA"] += 1
-                shown = examples.setdefault("EXTRA", [])
-                if len(shown) < MAX_EXAMPLES:
-                    shown.append(redact_key(key))
+                _example(examples, "EXTRA", key)
             if fix and only_here:
                 fixed += self.apply_all(only_here)
-            if on_chunk:
-                on_chunk()
         return {"counts": {c: counts[c] for c in ("OK", *DIFFERENCES, "EXPIRED", "KEPT")}, "examples": examples,
                 "fixed": fixed}
 
@@ -151,6 +143,12 @@ class Mirror:
                 break
             keys = done.retry
         return applied
+
+
+def _example(examples: dict[str, list[str]], category: str, key: bytes) -> None:
+    shown = examples.setdefault(category, [])
+    if len(shown) < MAX_EXAMPLES:
+        shown.append(redact_key(key))
 
 
 def _same_strings(a: pa.RecordBatch, b: pa.RecordBatch, tolerance: int) -> bool:
@@ -182,7 +180,4 @@ def _category(a: dict | None, b: dict | None, tolerance: int, now_ms: int) -> st
         return "TYPE"
     if canonical(a) != canonical(b):
         return "VALUE"
-    ea, eb = a["expire_at_ms"], b["expire_at_ms"]
-    if (ea is None) != (eb is None) or (ea is not None and abs(ea - eb) > tolerance):
-        return "TTL"
-    return "OK"
+    return "OK" if ttl_close(a["expire_at_ms"], b["expire_at_ms"], tolerance) else "TTL"

@@ -38,8 +38,11 @@ def _equal(a, b) -> None:
     assert report.ok, report.as_dict()
 
 
-def _seed(server, n: int) -> None:
-    pipe = server.client().pipeline(transaction=False)
+def _fresh(source, target, n: int) -> None:
+    """Both servers emptied, `n` sessions on the source."""
+    for server in (source, target):
+        server.client().flushall()
+    pipe = source.client().pipeline(transaction=False)
     for i in range(n):
         pipe.set(f"sess:{i:06d}", f"user={i}", px=600_000)
     pipe.execute()
@@ -48,9 +51,7 @@ def _seed(server, n: int) -> None:
 def test_transfer_flow_follows_until_live_until(prefect_harness, valkey_server, redis_server, tmp_path):
     from flows.transfer import transfer_sessions
 
-    for server in (valkey_server, redis_server):
-        server.client().flushall()
-    _seed(valkey_server, 2_000)
+    _fresh(valkey_server, redis_server, 2_000)
     writer = _changes_for(valkey_server, 5)
     state, run_id = run_flow(transfer_sessions, source=valkey_server.url, target=redis_server.url,
                              patterns=["sess:*"], checkpoint_path=str(tmp_path / "ck"), live=True, live_until="8s")
@@ -66,9 +67,7 @@ def test_transfer_flow_follows_until_live_until(prefect_harness, valkey_server, 
 def test_migration_flow_follows_then_audits(prefect_harness, valkey_server, redis_server, tmp_path):
     from flows.migration import full_migration
 
-    for server in (valkey_server, redis_server):
-        server.client().flushall()
-    _seed(valkey_server, 2_000)
+    _fresh(valkey_server, redis_server, 2_000)
     writer = _changes_for(valkey_server, 6)
     state, run_id = run_flow(full_migration, source=valkey_server.url, target=redis_server.url,
                              backup_path=str(tmp_path / "snaps"), patterns=["sess:*"], live=True, live_until="9s")
@@ -102,9 +101,7 @@ def test_cancelling_the_flow_run_stops_following_cleanly(prefect_harness, valkey
     from session_migration.runner import Feedback
     from tasks.progress import subscribe
 
-    for server in (valkey_server, redis_server):
-        server.client().flushall()
-    _seed(valkey_server, 500)
+    _fresh(valkey_server, redis_server, 500)
 
     class Heard(Feedback):
         run_id: str | None = None

@@ -42,10 +42,9 @@ class Tool:
     def __init__(self, tmp_path: Path, *args: str, name: str = "tool"):
         self.err_path = tmp_path / f"{name}.err"
         self.out_path = tmp_path / f"{name}.out"
-        env = dict(os.environ, SESSION_MIGRATION_STATE_DIR=str(tmp_path / "state"))
-        env.pop("PREFECT_API_URL", None)
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.process = subprocess.Popen([CLI, *args, "--json", "--no-prefect"], stdout=out, stderr=err, env=env)
+            self.process = subprocess.Popen([CLI, *args, "--json", "--no-prefect"], stdout=out, stderr=err,
+                                            env=cli_env(tmp_path))
 
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")
@@ -57,11 +56,39 @@ class Tool:
             assert time.monotonic() < deadline, f"no {text!r} within {timeout} s:\n{self.stderr()}"
             time.sleep(0.1)
 
+    def following(self, settle: float = 3) -> Tool:
+        """Once it follows the source, and `settle` seconds of changes later."""
+        self.wait_for("Now following")
+        time.sleep(settle)
+        return self
+
     def stop(self, timeout: float = 120) -> tuple[int, dict]:
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout)
         lines = self.out_path.read_text().strip().splitlines()
         return code, json.loads(lines[-1]) if lines else {}
+
+    def finish(self, app: subprocess.Popen | None = None) -> dict:
+        """Stop the application's writer (if any), then the tool; its summary, after a clean exit."""
+        if app is not None:
+            stop_writer(app)
+        code, summary = self.stop()
+        assert code == 0, self.stderr()
+        return summary
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, SESSION_MIGRATION_STATE_DIR=str(tmp_path / "state"))
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def run_cli(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """The CLI with --json, to its end; the process and its last stdout line as JSON."""
+    done = subprocess.run([CLI, *args, "--json", "--no-prefect"], capture_output=True, text=True, timeout=120,
+                          env=cli_env(tmp_path))
+    lines = done.stdout.strip().splitlines()
+    return done, json.loads(lines[-1]) if lines else {}
 
 
 def writer(server, seconds: float, rate: float = 1500, keys: int = 20_000) -> subprocess.Popen:
@@ -111,8 +138,7 @@ def test_a_live_migration_under_writes_ends_with_both_sides_equal(pair, tmp_path
     src.client().set(b"other:y", b"changed on the source, out of scope")
     time.sleep(max(0.0, 40 - (time.monotonic() - started)))
     ops = stop_writer(app)
-    code, summary = tool.stop()
-    assert code == 0, tool.stderr()
+    summary = tool.finish()
     live = summary["live"]
     assert summary["step"] == "done" and live["stopped_by"] == "SIGTERM" and live["verify"]["ok"], live
     assert live["changes"] > 0 and live["deleted"] > 0 and live["gaps"] == 0 and live["kept_target_only"] == 1
@@ -128,14 +154,10 @@ def test_a_killed_subscription_is_a_gap_repaired_by_a_compare_pass(pair, tmp_pat
     src, dst = pair
     seed(src, 20_000)
     app = writer(src, 60)
-    tool = _live(src, dst, tmp_path)
-    tool.wait_for("Now following")
-    time.sleep(3)
+    tool = _live(src, dst, tmp_path).following()
     assert src.client().execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
     time.sleep(4)
-    stop_writer(app)
-    code, summary = tool.stop()
-    assert code == 0, tool.stderr()
+    summary = tool.finish(app)
     assert summary["live"]["gaps"] >= 1 and summary["live"]["repairs"] >= 1, summary["live"]
     assert_equal(src, dst)
 
@@ -144,16 +166,12 @@ def test_a_source_restart_mid_follow_loses_nothing(pair, tmp_path):
     src, dst = pair
     seed(src, 20_000)
     app = writer(src, 60)
-    tool = _live(src, dst, tmp_path)
-    tool.wait_for("Now following")
-    time.sleep(3)
+    tool = _live(src, dst, tmp_path).following()
     stop_writer(app)  # the writer would fail while the server is down
     src.restart()  # notify-keyspace-events is off again after it: the tool turns it back on
     app = writer(src, 60)
     time.sleep(5)
-    stop_writer(app)
-    code, summary = tool.stop()
-    assert code == 0, tool.stderr()
+    summary = tool.finish(app)
     assert summary["live"]["gaps"] >= 1, summary["live"]
     assert_equal(src, dst)
 
@@ -162,18 +180,14 @@ def test_kill_9_then_the_same_command_resumes_with_a_repair_pass(pair, tmp_path)
     src, dst = pair
     seed(src, 20_000)
     app = writer(src, 120)
-    tool = _live(src, dst, tmp_path)
-    tool.wait_for("Now following")
-    time.sleep(3)
+    tool = _live(src, dst, tmp_path).following()
     tool.process.kill()
     tool.process.wait()
     time.sleep(3)  # changes, logouts included, while nobody follows
     again = _live(src, dst, tmp_path, name="again")
     again.wait_for("compare-and-repair pass")
     time.sleep(4)
-    stop_writer(app)
-    code, summary = again.stop()
-    assert code == 0, again.stderr()
+    summary = again.finish(app)
     assert summary["copy"] == "done before" and summary["live"]["repairs"] >= 1, summary
     assert_equal(src, dst)
     # the killed run had turned notifications on: the run that finished put back what it found before
@@ -185,23 +199,15 @@ def test_without_config_rights_notify_mode_says_what_to_set_and_scan_mode_conver
     dst = start_server("valkey")
     try:
         seed(src, 5_000)
-        refused = subprocess.run([CLI, "transfer", src.url, dst.url, "-p", "sess:*", "--live", "--json", "--no-prefect"],
-                                 capture_output=True, text=True, timeout=120,
-                                 env=dict(os.environ, SESSION_MIGRATION_STATE_DIR=str(tmp_path / "state")))
+        refused, error = run_cli(tmp_path, "transfer", src.url, dst.url, "-p", "sess:*", "--live")
         assert refused.returncode == 1
-        error = json.loads(refused.stdout.strip().splitlines()[-1])
         assert error["kind"] == "LiveUnavailable" and "--live-mode scan" in error["error"], error
         assert "notify-keyspace-events" in error["error"]
         assert dst.client().dbsize() == 0  # nothing written
 
         app = writer(src, 60, keys=5_000)
-        tool = _live(src, dst, tmp_path, "--live-mode", "scan")
-        tool.wait_for("Now following")
-        time.sleep(8)
-        stop_writer(app)
-        code, summary = tool.stop()
-        assert code == 0, tool.stderr()
-        live = summary["live"]
+        tool = _live(src, dst, tmp_path, "--live-mode", "scan").following(settle=8)
+        live = tool.finish(app)["live"]
         assert live["mode"] == "scan" and live["repairs"] >= 1 and live["verify"]["ok"], live
         assert_equal(src, dst)
     finally:
@@ -212,11 +218,8 @@ def test_without_config_rights_notify_mode_says_what_to_set_and_scan_mode_conver
 def test_live_until_stops_by_itself(pair, tmp_path):
     src, dst = pair
     seed(src, 1_000)
-    done = subprocess.run([CLI, "transfer", src.url, dst.url, "-p", "sess:*", "--live", "--live-until", "3s", "--json",
-                           "--no-prefect"], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, SESSION_MIGRATION_STATE_DIR=str(tmp_path / "state")))
+    done, summary = run_cli(tmp_path, "transfer", src.url, dst.url, "-p", "sess:*", "--live", "--live-until", "3s")
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["live"]["stopped_by"] == "live_until" and summary["written"] == 1_000
 
 
@@ -230,11 +233,9 @@ def test_live_until_stops_by_itself(pair, tmp_path):
 def test_bad_live_options_are_refused_before_anything_is_written(pair, tmp_path, args, words):
     src, dst = pair
     seed(src, 10)
-    done = subprocess.run([CLI, "transfer", src.url, dst.url, "-p", "sess:*", *args, "--json", "--no-prefect"],
-                          capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, SESSION_MIGRATION_STATE_DIR=str(tmp_path / "state")))
+    done, error = run_cli(tmp_path, "transfer", src.url, dst.url, "-p", "sess:*", *args)
     assert done.returncode == 1, done.stderr
-    assert words in json.loads(done.stdout.strip().splitlines()[-1])["error"]
+    assert words in error["error"]
     assert dst.client().dbsize() == 0
 
 
@@ -248,21 +249,14 @@ def test_a_live_migration_converges_and_resumes_after_kill_9(pair, tmp_path):
     seed(src, 20_000)
     dst.client().set(b"sess:target-own", b"kept", px=1_800_000)
     app = writer(src, 120)
-    tool = _migrate(src, dst, tmp_path, "--live")
-    tool.wait_for("Now following")
-    time.sleep(3)
+    tool = _migrate(src, dst, tmp_path, "--live").following()
     tool.process.kill()  # kill -9 while following
     tool.process.wait()
     migration_id = next((tmp_path / "snaps" / "migrations").glob("*.json")).stem
     state = json.loads((tmp_path / "snaps" / "migrations" / f"{migration_id}.json").read_text())
     assert state["step"] == "following", (state.get("error"), tool.stderr())
     time.sleep(3)  # changes, logouts included, while nobody follows
-    again = _migrate(src, dst, tmp_path, "--resume-live", migration_id, name="again")
-    again.wait_for("Now following")
-    time.sleep(3)
-    stop_writer(app)
-    code, summary = again.stop()
-    assert code == 0, again.stderr()
+    summary = _migrate(src, dst, tmp_path, "--resume-live", migration_id, name="again").following().finish(app)
     assert summary["step"] == "done" and summary["live"]["repairs"] >= 1 and summary["live"]["verify"]["ok"], summary
     assert summary["live"]["kept_target_only"] == 1 and dst.client().get(b"sess:target-own") == b"kept"
     assert summary["audit"]["html"]
@@ -283,9 +277,8 @@ def test_a_live_migration_still_rolls_back_to_its_pre_image(pair, tmp_path):
     tool.process.wait()
     assert dst.client().get(b"sess:new-during-follow") == b"v"  # it was followed
     migration_id = next((tmp_path / "snaps" / "migrations").glob("*.json")).stem
-    done = subprocess.run([CLI, "migrate", src.url, dst.url, "--backup-path", str(tmp_path / "snaps"), "-p", "sess:*",
-                           "--resume-rollback", migration_id, "--json", "--no-prefect"],
-                          capture_output=True, text=True, timeout=120)
+    done, _ = run_cli(tmp_path, "migrate", src.url, dst.url, "--backup-path", str(tmp_path / "snaps"), "-p", "sess:*",
+                      "--resume-rollback", migration_id)
     assert done.returncode == 0, done.stderr
     after = {k: dst.client().dump(k) for k in dst.client().scan_iter(match="sess:*")}
     assert after == before
@@ -315,7 +308,9 @@ def test_changes_beyond_the_memory_limit_spill_to_files_and_all_arrive(pair, tmp
         DirectRunner(ChangeDuringTheCopy()), src.url, dst.url, TransferOptions(patterns=("sess:*",)),
         checkpoint_path=str(tmp_path / "state"), live=LiveOptions(until="2s", max_pending_keys=1_000))
     live = summary["live"]
-    assert live["spills"] >= 1 and live["changes"] == 6_001 and live["verify"]["ok"], live
+    # each SET ... PX makes two events (set, expire): one may land in a spill file and the other in
+    # memory after it, and such a key is applied twice (harmless), so the count is a lower bound
+    assert live["spills"] >= 1 and live["changes"] >= 6_001 and live["verify"]["ok"], live
     assert not any(p.name.endswith("-spill") and any(p.iterdir()) for p in (tmp_path / "state" / "transfers").iterdir())
     assert dst.client().get("sess:spilled05999") == b"v5999" and not dst.client().exists("sess:0000007")
     assert_equal(src, dst)
@@ -336,8 +331,7 @@ def test_kill_9_during_the_copy_then_the_rerun_repairs_what_changed_meanwhile(pa
     again = _live(src, dst, tmp_path, name="again")
     again.wait_for("Now following")
     assert "stopped during its copy" in again.stderr()
-    code, summary = again.stop()
-    assert code == 0, again.stderr()
+    summary = again.finish()
     assert summary["live"]["repairs"] >= 1 and summary["live"]["verify"]["ok"], summary["live"]
     assert dst.client().exists(*copied) == 0
     assert_equal(src, dst)
