@@ -88,6 +88,9 @@ class RedisEndpoint:
     tls_options: tuple[tuple[str, str], ...] = ()  # TLS_OPTIONS only: never a secret
     ssl_password: str | None = field(default=None, repr=False)  # the client key's passphrase
     ssl_password_env: str | None = None
+    # Redis Cluster (cluster.py): announced node address -> reachable one; reads from replicas
+    cluster_address_map: tuple[tuple[str, str], ...] = ()
+    read_from_replicas: bool = False
 
     @classmethod
     def from_url(cls, url: str) -> RedisEndpoint:
@@ -124,6 +127,8 @@ class RedisEndpoint:
         password_env = _variable_name(query.pop("password_env", None), url)
         ssl_password_env = _variable_name(query.pop("ssl_password_env", None), url)
         ssl_password = query.pop("ssl_password", None)
+        address_map_text = query.pop("cluster_address_map", None)
+        read_from_replicas = _boolean(query.pop("read_from_replicas", "false"), "read_from_replicas", url)
         tls = tuple(sorted((k, v) for k, v in query.items() if k in TLS_OPTIONS))
         unknown = sorted(set(query) - {k for k, _ in tls})
         if unknown:
@@ -144,6 +149,8 @@ class RedisEndpoint:
             tls_options=tls,
             ssl_password=ssl_password,
             ssl_password_env=ssl_password_env,
+            cluster_address_map=_address_map(address_map_text, url),
+            read_from_replicas=read_from_replicas,
         )
 
     @property
@@ -194,6 +201,10 @@ class RedisEndpoint:
         query.update(dict(self.tls_options))  # never a secret: those live in their own fields
         if self.ssl_password_env:
             query["ssl_password_env"] = self.ssl_password_env
+        if self.cluster_address_map:
+            query["cluster_address_map"] = ",".join(f"{a}={b}" for a, b in self.cluster_address_map)
+        if self.read_from_replicas:
+            query["read_from_replicas"] = "true"
         if self.scheme == "unix":
             query = {"db": str(self.db), **query} if self.db else query
             base = f"unix://{user}{self.path}"
@@ -206,7 +217,7 @@ class RedisEndpoint:
         """The server and database alone (no user, password, secret option or variable name):
         stable across runs, so checkpoints and state files of the same target find each other."""
         return replace(self, password=None, password_env=None, username=None, ssl_password=None,
-                       ssl_password_env=None).display_url
+                       ssl_password_env=None, cluster_address_map=(), read_from_replicas=False).display_url
 
     def without_password(self, password_env: str, ssl_password_env: str | None = None) -> RedisEndpoint:
         """This endpoint with its password (and, given `ssl_password_env`, its ssl_password)
@@ -290,6 +301,20 @@ def _variable_name(name: str | None, url: str) -> str | None:
     if name is not None and not _VARIABLE_NAME.fullmatch(name):
         raise InvalidParameter(f"{name[:40]!r} in {_safe(url)!r} is not an environment variable name.")
     return name
+
+
+def _boolean(text: str, name: str, url: str) -> bool:
+    if text.lower() not in _BOOLEANS:
+        raise InvalidParameter(f"{name} in {_safe(url)!r} must be true or false.")
+    return _BOOLEANS[text.lower()]
+
+
+def _address_map(text: str | None, url: str) -> tuple[tuple[str, str], ...]:
+    if text is None:
+        return ()
+    from .cluster import parse_address_map  # cluster.py imports this module
+
+    return parse_address_map(text, _safe(url))
 
 
 def _check_tls(tls: dict[str, str], url: str) -> None:

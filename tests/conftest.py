@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import Server, free_port, start_server  # noqa: E402
+from servers import Cluster, Server, free_port, start_cluster, start_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +41,28 @@ def server(request) -> Server:
 def valkey(valkey_server) -> Server:
     valkey_server.client().flushall()
     return valkey_server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_servers():
+    cluster = start_cluster("redis")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster_servers():
+    cluster = start_cluster("valkey")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["valkey", "redis"])
+def cluster(request) -> Cluster:
+    """Each test using this runs against a 3-master Valkey 9 cluster and a Redis 7.0 one, emptied."""
+    nodes: Cluster = request.getfixturevalue(f"{request.param}_cluster_servers")
+    nodes.flushall()
+    return nodes
 
 
 @pytest.fixture(scope="session")

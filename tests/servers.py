@@ -28,6 +28,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_cluster_port() -> int:
+    """A free port below 55535 whose cluster bus port (+10000) is free as well."""
+    for _ in range(200):
+        port = free_port()
+        if port < 55535:
+            try:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port + 10000))
+                return port
+            except OSError:
+                pass
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def wait_ready(port: int, password: str | None = None, timeout: float = 15.0) -> None:
     """Poll PING until the server answers; never a fixed sleep."""
     deadline = time.monotonic() + timeout
@@ -102,8 +116,9 @@ def _binary(kind: str) -> str:
     return str(get_binary_path())
 
 
-def start_server(kind: str, password: str | None = None, extra: tuple[str, ...] = ()) -> Server:
-    port = free_port()
+def start_server(kind: str, password: str | None = None, extra: tuple[str, ...] = (),
+                 port: int | None = None) -> Server:
+    port = port or free_port()
     workdir = tempfile.mkdtemp(prefix=f"{kind}-test-")
     args = [_binary(kind), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", workdir, "--repl-diskless-sync-delay", "0", *extra]
@@ -118,6 +133,61 @@ def start_server(kind: str, password: str | None = None, extra: tuple[str, ...] 
         server.stop()
         raise
     return server
+
+
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+@dataclass
+class Cluster:
+    """A Redis Cluster of real servers on loopback: masters only, every slot served."""
+
+    kind: str
+    nodes: list[Server]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def client(self) -> redis.RedisCluster:
+        """redis-py's cluster client: for tests to seed and read, never used by the tool."""
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+
+    def flushall(self) -> None:
+        for node in self.nodes:
+            node.client().flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_cluster(kind: str, masters: int = 3) -> Cluster:
+    """`masters` cluster-enabled servers joined by `redis-cli --cluster create` (which speaks
+    to Valkey as well), returned once every node reports cluster_state:ok."""
+    nodes: list[Server] = []
+    try:
+        for _ in range(masters):
+            nodes.append(start_server(kind, port=free_cluster_port(), extra=(
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000")))
+        subprocess.run([REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        deadline = time.monotonic() + 30
+        while not all(n.client().info("cluster").get("cluster_enabled") and
+                      b"cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO") for n in nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test cluster did not reach cluster_state:ok within 30 s")
+            time.sleep(0.05)
+        # every node must also know every other node's slots before clients rely on any of them
+        while any(len(n.client().execute_command("CLUSTER", "SLOTS")) < masters for n in nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test cluster's nodes did not agree on the slots within 30 s")
+            time.sleep(0.05)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return Cluster(kind, nodes)
 
 
 @contextlib.contextmanager
