@@ -32,6 +32,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+from redis.crc import key_slot
 
 from .endpoints import RedisEndpoint
 from .errors import CleanupCapExceeded, InvalidParameter, ScopeViolation
@@ -44,6 +45,7 @@ from .sessions import SessionStatus, classify
 from .signing import Keyring
 from .snapshot import PRE_IMAGE_SUFFIX, new_snapshot_id
 from .sources import Read
+from .sinks.cluster import open_sink
 from .sinks.redis import RedisSink
 from .sources.redis import RedisSource
 from .sources.segments import scan_fraction
@@ -182,7 +184,7 @@ def run_cleanup(endpoint: RedisEndpoint, options: CleanupOptions, *, fs: fsspec.
                                  BackupOptions(patterns=options.patterns, part_rows=100_000,
                                                snapshot_id=f"{new_snapshot_id()}{PRE_IMAGE_SUFFIX}"), keyring)
             report.pre_image = pre.url
-            sink = RedisSink(endpoint)
+            sink = open_sink(endpoint)
             try:
                 _delete(sink, chosen, options, report)
             finally:
@@ -321,7 +323,10 @@ def _delete(sink: RedisSink, chosen: _Candidates, options: CleanupOptions, repor
             args += [-1 if record.expire_at_ms is None else record.expire_at_ms, kind, digest,
                      "" if idle_limit is None else idle_limit,
                      "" if absent is None else len(batch_keys) + len(absent_keys)]
-        outcome = sink.run_script(_COMPARE_AND_DELETE, batch_keys + absent_keys, args)
+        if getattr(sink, "clustered", False):
+            outcome = _compare_and_delete_per_key(sink, batch)
+        else:
+            outcome = sink.run_script(_COMPARE_AND_DELETE, batch_keys + absent_keys, args)
         report.deleted += sum(1 for r in outcome if r == 1)
         report.changed += sum(1 for r in outcome if r == 0)
         report.gone += sum(1 for r in outcome if r == -1)
@@ -329,6 +334,32 @@ def _delete(sink: RedisSink, chosen: _Candidates, options: CleanupOptions, repor
             ahead = (start + len(batch)) / options.max_rate - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)  # rate limit: stay under max_rate deletes per second
+
+
+def _compare_and_delete_per_key(sink, batch: list) -> list:
+    """The compare-and-delete on a cluster: a script there may touch one slot only, so it runs
+    once per key. A companion key that must be absent (Spring's) and lives in another slot is
+    checked just before, not atomically: if it appears in between, the key is deleted anyway,
+    which the companion's own expiry already allows for."""
+    calls = []
+    outcome: list[Any] = [None] * len(batch)
+    for i, (record, idle_limit, absent) in enumerate(batch):
+        kind, digest = _expectation(record)
+        keys = [record.key]
+        companion = ""
+        if absent is not None:
+            if key_slot(absent) == key_slot(record.key):
+                keys.append(absent)
+                companion = 2
+            elif sink.probe([absent])[1][0]:
+                outcome[i] = 0  # the companion exists: the session is alive, kept
+                continue
+        calls.append((i, keys, [1, -1 if record.expire_at_ms is None else record.expire_at_ms, kind, digest,
+                                "" if idle_limit is None else idle_limit, companion]))
+    replies = sink.run_scripts(_COMPARE_AND_DELETE, [(keys, args) for _, keys, args in calls])
+    for (i, _, _), reply in zip(calls, replies):
+        outcome[i] = reply[0]
+    return outcome
 
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}

@@ -46,6 +46,14 @@ class ServerUnavailable(TransientError):
     pass
 
 
+class ClusterChanged(TransientError):
+    """A Redis Cluster moved a slot (MOVED/ASK) or is reconfiguring: retried with the new layout."""
+
+
+# Replies of a cluster node about a slot it does not (or not yet) serve.
+CLUSTER_REDIRECTIONS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+
+
 class StorageUnavailable(TransientError):
     pass
 
@@ -140,6 +148,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError, rex.NoPermissionError)):
         return False
     if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, rex.TryAgainError)):
+        return True
+    if isinstance(exc, (rex.MovedError, rex.AskError, rex.ClusterDownError)):  # a cluster being resharded
         return True
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True

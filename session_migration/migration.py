@@ -54,7 +54,7 @@ from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .restore import run_restore
 from .seen import SeenKeys
-from .sinks.redis import RedisSink
+from .sinks.cluster import open_sink
 from .schema import SNAPSHOT_ID_RE
 from .signing import Keyring
 from .signing import resolve as resolve_keyring
@@ -245,7 +245,7 @@ def preflight(source: RedisEndpoint, target: RedisEndpoint, fs: fsspec.AbstractF
         source_dbsize = src.dbsize()
     finally:
         src.close()
-    sink = RedisSink(target)
+    sink = open_sink(target)
     try:
         target_info = sink.info
     finally:
@@ -436,7 +436,7 @@ def rollback(target: RedisEndpoint, fs, root: str, state: MigrationState,
     pre = _open_pre_image(fs, root, state, keyring)
     if rb["stage"] == "started":
         in_pre = _key_set(pre)
-        sink = RedisSink(target)
+        sink = open_sink(target)
         deleted = 0
         try:
             for chunk in scope.target_keys(target, batch_size):
@@ -458,7 +458,7 @@ def rollback(target: RedisEndpoint, fs, root: str, state: MigrationState,
             progress("rollback_restore", {"restored": rb["restored"]})
     if rb["stage"] == "pre_image_restored":
         # Pre-image keys whose expiry passed: the migration's copy (or a late write) must go too.
-        sink = RedisSink(target)
+        sink = open_sink(target)
         removed = 0
         try:
             for gone in _expired(pre, scope, sink.now_ms(), batch_size):
@@ -522,7 +522,7 @@ def plan_rollback(target: RedisEndpoint, fs, root: str, migration_id: str, *,
         plan["would_restore"] = restore.plan["would_create"] + restore.plan["would_overwrite"]
         plan["not_restored_outside_patterns"] = restore.counters.not_selected
     if stage != "done":
-        sink = RedisSink(target)
+        sink = open_sink(target)
         try:
             plan["would_remove_expired"] = sum(len(gone) for gone in _expired(pre, scope, sink.now_ms(), batch_size))
         finally:
@@ -559,7 +559,7 @@ class MigrationResult:
 def plan_migration(source: RedisEndpoint, target: RedisEndpoint, options: MigrationOptions) -> dict[str, Any]:
     """Dry run: the backup's dry run, then what the restore would do on the target. Writes nothing."""
     backup = run_backup(source, fsspec.filesystem("memory"), "/unused", options.backup_options(dry_run=True))
-    sink = RedisSink(target)
+    sink = open_sink(target)
     create = overwrite = 0
     source_keys = SeenKeys()
     try:

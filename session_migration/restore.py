@@ -48,6 +48,7 @@ from .plan import (
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .signing import Keyring, resolve
+from .sinks.cluster import open_sink
 from .sinks.redis import RedisSink, SinkTotals
 from .state import StateFile
 from .pipeline import copy
@@ -277,7 +278,7 @@ def check_restore(snapshot: storage.Location | Snapshot, endpoint: RedisEndpoint
     resumed). A dry run returns its plan here and writes nothing."""
     keyring = resolve(keyring)
     snap = _validated(snapshot, storage_options, keyring)
-    sink = RedisSink(endpoint)
+    sink = open_sink(endpoint)
     try:
         ckpt_path = checkpoint_path(snap, endpoint, options)
         checkpoint = None if options.dry_run else _load_checkpoint(snap, endpoint, options, ckpt_path, keyring)
@@ -365,7 +366,7 @@ def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: s
         return {"part": part_name, "resumed": True, **checkpoint.parts[part_name]}
     rules = _Rules(snap, options)
     counters = RestoreCounters()
-    sink = _sink or RedisSink(endpoint, replace=options.on_conflict == "replace")
+    sink = _sink or open_sink(endpoint, replace=options.on_conflict == "replace")
     index = [p.name for p in snap.parts].index(part_name)
     source = SnapshotSource(snap, parts=[part_name], batch_size=options.batch_size, verify=verify)
 

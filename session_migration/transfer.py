@@ -51,6 +51,7 @@ from .prefetch import prefetch
 from .seen import SeenKeys
 from .signing import Keyring, resolve
 from .pipeline import copy
+from .sinks.cluster import open_sink
 from .sinks.redis import RedisSink, SinkCounts, SinkTotals
 from .sources import Read
 from .state import StateFile
@@ -269,7 +270,7 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
     src = RedisSource(source, patterns=options.patterns, batch_size=options.batch_size, walk="keyspace",
                       preserve_ttl=options.ttl_policy != "none")
     try:
-        sink = RedisSink(target)
+        sink = open_sink(target)
         try:
             checkpoint = None if options.dry_run else _load_checkpoint(fs, ckpt_path, source, target, options, keyring)
             following = bool(live and checkpoint is not None and checkpoint.finished_at is not None
@@ -367,7 +368,7 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
             checkpoint.pattern_index, checkpoint.cursor, checkpoint.counters = 0, 0, {}
         checkpoint.source_run_id, checkpoint.walk = run_id, KEYSPACE_WALK
         counters = TransferCounters.from_dict(checkpoint.counters)
-        sink = RedisSink(target, replace=options.on_conflict == "replace")
+        sink = open_sink(target, replace=options.on_conflict == "replace")
         dbsize = src.dbsize()
         best = 0.0
 

@@ -25,7 +25,7 @@ from ..endpoints import RedisEndpoint
 from ..redaction import redact_key
 from ..redis_glob import ScopeMatcher
 from ..seen import SeenKeys
-from ..sinks.redis import RedisSink
+from ..sinks.cluster import open_sink
 from ..sources.redis import RedisSource
 from ..verify import canonical, ttl_close
 
@@ -49,7 +49,7 @@ class Mirror:
         self.scope = ScopeMatcher(self.patterns)
         self.source = RedisSource(source, patterns=self.patterns, batch_size=batch_size, walk="keyspace")
         self.target = RedisSource(target, patterns=self.patterns, batch_size=batch_size, walk="keyspace")
-        self.sink = RedisSink(target, replace=True)
+        self.sink = open_sink(target, replace=True)
 
     def close(self) -> None:
         for side in (self.sink, self.source, self.target):

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import redis
 
 from ..endpoints import RedisEndpoint, translate_redis_errors
-from ..errors import ScopeViolation, WriteRefused
+from ..errors import CLUSTER_REDIRECTIONS, ClusterChanged, ScopeViolation, WriteRefused
 from ..record import KeyRecord, records_from_batch
 from ..redaction import redact_key
 from ..sources import resp
@@ -163,7 +163,7 @@ class RedisSink:
         """Server time (ms) and, for each key, whether it exists: one round trip."""
         packed = resp.pack([b"TIME"]) + resp.pack_per_key(b"EXISTS", keys)
         replies = self._execute(packed, len(keys) + 1)
-        _raise_errors(replies, "TIME/EXISTS")
+        _raise_errors(replies, "TIME/EXISTS", self.endpoint)
         sec, usec = replies[0]
         now = int(sec) * 1000 + int(usec) // 1000
         self._clock = (now, time.monotonic())
@@ -186,7 +186,8 @@ class RedisSink:
             key = keys[int(outside[0])]
             raise ScopeViolation(f"Refusing to delete {redact_key(key)}: it is outside the patterns in scope.")
         replies = self._execute(resp.pack_per_key(b"UNLINK", keys), len(keys))
-        return sum(int(r) for r in replies if isinstance(r, int))
+        _raise_errors(replies, "UNLINK", self.endpoint)
+        return sum(int(r) for r in replies)
 
     def run_script(self, script: str, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         """Run a Lua script atomically at the server (registered once, then by its digest): how
@@ -300,7 +301,7 @@ class RedisSink:
             self._abandon()
             i = int(bad[0])
             text = lines[i].decode(errors="replace")
-            raise WriteRefused(_refusal(self.endpoint, sent.keys[i].as_py(), "string", text))
+            raise _refused(self.endpoint, sent.keys[i].as_py(), "string", text)
         _count_sets(counts, sent.kind, int(ok.sum()))
         if not nil.any():
             return
@@ -361,7 +362,7 @@ class RedisSink:
                         counts.dump_fallbacks += 1
                         fallbacks.append((item, present))
                         continue
-                    raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, text))
+                    raise _refused(self.endpoint, item.key, item.record.type, text)
                 counts.dump_restored += 1
                 _count_written(counts, present)
             else:
@@ -390,22 +391,22 @@ class RedisSink:
         if len(replies) == 1:  # SET [NX] or the create-if-absent script
             reply = replies[0]
             if isinstance(reply, hiredis.ReplyError):
-                raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(reply)))
+                raise _refused(self.endpoint, item.key, item.record.type, str(reply))
             if reply is None or reply == 0:  # NX found the key: someone else's, kept
                 counts.skipped_existing += 1
                 return False
             return True
         for reply in replies[:-1]:  # MULTI +OK, +QUEUED ...
             if isinstance(reply, hiredis.ReplyError):
-                raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(reply)))
+                raise _refused(self.endpoint, item.key, item.record.type, str(reply))
         result = replies[-1]
         if isinstance(result, hiredis.ReplyError):
-            raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(result)))
+            raise _refused(self.endpoint, item.key, item.record.type, str(result))
         if result is None:
-            raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, "the transaction was aborted"))
+            raise _refused(self.endpoint, item.key, item.record.type, "the transaction was aborted")
         for reply in result:
             if isinstance(reply, hiredis.ReplyError):
-                raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(reply)))
+                raise _refused(self.endpoint, item.key, item.record.type, str(reply))
         return True
 
 
@@ -506,15 +507,21 @@ def _count_written(counts: SinkCounts, present: bool) -> None:
         counts.created += 1
 
 
-def _refusal(endpoint: RedisEndpoint, key: bytes, rtype: str, text: str) -> str:
-    from ..redaction import redact_key
+def _refused(endpoint: RedisEndpoint, key: bytes, rtype: str, text: str) -> Exception:
+    """The error for a write the server refused: a cluster that moved the key's slot (MOVED,
+    ASK) or is reconfiguring is transient (the retry finds the new owner), the rest terminal."""
+    if text.lstrip("-").startswith(CLUSTER_REDIRECTIONS):  # a raw reply line keeps its "-"
+        return ClusterChanged(f"{endpoint.display_url} no longer serves the slot of {redact_key(key)} ({text}); "
+                              "the cluster is being resharded, so the write is retried with its new layout.")
+    return WriteRefused(f"{endpoint.display_url} refused the write of {redact_key(key)} ({rtype}): {text}.")
 
-    return f"{endpoint.display_url} refused the write of {redact_key(key)} ({rtype}): {text}."
 
-
-def _raise_errors(replies: list, what: str) -> None:
+def _raise_errors(replies: list, what: str, endpoint: RedisEndpoint) -> None:
     for reply in replies:
         if isinstance(reply, hiredis.ReplyError):
+            if str(reply).startswith(CLUSTER_REDIRECTIONS):
+                raise ClusterChanged(f"{endpoint.display_url} answered {what} with {str(reply)[:80]}: the cluster is "
+                                     "being resharded, so the step is retried with its new layout.")
             raise redis.exceptions.ResponseError(f"{what}: {reply}")
 
 

@@ -1,0 +1,156 @@
+"""A Redis Cluster as a target: every write goes to the master that owns the key's slot.
+
+`ClusterSink` has `RedisSink`'s methods and keeps one `RedisSink` per master. A batch is split
+by the owner of each key (computed here from the topology, so no write is ever redirected in
+the common case) and each node's share goes through that node's sink: the same pipelined SETs,
+RESTORE fast path and typed fallback, per node. No command spans slots: every write, probe and
+UNLINK names one key, and a script runs with the keys of one slot (`run_scripts`).
+
+When the cluster is resharded under a write, the node answers MOVED/ASK and the write fails
+with `ClusterChanged` (transient): the retry opens a new sink, which reads the new layout, and
+resumes from the checkpoint. Writes are idempotent, so nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..cluster import Topology, discover, is_cluster
+from ..endpoints import RedisEndpoint, translate_redis_errors
+from ..errors import ScopeViolation
+from ..redaction import redact_key
+from .redis import RedisSink, SinkCounts, WriteItem
+
+
+def open_sink(endpoint: RedisEndpoint, *, replace: bool = True) -> RedisSink:
+    """A sink for `endpoint`: a `RedisSink` for a standalone server, a `ClusterSink` (same
+    methods) when the server is a node of a Redis Cluster."""
+    client = endpoint.connect()
+    with translate_redis_errors(endpoint):
+        clustered = is_cluster(client)
+    if not clustered:
+        return RedisSink(endpoint, replace=replace, client=client)
+    topology = discover(endpoint, client)
+    client.close()
+    return ClusterSink(endpoint, topology, replace=replace)
+
+
+class ClusterSink:
+    """The masters of a cluster as one sink (see the module doc). Not thread-safe."""
+
+    clustered = True
+
+    def __init__(self, endpoint: RedisEndpoint, topology: Topology, *, replace: bool = True):
+        self.endpoint = endpoint
+        self.topology = topology
+        self.replace = replace
+        self.nodes: list[RedisSink] = []
+        try:
+            for index in range(len(topology.nodes)):
+                self.nodes.append(RedisSink(topology.node_endpoint(endpoint, index), replace=replace))
+        except BaseException:
+            self.close()
+            raise
+        self.info = min((node.info for node in self.nodes), key=lambda info: _version(info.version))
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    # -- reads used by planning ---------------------------------------------------------------
+
+    def probe(self, keys: Sequence[bytes]) -> tuple[int, list[bool]]:
+        exists = [False] * len(keys)
+        owners = self.topology.owners(keys) if keys else np.zeros(0, np.int32)
+        now = None
+        for index, rows in self._shares(owners):
+            node_now, found = self.nodes[index].probe([keys[i] for i in rows])
+            now = node_now if now is None else now
+            for i, present in zip(rows, found):
+                exists[i] = present
+        if now is None:
+            now, _ = self.nodes[0].probe([])
+        return now, exists
+
+    def now_ms(self) -> int:
+        return self.nodes[0].now_ms()
+
+    def unlink(self, keys: Sequence[bytes], scope: Any) -> int:
+        if not keys:
+            return 0
+        outside = np.flatnonzero(~scope.mask(pa.array(keys, pa.binary())))  # all checked before any delete
+        if len(outside):
+            raise ScopeViolation(f"Refusing to delete {redact_key(keys[int(outside[0])])}: it is outside the patterns in scope.")
+        return sum(self.nodes[index].unlink([keys[i] for i in rows], scope)
+                   for index, rows in self._shares(self.topology.owners(keys)))
+
+    def run_scripts(self, script: str, calls: Sequence[tuple[Sequence[bytes], Sequence[Any]]]) -> list:
+        """Run `script` once per (keys, args) call, on the master of its keys (which must share
+        one slot: a cluster refuses a script across slots); the replies in the calls' order."""
+        owners = self.topology.owners([keys[0] for keys, _ in calls]) if calls else np.zeros(0, np.int32)
+        out: list = [None] * len(calls)
+        for index, rows in self._shares(owners):
+            for i in rows:
+                keys, args = calls[i]
+                out[i] = self.nodes[index].run_script(script, keys, args)
+        return out
+
+    # -- the Sink contract --------------------------------------------------------------------
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        owners = self.topology.owners(batch.column("key").to_pylist())
+        for index, rows in self._shares(owners):
+            self.nodes[index].write(batch if len(rows) == batch.num_rows else batch.take(pa.array(rows)))
+
+    def commit(self) -> SinkCounts:
+        return self._summed(lambda node: node.commit())
+
+    def abort(self) -> None:
+        for node in self.nodes:
+            node.abort()
+
+    def write_strings(self, keys: pa.Array, values: pa.Array, pxat: pa.Array, *, replace: bool) -> SinkCounts:
+        counts = SinkCounts()
+        for index, rows in self._shares(self.topology.owners(keys.to_pylist())):
+            take = pa.array(rows)
+            counts.add(self.nodes[index].write_strings(keys.take(take), values.take(take), pxat.take(take),
+                                                       replace=replace))
+        return counts
+
+    def flush(self) -> SinkCounts:
+        return self._summed(lambda node: node.flush())
+
+    def write_items(self, items: Sequence[WriteItem], exists: Sequence[bool], replace: bool) -> SinkCounts:
+        counts = SinkCounts()
+        owners = self.topology.owners([item.key for item in items]) if items else np.zeros(0, np.int32)
+        for index, rows in self._shares(owners):
+            counts.add(self.nodes[index].write_items([items[i] for i in rows], [exists[i] for i in rows], replace))
+        return counts
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _shares(owners: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """(node index, row numbers) for every node that owns some of the rows, in row order."""
+        if not len(owners):
+            return []
+        first = int(owners[0])
+        if (owners == first).all():
+            return [(first, np.arange(len(owners)))]
+        return [(int(index), np.flatnonzero(owners == index)) for index in np.unique(owners)]
+
+    def _summed(self, each: Callable[[RedisSink], SinkCounts]) -> SinkCounts:
+        counts = SinkCounts()
+        for node in self.nodes:
+            counts.add(each(node))
+        return counts
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else 0 for part in text.split("."))
