@@ -104,13 +104,13 @@ class Server:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_server(kind: str) -> Server:
+def start_server(kind: str, extra: tuple[str, ...] = (), port: int | None = None) -> Server:
     """A fresh server on a free loopback port: no persistence, diskless sync without delay."""
-    port = free_port()
+    port = port or free_port()
     workdir = tempfile.mkdtemp(prefix=f"bench-{kind}-")
     log = open(Path(workdir) / "server.log", "wb")
     args = [server_binary(kind), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--repl-diskless-sync-delay", "0", "--dir", workdir, "--protected-mode", "yes"]
+            "--repl-diskless-sync-delay", "0", "--dir", workdir, "--protected-mode", "yes", *extra]
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(kind=kind, port=port, process=process, workdir=workdir, _log=log)
     try:

@@ -6,9 +6,13 @@ the common case) and each node's share goes through that node's sink: the same p
 RESTORE fast path and typed fallback, per node. No command spans slots: every write, probe and
 UNLINK names one key, and a script runs with the keys of one slot (`run_scripts`).
 
-When the cluster is resharded under a write, the node answers MOVED/ASK and the write fails
+When the cluster is resharded under the writes, a node answers MOVED (the slot has moved) or
+ASK (it is moving). The sessions' pipelined SETs answered so are not errors: the node's sink
+hands them back (`RedisSink.redirected`) and `flush`/`commit` write them where the cluster
+says, MOVED ones after reading the new layout, ASK ones with ASKING at the importing node,
+until none is left. Any other write (typed values, probes, deletes) answered MOVED/ASK fails
 with `ClusterChanged` (transient): the retry opens a new sink, which reads the new layout, and
-resumes from the checkpoint. Writes are idempotent, so nothing is lost or doubled.
+resumes from the checkpoint. Writes set whole keys, so writing one again is harmless.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ import pyarrow as pa
 
 from ..cluster import Topology, discover, is_cluster
 from ..endpoints import RedisEndpoint, translate_redis_errors
-from ..errors import ScopeViolation
+from ..errors import ClusterChanged, ScopeViolation
 from ..redaction import redact_key
 from .redis import RedisSink, SinkCounts, WriteItem
+
+
+MAX_REDIRECT_ROUNDS = 20  # rounds of MOVED/ASK answers a flush follows before it gives up (transient)
 
 
 def open_sink(endpoint: RedisEndpoint, *, replace: bool = True) -> RedisSink:
@@ -46,16 +53,28 @@ class ClusterSink:
 
     def __init__(self, endpoint: RedisEndpoint, topology: Topology, *, replace: bool = True):
         self.endpoint = endpoint
-        self.topology = topology
         self.replace = replace
         self.nodes: list[RedisSink] = []
+        self._use(topology)
+        self.info = min((node.info for node in self.nodes), key=lambda info: _version(info.version))
+
+    def _use(self, topology: Topology) -> None:
+        """Sinks for the masters of `topology`, in its order, keeping those already open."""
+        opened = {(node.endpoint.host, node.endpoint.port): node for node in self.nodes}
+        nodes = []
         try:
             for index in range(len(topology.nodes)):
-                self.nodes.append(RedisSink(topology.node_endpoint(endpoint, index), replace=replace))
+                at = topology.node_endpoint(self.endpoint, index)
+                node = opened.pop((at.host, at.port), None) or RedisSink(at, replace=self.replace)
+                node.redirected = node.redirected if node.redirected is not None else []
+                nodes.append(node)
         except BaseException:
-            self.close()
+            for node in nodes:
+                node.close()
             raise
-        self.info = min((node.info for node in self.nodes), key=lambda info: _version(info.version))
+        for node in opened.values():  # a master that left the cluster: what it handed back is kept
+            nodes.append(node)
+        self.nodes, self.topology = nodes, topology
 
     def close(self) -> None:
         for node in self.nodes:
@@ -109,7 +128,9 @@ class ClusterSink:
             self.nodes[index].write(batch if len(rows) == batch.num_rows else batch.take(pa.array(rows)))
 
     def commit(self) -> SinkCounts:
-        return self._summed(lambda node: node.commit())
+        counts = self.flush()
+        counts.add(self._summed(lambda node: node.commit()))
+        return counts
 
     def abort(self) -> None:
         for node in self.nodes:
@@ -124,7 +145,50 @@ class ClusterSink:
         return counts
 
     def flush(self) -> SinkCounts:
-        return self._summed(lambda node: node.flush())
+        counts = self._summed(lambda node: node.flush())
+        for _round in range(MAX_REDIRECT_ROUNDS):
+            handed_back = [entry for node in self.nodes for entry in node.redirected]
+            if not handed_back:
+                return counts
+            for node in self.nodes:
+                node.redirected.clear()
+            counts.add(self._redirect(handed_back))
+            counts.add(self._summed(lambda node: node.flush()))
+        raise ClusterChanged(f"Writes to the cluster of {self.endpoint.display_url} were still redirected after "
+                             f"{MAX_REDIRECT_ROUNDS} rounds; retrying the step with the cluster's new layout.")
+
+    def _redirect(self, handed_back: list) -> SinkCounts:
+        """Send SETs answered MOVED/ASK where their reply line says (see the module doc)."""
+        counts = SinkCounts()
+        moved = [sent for sent, lines in handed_back if any(line.startswith(b"-MOVED") for line in lines)]
+        if moved:
+            client = self.nodes[0].client
+            with translate_redis_errors(self.endpoint):
+                self._use(discover(self.endpoint, client))
+        for sent, lines in handed_back:
+            for kind in (b"-MOVED", b"-ASK"):
+                rows = np.array([i for i, line in enumerate(lines) if line.startswith(kind)], dtype=np.int64)
+                if not len(rows):
+                    continue
+                part = sent.take(rows, sent.kind)
+                if kind == b"-MOVED":
+                    counts.add(self.write_strings(part.keys, part.values, part.pxat, replace=sent.kind != "nx"))
+                    continue
+                for address, at in _by_address([lines[i] for i in rows]).items():
+                    counts.add(self._node_at(address).write_asking(part.take(np.array(at), sent.kind)))
+        return counts
+
+    def _node_at(self, address: str) -> RedisSink:
+        host, _, port = address.rpartition(":")
+        for node in self.nodes:
+            if node.endpoint.host == host and node.endpoint.port == int(port):
+                return node
+        self._use(discover(self.endpoint, self.nodes[0].client))  # a master we did not know yet
+        for node in self.nodes:
+            if node.endpoint.host == host and node.endpoint.port == int(port):
+                return node
+        raise ClusterChanged(f"The cluster of {self.endpoint.display_url} sent a write to {address}, "
+                             "which is not one of its masters; retrying with the cluster's new layout.")
 
     def write_items(self, items: Sequence[WriteItem], exists: Sequence[bool], replace: bool) -> SinkCounts:
         counts = SinkCounts()
@@ -150,6 +214,14 @@ class ClusterSink:
         for node in self.nodes:
             counts.add(each(node))
         return counts
+
+
+def _by_address(lines: list[bytes]) -> dict[str, list[int]]:
+    """Row numbers by the node address in `-ASK <slot> <host:port>` reply lines."""
+    out: dict[str, list[int]] = {}
+    for i, line in enumerate(lines):
+        out.setdefault(line.split()[-1].decode(), []).append(i)
+    return out
 
 
 def _version(text: str) -> tuple[int, ...]:

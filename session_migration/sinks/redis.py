@@ -144,6 +144,9 @@ class RedisSink:
         self._inflight: deque[_SentSets] = deque()
         self._replies = _LineReplies()
         self._counts = SinkCounts()  # counts of in-flight SETs already answered, not yet handed out
+        # None, or (on a cluster node, set by ClusterSink) the SETs it answered with MOVED/ASK, with
+        # those reply lines: not errors here, the ClusterSink sends them where the cluster says
+        self.redirected: list[tuple[_SentSets, list[bytes]]] | None = None
         with translate_redis_errors(endpoint):
             self.info: ServerInfo = server_info(self.client)
         self.probe([])  # sets the server clock
@@ -296,7 +299,13 @@ class RedisSink:
             return
         ok = np.array([line == b"+OK" for line in lines])
         nil = np.array([line in _NILS for line in lines]) if sent.kind != "replace" else np.zeros(len(lines), bool)
-        bad = np.flatnonzero(~(ok | nil))
+        moved = np.zeros(len(lines), bool)
+        if self.redirected is not None:  # a cluster node: MOVED/ASK rows go back to the ClusterSink
+            moved = np.array([line.startswith((b"-MOVED ", b"-ASK ")) for line in lines])
+            if moved.any():  # not errors: counted once the ClusterSink has written them elsewhere
+                rows = np.flatnonzero(moved)
+                self.redirected.append((sent.take(rows, sent.kind), [lines[i] for i in rows]))
+        bad = np.flatnonzero(~(ok | nil | moved))
         if len(bad):
             self._abandon()
             i = int(bad[0])
@@ -309,6 +318,38 @@ class RedisSink:
             counts.skipped_existing += int(nil.sum())
         else:  # the keys that exist: written again without NX, counted when their replies come
             self._send(sent.take(np.flatnonzero(nil)))
+
+    def write_asking(self, sent: _SentSets) -> SinkCounts:
+        """Write SETs another node answered with ASK (their slot is moving here): each preceded
+        by ASKING, as the cluster asks; NX and the counting as `write_strings`. Rows answered
+        MOVED or ASK again go back on `redirected`."""
+        nx = sent.kind != "replace"
+        keys, values, pxat = sent.keys.to_pylist(), sent.values.to_pylist(), sent.pxat.to_pylist()
+        packed = b"".join(resp.pack([b"ASKING"]) + resp.pack([b"SET", key, value or b"",
+                                                               *((b"PXAT", b"%d" % at) if at is not None else ()),
+                                                               *((b"NX",) if nx else ())])
+                          for key, value, at in zip(keys, values, pxat))
+        replies = self._execute(packed, 2 * len(keys))[1::2]
+        counts = SinkCounts()
+        again, existing = [], []
+        for i, reply in enumerate(replies):
+            if isinstance(reply, hiredis.ReplyError):
+                if str(reply).startswith(("MOVED ", "ASK ")) and self.redirected is not None:
+                    again.append(i)
+                    continue
+                raise _refused(self.endpoint, keys[i], "string", str(reply))
+            if reply is None:
+                existing.append(i)
+            else:
+                _count_sets(counts, sent.kind, 1)
+        if again:
+            rows = np.array(again)
+            self.redirected.append((sent.take(rows, sent.kind), [b"-" + str(replies[i]).encode() for i in again]))
+        if existing and sent.kind == "nx":
+            counts.skipped_existing += len(existing)
+        elif existing:
+            counts.add(self.write_asking(sent.take(np.array(existing))))
+        return counts
 
     def _abandon(self) -> None:
         """After an error the connection may hold unread replies: drop it and what was in flight."""
@@ -426,9 +467,9 @@ class _SentSets:
     def slice(self, start: int, stop: int) -> _SentSets:
         return _SentSets(self.keys[start:stop], self.values[start:stop], self.pxat[start:stop], self.kind)
 
-    def take(self, rows: np.ndarray) -> _SentSets:
-        """The rows that exist, to be written again without NX."""
-        return _SentSets(self.keys.take(rows), self.values.take(rows), self.pxat.take(rows), "replace")
+    def take(self, rows: np.ndarray, kind: str = "replace") -> _SentSets:
+        """Some rows: by default those that exist, to be written again without NX."""
+        return _SentSets(self.keys.take(rows), self.values.take(rows), self.pxat.take(rows), kind)
 
 
 class _LineReplies:

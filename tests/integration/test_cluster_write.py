@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 
+import pyarrow.compute as pc
 import pytest
 
 from helpers import BINARY_KEYS, HOUR_MS, seed_all_types, seed_binary, state
-from session_migration import backup
+from session_migration import backup, open_snapshot
 from session_migration.cluster import discover
 from session_migration.endpoints import RedisEndpoint
 from session_migration.restore import restore
@@ -102,3 +103,86 @@ def test_the_topology_follows_the_address_map(cluster):
     partial = RedisEndpoint.from_url(f"{cluster.url}?cluster_address_map={mapping.split(',')[0]}")
     with pytest.raises(Exception, match="does not map"):
         discover(partial, cluster.nodes[0].client())
+
+
+def _keys_in_slot(slot: int, count: int) -> list[bytes]:
+    from redis.crc import key_slot
+
+    found, i = [], 0
+    while len(found) < count:
+        key = b"sess:ask%d" % i
+        if key_slot(key) == slot:
+            found.append(key)
+        i += 1
+    return found
+
+
+def test_writes_answered_moved_go_to_the_new_owner(standalone, cluster, tmp_path):
+    """A sink whose layout is stale (every slot on the first master): the sessions (strings)
+    the other masters own are answered MOVED, handed back, and written where the cluster says;
+    none is lost or counted twice. A typed write answered MOVED is a transient ClusterChanged."""
+    from session_migration.cluster import ClusterNode, Topology
+    from session_migration.errors import ClusterChanged, is_transient
+    from session_migration.sinks.cluster import ClusterSink
+
+    r = standalone.client()
+    for i in range(2000):
+        r.set(f"sess:s{i:05d}", os.urandom(30), px=2 * HOUR_MS + i)
+    for i in range(12):  # hashes on every master (a slot of 0..16383 each, by their names)
+        r.hset(f"sess:typed{i}", mapping={"a": "1"})
+    expected = state(r, "sess:s*")
+    snap = backup(standalone.url, str(tmp_path / "snaps"), patterns=["sess:*"])
+    endpoint = RedisEndpoint.from_url(cluster.url)
+    first = discover(endpoint, cluster.nodes[0].client()).nodes[0]
+
+    def stale_sink() -> ClusterSink:
+        return ClusterSink(endpoint, Topology((ClusterNode(first.node_id, first.host, first.port, ((0, 16383),)),)))
+
+    sink = stale_sink()
+    batches = list(open_snapshot(snap.url).iter_batches())
+    written = 0
+    for batch in batches:
+        strings = batch.filter(pc.equal(batch.column("type"), "string"))
+        sink.write(strings)
+        written += strings.num_rows
+    counts = sink.commit()
+    sink.close()
+    assert written == len(expected) and counts.written == counts.created == len(expected)
+    assert cluster_state(cluster) == expected
+    sink = stale_sink()
+    hashes = [b.filter(pc.equal(b.column("type"), "hash")) for b in batches]
+    with pytest.raises(ClusterChanged) as caught:
+        for batch in hashes:
+            sink.write(batch)
+        sink.commit()
+    sink.close()
+    assert is_transient(caught.value)
+
+
+def test_writes_answered_ask_go_to_the_importing_node(cluster):
+    """A slot being migrated: new keys of that slot are answered ASK by the old owner and
+    written at the importing node with ASKING."""
+    import pyarrow as pa
+
+    from session_migration.sinks.cluster import open_sink
+
+    endpoint = RedisEndpoint.from_url(cluster.url)
+    layout = discover(endpoint, cluster.nodes[0].client())
+    owner, importer = layout.nodes[0], layout.nodes[1]
+    slot = owner.slots[0][0]
+    by_port = {n.port: n.client() for n in cluster.nodes}
+    by_port[importer.port].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", owner.node_id)
+    by_port[owner.port].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", importer.node_id)
+    try:
+        keys = _keys_in_slot(slot, 5)
+        sink = open_sink(endpoint)
+        sink.write_strings(pa.array(keys, pa.binary()), pa.array([b"v"] * 5, pa.binary()),
+                           pa.array([None] * 5, pa.int64()), replace=True)
+        counts = sink.commit()
+        sink.close()
+        assert counts.written == counts.created == 5
+        assert by_port[owner.port].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+        assert by_port[importer.port].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 5
+    finally:  # finish the move, as redis-cli --cluster reshard would
+        for node in cluster.nodes:
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", importer.node_id)
