@@ -3,11 +3,16 @@ every type, binary keys, hash tags, keys on every node, conflicts, the RESTORE f
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 
 import pyarrow.compute as pc
 import pytest
 
+from servers import REDIS_CLI
 from helpers import BINARY_KEYS, HOUR_MS, seed_all_types, seed_binary, state
 from session_migration import backup, open_snapshot
 from session_migration.cluster import discover
@@ -186,3 +191,43 @@ def test_writes_answered_ask_go_to_the_importing_node(cluster):
     finally:  # finish the move, as redis-cli --cluster reshard would
         for node in cluster.nodes:
             node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", importer.node_id)
+
+
+def reshard(cluster, slots: int, source: int = 0, target: int = 1) -> subprocess.Popen:
+    """`redis-cli --cluster reshard`: move `slots` slots and their keys between two masters."""
+    ids = [node.client().execute_command("CLUSTER", "MYID").decode() for node in cluster.nodes]
+    return subprocess.Popen([REDIS_CLI, "--cluster", "reshard", f"127.0.0.1:{cluster.nodes[0].port}",
+                             "--cluster-from", ids[source], "--cluster-to", ids[target],
+                             "--cluster-slots", str(slots), "--cluster-yes", "--cluster-pipeline", "5"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_a_transfer_into_a_cluster_resharded_meanwhile_loses_nothing(standalone, cluster, tmp_path):
+    r = standalone.client()
+    pipe = r.pipeline(transaction=False)
+    for i in range(20_000):
+        pipe.set(f"sess:s{i:05d}", os.urandom(30), px=2 * HOUR_MS + i)
+    pipe.execute()
+    expected = state(r, "sess:*")
+    env = dict(os.environ, SESSION_MIGRATION_STATE_DIR=str(tmp_path / "state"))
+    env.pop("PREFECT_API_URL", None)
+    tool = subprocess.Popen([sys.executable, "-m", "session_migration_cli", "transfer", standalone.url, cluster.url,
+                             "-p", "sess:*", "--batch-size", "100", "--json", "--no-prefect"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while sum(n.client().dbsize() for n in cluster.nodes) < 3000 and tool.poll() is None:
+        assert time.monotonic() < deadline, "the transfer wrote nothing within 60 s"
+        time.sleep(0.02)
+    mover = reshard(cluster, 800)
+    overlapped = tool.poll() is None
+    out, err = tool.communicate(timeout=300)
+    assert mover.wait(300) == 0, mover.stderr.read()
+    assert tool.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["written"] >= len(expected)
+    got = cluster_state(cluster)
+    assert got.keys() == expected.keys()
+    assert all(got[k][:2] == expected[k][:2] for k in expected)
+    # MIGRATE, which the reshard uses to move keys, carries a relative TTL: a key it moved may
+    # expire a millisecond or two off the instant we wrote
+    assert max(abs(got[k][2] - expected[k][2]) for k in expected) <= 50
+    assert overlapped  # the reshard began while the transfer was writing
