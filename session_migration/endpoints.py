@@ -17,6 +17,14 @@ Such a URL can still send an allowed variable's password to whatever host it nam
 TLS (`rediss://`) verifies the server's certificate and host name unless the URL turns it off
 with `ssl_cert_reqs=none` or `ssl_check_hostname=false`; both settings are passed to redis-py
 explicitly, never left to its defaults.
+
+Sentinel: `redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]` (and
+`rediss+sentinel://`, TLS to the sentinels and the master alike). USER and PASSWORD are the data
+server's; the sentinels' own are `?sentinel_username=` and `?sentinel_password_env=NAME` (or the
+secret option `sentinel_password`). Every new connection asks the sentinels, in the order given,
+where the master is, and checks that the server found there answers ROLE as a master; so a
+connection made after a failover reaches the new master. The endpoint's display form and identity
+stay the sentinel form: a failover does not change which checkpoints and state files are its own.
 """
 
 from __future__ import annotations
@@ -29,19 +37,25 @@ from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlspli
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.connection import SSLConnection
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, SentinelConnectionPool, SentinelManagedConnection
 
-from .errors import AuthenticationFailed, InvalidParameter, NotRedis, ServerUnavailable
+from .errors import AuthenticationFailed, InvalidParameter, NotRedis, ServerUnavailable, is_transient_reply
 
-SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel", "valkey+sentinel", "valkeys+sentinel")
+SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys", *SENTINEL_SCHEMES)
+_TLS_SCHEMES = ("rediss", "valkeys", "rediss+sentinel", "valkeys+sentinel")
 DEFAULT_PORT = 6379
+DEFAULT_SENTINEL_PORT = 26379
 CONNECT_TIMEOUT_S = 5.0
 SOCKET_TIMEOUT_S = 60.0
 # redis-py retries a failed connection 10 times by default, with growing pauses; our retry policy
 # (retry.py) decides, and tells the operator. One quick reconnect is kept for a dropped socket.
 RECONNECT = Retry(ExponentialBackoff(cap=0.5, base=0.1), 1)
 
-SECRET_OPTIONS = frozenset({"ssl_password"})  # URL options as secret as the password itself
+SECRET_OPTIONS = frozenset({"ssl_password", "sentinel_password"})  # URL options as secret as the password itself
+SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password", "sentinel_password_env"})
 TLS_OPTIONS = frozenset({"ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
                          "ssl_check_hostname", "ssl_ciphers"})
 _CERT_REQS = ("required", "optional", "none")
@@ -50,6 +64,8 @@ PASSWORD_VARIABLE_PREFIX = "SESSION_MIGRATION_"
 PASSWORD_VARIABLES_ENV = "SESSION_MIGRATION_PASSWORD_VARIABLES"
 _OWN_SETTINGS = frozenset({PASSWORD_VARIABLES_ENV, "SESSION_MIGRATION_PROGRESS"})
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_MASTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+MAX_SENTINELS = 16
 
 
 def password_variable_allowed(name: str) -> bool:
@@ -64,7 +80,7 @@ def password_variable_allowed(name: str) -> bool:
 
 def carries_secret(connection: object) -> bool:
     """True when a connection string holds a secret itself: a password in the user info or a
-    secret URL option (`ssl_password`). Block names and `?password_env=` references do not.
+    secret URL option (`ssl_password`, `sentinel_password`). Block names and `?password_env=` references do not.
     Unreadable URLs count as carrying one, so a caller refusing secrets refuses them too."""
     if not isinstance(connection, str) or "://" not in connection:
         return False
@@ -88,33 +104,49 @@ class RedisEndpoint:
     tls_options: tuple[tuple[str, str], ...] = ()  # TLS_OPTIONS only: never a secret
     ssl_password: str | None = field(default=None, repr=False)  # the client key's passphrase
     ssl_password_env: str | None = None
+    # Sentinel: the sentinels' addresses (empty: not a Sentinel URL), the master's name there,
+    # and the sentinels' own credentials (the data server's are username/password above)
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    sentinel_password_env: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RedisEndpoint:
         if not isinstance(url, str) or "://" not in url:
             raise InvalidParameter(
-                f"{_safe(url)!r} is not a Redis URL; expected redis://[user[:password]@]host[:port][/db], rediss://..., or unix:///path/to.sock?db=N."
+                f"{_safe(url)!r} is not a Redis URL; expected redis://[user[:password]@]host[:port][/db], rediss://..., "
+                "redis+sentinel://host:port[,host:port...]/master_name[/db], or unix:///path/to.sock?db=N."
             )
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in SCHEMES:
             raise InvalidParameter(
-                f"Unknown URL scheme {scheme!r} in {_safe(url)!r}; use one of redis://, rediss://, unix://."
+                f"Unknown URL scheme {scheme!r} in {_safe(url)!r}; use one of redis://, rediss://, redis+sentinel://, "
+                "rediss+sentinel://, unix://."
             )
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        try:
-            port = parts.port or DEFAULT_PORT
-        except ValueError as exc:
-            raise InvalidParameter(f"Bad port in {_safe(url)!r}: {exc}.") from exc
+        sentinel = scheme in SENTINEL_SCHEMES
         db_text = query.pop("db", None)
         path = None
-        host = parts.hostname or "127.0.0.1"
-        if scheme == "unix":
-            path = unquote(parts.path)
-            if not path:
-                raise InvalidParameter(f"{_safe(url)!r} names no socket path.")
-        elif parts.path.strip("/"):
-            db_text = parts.path.strip("/")
+        host, port, sentinels, master_name = "127.0.0.1", DEFAULT_PORT, (), None
+        if sentinel:
+            sentinels = _sentinel_addresses(parts.netloc.rpartition("@")[2], url)
+            master_name, path_db = _master_and_db(parts.path, url)
+            db_text = path_db if path_db is not None else db_text
+        else:
+            try:
+                port = parts.port or DEFAULT_PORT
+            except ValueError as exc:
+                raise InvalidParameter(f"Bad port in {_safe(url)!r}: {exc}.") from exc
+            host = parts.hostname or "127.0.0.1"
+            if scheme == "unix":
+                path = unquote(parts.path)
+                if not path:
+                    raise InvalidParameter(f"{_safe(url)!r} names no socket path.")
+            elif parts.path.strip("/"):
+                db_text = parts.path.strip("/")
         try:
             db = int(db_text) if db_text is not None else 0
         except ValueError:
@@ -124,26 +156,36 @@ class RedisEndpoint:
         password_env = _variable_name(query.pop("password_env", None), url)
         ssl_password_env = _variable_name(query.pop("ssl_password_env", None), url)
         ssl_password = query.pop("ssl_password", None)
+        sentinel_options = {k: query.pop(k) for k in SENTINEL_OPTIONS if k in query}
+        if sentinel_options and not sentinel:
+            raise InvalidParameter(f"Sentinel options ({', '.join(sorted(sentinel_options))}) need a redis+sentinel:// URL: "
+                                   f"{_safe(url)!r}.")
         tls = tuple(sorted((k, v) for k, v in query.items() if k in TLS_OPTIONS))
         unknown = sorted(set(query) - {k for k, _ in tls})
         if unknown:
             raise InvalidParameter(f"Unknown URL option(s) {', '.join(unknown)} in {_safe(url)!r}.")
         has_tls_options = bool(tls) or ssl_password is not None or ssl_password_env is not None
-        if has_tls_options and scheme not in ("rediss", "valkeys"):
-            raise InvalidParameter(f"TLS options need a rediss:// URL: {_safe(url)!r}.")
+        if has_tls_options and scheme not in _TLS_SCHEMES:
+            raise InvalidParameter(f"TLS options need a rediss:// (or rediss+sentinel://) URL: {_safe(url)!r}.")
         _check_tls(dict(tls), url)
+        username, password = _user_info(parts.netloc) if sentinel else (parts.username, parts.password)
         return cls(
-            scheme="rediss" if scheme in ("rediss", "valkeys") else ("unix" if scheme == "unix" else "redis"),
+            scheme="rediss" if scheme in _TLS_SCHEMES else ("unix" if scheme == "unix" else "redis"),
             host=host,
             port=port,
             path=path,
             db=db,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
+            username=unquote(username) if username else None,
+            password=unquote(password) if password is not None else None,
             password_env=password_env,
             tls_options=tls,
             ssl_password=ssl_password,
             ssl_password_env=ssl_password_env,
+            sentinels=sentinels,
+            master_name=master_name,
+            sentinel_username=sentinel_options.get("sentinel_username") or None,
+            sentinel_password=sentinel_options.get("sentinel_password"),
+            sentinel_password_env=_variable_name(sentinel_options.get("sentinel_password_env"), url),
         )
 
     @property
@@ -153,13 +195,22 @@ class RedisEndpoint:
     @property
     def has_inline_secret(self) -> bool:
         """A password or a secret URL option held by the endpoint itself (not by reference)."""
-        return self.password is not None or self.ssl_password is not None
+        return self.password is not None or self.ssl_password is not None or self.sentinel_password is not None
+
+    @property
+    def is_sentinel(self) -> bool:
+        return bool(self.sentinels)
 
     def resolved_password(self) -> str | None:
         return self.password if self.password is not None else self._from_environment(self.password_env)
 
     def resolved_ssl_password(self) -> str | None:
         return self.ssl_password if self.ssl_password is not None else self._from_environment(self.ssl_password_env)
+
+    def resolved_sentinel_password(self) -> str | None:
+        if self.sentinel_password is not None:
+            return self.sentinel_password
+        return self._from_environment(self.sentinel_password_env)
 
     def _from_environment(self, name: str | None) -> str | None:
         if not name:
@@ -194,9 +245,16 @@ class RedisEndpoint:
         query.update(dict(self.tls_options))  # never a secret: those live in their own fields
         if self.ssl_password_env:
             query["ssl_password_env"] = self.ssl_password_env
+        if self.sentinel_username:
+            query["sentinel_username"] = self.sentinel_username
+        if self.sentinel_password_env and with_password_env:
+            query["sentinel_password_env"] = self.sentinel_password_env
         if self.scheme == "unix":
             query = {"db": str(self.db), **query} if self.db else query
             base = f"unix://{user}{self.path}"
+        elif self.sentinels:
+            hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.sentinels)
+            base = f"{self.scheme}+sentinel://{user}{hosts}/{quote(self.master_name or '', safe='')}/{self.db}"
         else:
             base = f"{self.scheme}://{user}{self.host}:{self.port}/{self.db}"
         return f"{base}?{urlencode(query)}" if query else base
@@ -204,17 +262,31 @@ class RedisEndpoint:
     @property
     def identity(self) -> str:
         """The server and database alone (no user, password, secret option or variable name):
-        stable across runs, so checkpoints and state files of the same target find each other."""
+        stable across runs, so checkpoints and state files of the same target find each other.
+        A Sentinel URL's identity is its sentinels (in sorted order) and master name, never the
+        master's address, which a failover changes."""
         return replace(self, password=None, password_env=None, username=None, ssl_password=None,
-                       ssl_password_env=None).display_url
+                       ssl_password_env=None, sentinels=tuple(sorted(self.sentinels)), sentinel_username=None,
+                       sentinel_password=None, sentinel_password_env=None).display_url
 
-    def without_password(self, password_env: str, ssl_password_env: str | None = None) -> RedisEndpoint:
-        """This endpoint with its password (and, given `ssl_password_env`, its ssl_password)
-        moved to environment variable references."""
+    def without_password(self, password_env: str, ssl_password_env: str | None = None,
+                         sentinel_password_env: str | None = None) -> RedisEndpoint:
+        """This endpoint with its password (and, given `ssl_password_env` or
+        `sentinel_password_env`, its ssl_password or sentinel_password) moved to environment
+        variable references."""
         moved = replace(self, password=None, password_env=password_env)
-        return replace(moved, ssl_password=None, ssl_password_env=ssl_password_env) if ssl_password_env else moved
+        if ssl_password_env:
+            moved = replace(moved, ssl_password=None, ssl_password_env=ssl_password_env)
+        if sentinel_password_env:
+            moved = replace(moved, sentinel_password=None, sentinel_password_env=sentinel_password_env)
+        return moved
 
     def same_server(self, other: RedisEndpoint) -> bool:
+        """Whether both name the same database of the same server: for Sentinel URLs, the same
+        master name and database behind at least one common sentinel."""
+        if self.sentinels or other.sentinels:
+            return (self.master_name, self.db) == (other.master_name, other.db) and bool(
+                set(self.sentinels) & set(other.sentinels))
         return (self.scheme, self.host, self.port, self.path, self.db) == (
             other.scheme, other.host, other.port, other.path, other.db,
         )
@@ -231,7 +303,9 @@ class RedisEndpoint:
             health_check_interval=0,
             retry=RECONNECT,
         )
-        if self.scheme == "unix":
+        if self.sentinels:
+            client = self._sentinel_client(common)
+        elif self.scheme == "unix":
             client = redis.Redis(unix_socket_path=self.path, **common)
         elif self.scheme == "rediss":
             client = redis.Redis(host=self.host, port=self.port, ssl=True, **self._tls_settings(), **common)
@@ -241,6 +315,13 @@ class RedisEndpoint:
             with translate_redis_errors(self):
                 client.ping()
         return client
+
+    def _sentinel_client(self, common: dict[str, object]) -> redis.Redis:
+        """A client whose every new connection asks the sentinels for the master first."""
+        tls = self._tls_settings() if self.scheme == "rediss" else {}
+        pool = SentinelConnectionPool(self.master_name, _Sentinels(self, tls), **common, **tls,
+                                      connection_class=_MasterSSLConnection if tls else _MasterConnection)
+        return redis.Redis(connection_pool=pool)
 
     def _tls_settings(self) -> dict[str, object]:
         """redis-py's TLS arguments, verification spelled out: certificate and host name are
@@ -267,7 +348,7 @@ class translate_redis_errors:
             return False
         where = self.endpoint.display_url
         text = str(exc)
-        for secret in (self.endpoint.password, self.endpoint.ssl_password):
+        for secret in (self.endpoint.password, self.endpoint.ssl_password, self.endpoint.sentinel_password):
             if secret:
                 text = text.replace(secret, "***")
         if isinstance(exc, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)) or (
@@ -283,6 +364,9 @@ class translate_redis_errors:
                            "check the host and port.") from None
         if isinstance(exc, redis.exceptions.BusyLoadingError):
             raise ServerUnavailable(f"The Redis server at {where} is still loading its data; try again shortly.") from None
+        if isinstance(exc, redis.exceptions.ResponseError) and is_transient_reply(text):
+            raise ServerUnavailable(f"The Redis server at {where} cannot serve this now ({text.rstrip('.')}); "
+                                    "a failover may be under way.") from None
         return False
 
 
@@ -290,6 +374,122 @@ def _variable_name(name: str | None, url: str) -> str | None:
     if name is not None and not _VARIABLE_NAME.fullmatch(name):
         raise InvalidParameter(f"{name[:40]!r} in {_safe(url)!r} is not an environment variable name.")
     return name
+
+
+def _user_info(netloc: str) -> tuple[str | None, str | None]:
+    """User and password of a netloc whose host part urlsplit cannot read (a host list)."""
+    info, at, _hosts = netloc.rpartition("@")
+    if not at:
+        return None, None
+    user, colon, password = info.partition(":")
+    return user or None, password if colon else None
+
+
+def _sentinel_addresses(hosts: str, url: str) -> tuple[tuple[str, int], ...]:
+    found = []
+    for item in hosts.split(","):
+        try:
+            parts = urlsplit(f"//{item.strip()}")
+            host, port = parts.hostname, parts.port or DEFAULT_SENTINEL_PORT
+        except ValueError:
+            host = None
+        if not host or not item.strip():
+            raise InvalidParameter(f"Bad sentinel address {item.strip()[:60]!r} in {_safe(url)!r}: expected "
+                                   "HOST:PORT[,HOST:PORT...] with ports from 1 to 65535.")
+        found.append((host, port))
+    if len(found) > MAX_SENTINELS:
+        raise InvalidParameter(f"{_safe(url)!r} lists {len(found)} sentinels; at most {MAX_SENTINELS} are accepted.")
+    return tuple(dict.fromkeys(found))
+
+
+def _master_and_db(path: str, url: str) -> tuple[str, str | None]:
+    """The master name and the database (None: not in the path) of a Sentinel URL's path."""
+    segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+    if not segments or len(segments) > 2 or not _MASTER_NAME.fullmatch(segments[0]):
+        raise InvalidParameter(f"{_safe(url)!r} names no master: a Sentinel URL is "
+                               "redis+sentinel://host:port[,host:port...]/MASTER_NAME[/DB].")
+    return segments[0], segments[1] if len(segments) == 2 else None
+
+
+class _Sentinels:
+    """Where the master is, as the sentinels say: asked in the URL's order, an unreachable one
+    skipped (within the connect timeout). What redis-py's `SentinelConnectionPool` calls on
+    every new connection.
+
+    One client stays with the master it first found: should the sentinels name another one
+    later (a failover), its next connection fails (transient) instead of silently going on
+    against another server, where a SCAN cursor would skip keys and writes just sent to the
+    old master could be lost unseen. The step is retried with a new client, which finds the new
+    master, and resumes from its checkpoint (which notices the new server's run id)."""
+
+    def __init__(self, endpoint: RedisEndpoint, tls: dict[str, object]):
+        self.endpoint = endpoint
+        self.pinned: tuple[str, int] | None = None
+        settings = dict(username=endpoint.sentinel_username, password=endpoint.resolved_sentinel_password(),
+                        socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S,
+                        retry=Retry(ExponentialBackoff(), 0), health_check_interval=0)
+        tls_settings = {"ssl": True, **tls} if tls else {}
+        self.clients = [(f"{h}:{p}", redis.Redis(host=h, port=p, **settings, **tls_settings))
+                        for h, p in endpoint.sentinels]
+
+    def discover_master(self, name: str) -> tuple[str, int]:
+        problems = []
+        for where, client in self.clients:
+            try:
+                answer = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", name)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                problems.append(f"{where}: {str(exc).rstrip('.')}")
+                continue
+            except redis.exceptions.ResponseError as exc:
+                if isinstance(exc, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)) or (
+                        "WRONGPASS" in str(exc) or "NOAUTH" in str(exc) or "NOPERM" in str(exc)):
+                    raise redis.exceptions.AuthenticationError(
+                        f"the sentinel at {where} refused us ({exc}); check sentinel_username and sentinel_password") from None
+                problems.append(f"{where}: {exc}")
+                continue
+            if answer:
+                host, port = answer
+                return self._pin((host.decode() if isinstance(host, bytes) else host, int(port)), name)
+            problems.append(f"{where} knows no master named {name!r}")
+        raise MasterNotFoundError(f"no sentinel ({', '.join(w for w, _ in self.clients)}) names a master {name!r} "
+                                  f"({'; '.join(problems)})")
+
+    def _pin(self, address: tuple[str, int], name: str) -> tuple[str, int]:
+        if self.pinned is None:
+            self.pinned = address
+        elif address != self.pinned:
+            raise MasterNotFoundError(
+                f"the master {name!r} moved from {self.pinned[0]}:{self.pinned[1]} to {address[0]}:{address[1]} "
+                "(a failover) while this step was using it; it starts again against the new master")
+        return address
+
+    def discover_slaves(self, name: str) -> list:
+        return []  # only masters are ever asked for
+
+
+class _MasterConnection(SentinelManagedConnection):
+    """A connection to the master the sentinels name, checked to answer ROLE as a master: right
+    after a failover a sentinel may still name the old master, now a replica."""
+
+    def connect_to(self, address: tuple[str, int]) -> None:
+        super().connect_to(address)
+        try:
+            self.send_command("ROLE")
+            role = self.read_response()
+        except redis.exceptions.ResponseError as exc:
+            if "NOPERM" in str(exc):
+                return  # a user without ROLE: the sentinels' word is all there is
+            self.disconnect()
+            raise
+        kind = role[0].decode() if isinstance(role[0], bytes) else str(role[0])
+        if kind != "master":
+            self.disconnect()
+            raise redis.exceptions.ConnectionError(
+                f"{address[0]}:{address[1]}, named by the sentinels as the master, is a {kind}: a failover is under way")
+
+
+class _MasterSSLConnection(_MasterConnection, SSLConnection):
+    pass
 
 
 def _check_tls(tls: dict[str, str], url: str) -> None:
@@ -314,7 +514,7 @@ def _safe(url: object) -> str:
 # -- connections as operations take them: a URL, a block name, or an endpoint ------------------
 
 _BLOCK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
-_SCHEME_TYPO = re.compile(r"^(redis|rediss|valkey|valkeys|unix)[:/]+(.*)$", re.IGNORECASE)
+_SCHEME_TYPO = re.compile(r"^((?:redis|rediss|valkey|valkeys)(?:\+sentinel)?|unix)[:/]+(.*)$", re.IGNORECASE)
 _block_loader: Callable[[str], RedisEndpoint] | None = None
 
 

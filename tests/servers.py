@@ -152,3 +152,138 @@ def local_prefect_server(home: Path, timeout: float = 180) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+# -- Sentinel: a master, a replica and three sentinels ------------------------------------------
+
+SENTINEL_MASTER_NAME = "sessions"
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    """Poll `condition()` until it is true; never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except redis.exceptions.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout}s")
+        time.sleep(0.05)
+
+
+def _role(port: int) -> str:
+    reply = redis.Redis(port=port, socket_timeout=2).execute_command("ROLE")
+    return reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+
+
+def start_sentinel(master_port: int, name: str = SENTINEL_MASTER_NAME) -> Server:
+    """One sentinel watching `name` at `master_port` (quorum 2), with its config in a tmp dir
+    (sentinel rewrites it). Failure detection is quick (1 s) so tests do not wait long."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="sentinel-test-")
+    conf = Path(workdir) / "sentinel.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+                    f"sentinel monitor {name} 127.0.0.1 {master_port} 2\n"
+                    f"sentinel down-after-milliseconds {name} 1000\n"
+                    f"sentinel failover-timeout {name} 10000\n"
+                    f"sentinel parallel-syncs {name} 1\n")
+    args = [_binary("redis"), str(conf), "--sentinel"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(kind="sentinel", port=port, process=process, workdir=workdir, args=args)
+    _RUNNING.append(server)
+    try:
+        wait_ready(port)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@dataclass
+class SentinelSetup:
+    """A Redis master, its replica and three sentinels on loopback; `url` reaches the master
+    through the sentinels, `failover()` moves the master role and waits until it has moved."""
+
+    data: list[Server]  # master and replica, in either role
+    sentinels: list[Server]
+    name: str = SENTINEL_MASTER_NAME
+
+    def url(self, db: int = 0, **options: str) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        query = "&".join(f"{k}={v}" for k, v in options.items())
+        return f"redis+sentinel://{hosts}/{self.name}/{db}" + (f"?{query}" if query else "")
+
+    def master_port(self) -> int:
+        host, port = redis.Redis(port=self.sentinels[0].port).execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+        return int(port)
+
+    def master(self) -> Server:
+        port = self.master_port()
+        return next(s for s in self.data if s.port == port)
+
+    def replica(self) -> Server:
+        return next(s for s in self.data if s.port != self.master_port())
+
+    def settled(self) -> bool:
+        """Every sentinel names the same master, which is one, and whose replica is in sync;
+        every sentinel knows the other two and the replica."""
+        ports = set()
+        for sentinel in self.sentinels:
+            client = redis.Redis(port=sentinel.port, socket_timeout=2, decode_responses=True)
+            state = client.execute_command("SENTINEL", "MASTER", self.name)
+            state = dict(zip(state[::2], state[1::2])) if isinstance(state, list) else state
+            if int(state["num-other-sentinels"]) < len(self.sentinels) - 1 or int(state["num-slaves"]) < 1:
+                return False
+            if "s_down" in state["flags"] or "failover" in state["flags"]:
+                return False
+            replicas = client.execute_command("SENTINEL", "REPLICAS", self.name)
+            for replica in replicas:
+                info = dict(zip(replica[::2], replica[1::2])) if isinstance(replica, list) else replica
+                if "s_down" in info["flags"] or info.get("master-link-status") != "ok":
+                    return False
+            ports.add(int(state["port"]))
+        if len(ports) != 1:
+            return False
+        master = ports.pop()
+        replica = next(s for s in self.data if s.port != master)
+        info = redis.Redis(port=replica.port).info("replication")
+        return (_role(master) == "master" and info.get("master_port") == master
+                and info.get("master_link_status") == "up")
+
+    def failover(self, timeout: float = 60.0) -> tuple[int, int]:
+        """`SENTINEL FAILOVER`, then wait until every sentinel names the new master and the old
+        one is its replica (sentinel demotes it ~10 s after the promotion, and kills its client
+        connections then). Returns (old master port, new master port)."""
+        old = self.master_port()
+        new = next(s.port for s in self.data if s.port != old)
+        redis.Redis(port=self.sentinels[0].port).execute_command("SENTINEL", "FAILOVER", self.name)
+
+        def moved() -> bool:
+            named = {int(redis.Redis(port=s.port, socket_timeout=2).execute_command(
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)[1]) for s in self.sentinels}
+            link = redis.Redis(port=old, socket_timeout=2).info("replication")
+            return (named == {new} and _role(new) == "master" and link.get("role") == "slave"
+                    and link.get("master_port") == new and link.get("master_link_status") == "up")
+
+        wait_until(moved, "the failover", timeout)
+        return old, new
+
+    def stop(self) -> None:
+        for server in self.sentinels + self.data:
+            server.stop()
+
+
+def start_sentinel_setup() -> SentinelSetup:
+    master = start_server("redis")
+    replica = start_server("redis", extra=("--replicaof", "127.0.0.1", str(master.port)))
+    setup = SentinelSetup(data=[master, replica], sentinels=[])
+    try:
+        setup.sentinels = [start_sentinel(master.port) for _ in range(3)]
+        wait_until(setup.settled, "the sentinels seeing the master, its replica and each other")
+    except Exception:
+        setup.stop()
+        raise
+    return setup

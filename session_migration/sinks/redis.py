@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import redis
 
 from ..endpoints import RedisEndpoint, translate_redis_errors
-from ..errors import ScopeViolation, WriteRefused
+from ..errors import ScopeViolation, ServerUnavailable, WriteRefused, is_transient_reply
 from ..record import KeyRecord, records_from_batch
 from ..redaction import redact_key
 from ..sources import resp
@@ -300,7 +300,7 @@ class RedisSink:
             self._abandon()
             i = int(bad[0])
             text = lines[i].decode(errors="replace")
-            raise WriteRefused(_refusal(self.endpoint, sent.keys[i].as_py(), "string", text))
+            raise _refused(self.endpoint, sent.keys[i].as_py(), "string", text)
         _count_sets(counts, sent.kind, int(ok.sum()))
         if not nil.any():
             return
@@ -361,7 +361,7 @@ class RedisSink:
                         counts.dump_fallbacks += 1
                         fallbacks.append((item, present))
                         continue
-                    raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, text))
+                    raise _refused(self.endpoint, item.key, item.record.type, text)
                 counts.dump_restored += 1
                 _count_written(counts, present)
             else:
@@ -390,22 +390,22 @@ class RedisSink:
         if len(replies) == 1:  # SET [NX] or the create-if-absent script
             reply = replies[0]
             if isinstance(reply, hiredis.ReplyError):
-                raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(reply)))
+                raise _refused(self.endpoint, item.key, item.record.type, str(reply))
             if reply is None or reply == 0:  # NX found the key: someone else's, kept
                 counts.skipped_existing += 1
                 return False
             return True
         for reply in replies[:-1]:  # MULTI +OK, +QUEUED ...
             if isinstance(reply, hiredis.ReplyError):
-                raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(reply)))
+                raise _refused(self.endpoint, item.key, item.record.type, str(reply))
         result = replies[-1]
         if isinstance(result, hiredis.ReplyError):
-            raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(result)))
+            raise _refused(self.endpoint, item.key, item.record.type, str(result))
         if result is None:
-            raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, "the transaction was aborted"))
+            raise _refused(self.endpoint, item.key, item.record.type, "the transaction was aborted")
         for reply in result:
             if isinstance(reply, hiredis.ReplyError):
-                raise WriteRefused(_refusal(self.endpoint, item.key, item.record.type, str(reply)))
+                raise _refused(self.endpoint, item.key, item.record.type, str(reply))
         return True
 
 
@@ -506,10 +506,14 @@ def _count_written(counts: SinkCounts, present: bool) -> None:
         counts.created += 1
 
 
-def _refusal(endpoint: RedisEndpoint, key: bytes, rtype: str, text: str) -> str:
-    from ..redaction import redact_key
-
-    return f"{endpoint.display_url} refused the write of {redact_key(key)} ({rtype}): {text}."
+def _refused(endpoint: RedisEndpoint, key: bytes, rtype: str, text: str) -> Exception:
+    """The error for a write the target answered with `text`: transient when a failover (or a
+    load) caused it (READONLY, LOADING, ...: retried on a new connection, which reaches the
+    master), else a refusal."""
+    if is_transient_reply(text):
+        return ServerUnavailable(f"{endpoint.display_url} could not take the write of {redact_key(key)} ({rtype}) now: "
+                                 f"{text}; a failover may be under way.")
+    return WriteRefused(f"{endpoint.display_url} refused the write of {redact_key(key)} ({rtype}): {text}.")
 
 
 def _raise_errors(replies: list, what: str) -> None:
