@@ -425,6 +425,7 @@ class _Sentinels:
     def __init__(self, endpoint: RedisEndpoint, tls: dict[str, object]):
         self.endpoint = endpoint
         self.pinned: tuple[str, int] | None = None
+        self.replicas = 0  # the pinned master's replicas when first reached (ROLE)
         settings = dict(username=endpoint.sentinel_username, password=endpoint.resolved_sentinel_password(),
                         socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S,
                         retry=Retry(ExponentialBackoff(), 0), health_check_interval=0)
@@ -433,6 +434,9 @@ class _Sentinels:
                         for h, p in endpoint.sentinels]
 
     def discover_master(self, name: str) -> tuple[str, int]:
+        return self._pin(self._ask(name), name)
+
+    def _ask(self, name: str) -> tuple[str, int]:
         problems = []
         for where, client in self.clients:
             try:
@@ -449,7 +453,7 @@ class _Sentinels:
                 continue
             if answer:
                 host, port = answer
-                return self._pin((host.decode() if isinstance(host, bytes) else host, int(port)), name)
+                return host.decode() if isinstance(host, bytes) else host, int(port)
             problems.append(f"{where} knows no master named {name!r}")
         raise MasterNotFoundError(f"no sentinel ({', '.join(w for w, _ in self.clients)}) names a master {name!r} "
                                   f"({'; '.join(problems)})")
@@ -486,10 +490,40 @@ class _MasterConnection(SentinelManagedConnection):
             self.disconnect()
             raise redis.exceptions.ConnectionError(
                 f"{address[0]}:{address[1]}, named by the sentinels as the master, is a {kind}: a failover is under way")
+        sentinels = self.connection_pool.sentinel_manager
+        sentinels.replicas = sentinels.replicas or len(role[2])
 
 
 class _MasterSSLConnection(_MasterConnection, SSLConnection):
     pass
+
+
+CONFIRM_TIMEOUT_MS = 5000
+
+
+def confirm_writes(client: redis.Redis) -> None:
+    """Behind Sentinel, make the writes this client made so far safe to count as done (before a
+    checkpoint records them): every replica the master had when first reached has them (WAIT),
+    and the sentinels still name that master. Replication is asynchronous: after a failover the
+    old master takes writes for several seconds until the sentinels demote it, and then drops
+    them; a failed confirmation is transient, so the step is retried from its last checkpoint,
+    against the new master. WAIT counts this connection's writes: the sinks write over one
+    connection at a time. Without Sentinel this does nothing."""
+    sentinels = getattr(client.connection_pool, "sentinel_manager", None)
+    if not isinstance(sentinels, _Sentinels):
+        return
+    if sentinels.replicas:
+        try:
+            acked = int(client.execute_command("WAIT", sentinels.replicas, CONFIRM_TIMEOUT_MS))
+        except redis.exceptions.ResponseError as exc:
+            if "NOPERM" not in str(exc):
+                raise
+            acked = sentinels.replicas  # a user without WAIT: the sentinels' word below is all there is
+        if acked < sentinels.replicas:
+            raise redis.exceptions.ConnectionError(
+                f"only {acked} of the master's {sentinels.replicas} replicas confirmed the writes within "
+                f"{CONFIRM_TIMEOUT_MS // 1000} s (a failover under way?)")
+    sentinels.discover_master(sentinels.endpoint.master_name or "")
 
 
 def _check_tls(tls: dict[str, str], url: str) -> None:

@@ -253,23 +253,31 @@ class SentinelSetup:
         return (_role(master) == "master" and info.get("master_port") == master
                 and info.get("master_link_status") == "up")
 
-    def failover(self, timeout: float = 60.0) -> tuple[int, int]:
-        """`SENTINEL FAILOVER`, then wait until every sentinel names the new master and the old
-        one is its replica (sentinel demotes it ~10 s after the promotion, and kills its client
-        connections then). Returns (old master port, new master port)."""
+    def failover(self, demoted: bool = True, timeout: float = 60.0) -> tuple[int, int]:
+        """`SENTINEL FAILOVER`, then wait until every sentinel names the new master and, with
+        `demoted`, the old one is its replica (sentinel demotes it ~10 s after the promotion,
+        and kills its client connections then; until then it still takes writes, which it drops
+        when demoted). Returns (old master port, new master port)."""
         old = self.master_port()
         new = next(s.port for s in self.data if s.port != old)
         redis.Redis(port=self.sentinels[0].port).execute_command("SENTINEL", "FAILOVER", self.name)
-
-        def moved() -> bool:
-            named = {int(redis.Redis(port=s.port, socket_timeout=2).execute_command(
-                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)[1]) for s in self.sentinels}
-            link = redis.Redis(port=old, socket_timeout=2).info("replication")
-            return (named == {new} and _role(new) == "master" and link.get("role") == "slave"
-                    and link.get("master_port") == new and link.get("master_link_status") == "up")
-
-        wait_until(moved, "the failover", timeout)
+        wait_until(lambda: self.named() == {new} and _role(new) == "master", "the promotion", timeout)
+        if demoted:
+            self.wait_demoted(old, new, timeout)
         return old, new
+
+    def named(self) -> set[int]:
+        """The master's port as each sentinel names it."""
+        return {int(redis.Redis(port=s.port, socket_timeout=2).execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)[1]) for s in self.sentinels}
+
+    def wait_demoted(self, old: int, new: int, timeout: float = 60.0) -> None:
+        def demoted() -> bool:
+            link = redis.Redis(port=old, socket_timeout=2).info("replication")
+            return (link.get("role") == "slave" and link.get("master_port") == new
+                    and link.get("master_link_status") == "up")
+
+        wait_until(demoted, "the old master's demotion", timeout)
 
     def stop(self) -> None:
         for server in self.sentinels + self.data:

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from ..endpoints import RedisEndpoint, translate_redis_errors
+from ..endpoints import RedisEndpoint, confirm_writes, translate_redis_errors
 from ..errors import ScopeViolation, ServerUnavailable, WriteRefused, is_transient_reply
 from ..record import KeyRecord, records_from_batch
 from ..redaction import redact_key
@@ -221,8 +221,12 @@ class RedisSink:
             self._done.add(self.write_items(items, exists, replace=self.replace))
 
     def commit(self) -> SinkCounts:
-        """Wait until the server has answered every write; the counts since the last commit."""
+        """Wait until the server has answered every write (behind Sentinel: and its replicas
+        have them, `confirm_writes`); the counts since the last commit."""
         self._done.add(self.flush())
+        if self.endpoint.is_sentinel:
+            with translate_redis_errors(self.endpoint):
+                confirm_writes(self.client)
         done, self._done = self._done, SinkCounts()
         return done
 

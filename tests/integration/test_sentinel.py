@@ -10,12 +10,12 @@ import os
 import pytest
 
 from helpers import HOUR_MS, state
-from servers import SentinelSetup, free_port, start_sentinel_setup
+from servers import SentinelSetup, _role, free_port, start_sentinel_setup
 from session_migration import open_snapshot
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import AuthenticationFailed, ServerUnavailable
-from session_migration.operations import backup_sessions, transfer_sessions
-from session_migration.options import BackupOptions, TransferOptions
+from session_migration.operations import backup_sessions, restore_sessions, transfer_sessions
+from session_migration.options import BackupOptions, RestoreOptions, TransferOptions
 from session_migration.runner import DirectRunner, Feedback
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,9 @@ def seed(client, n: int = KEYS) -> None:
         pipe.pexpire(f"sess:h{i}", HOUR_MS)
     pipe.set("other:key", b"out of scope")
     pipe.execute()
-    client.execute_command("WAIT", 1, 10_000)  # on the replica too, before any failover
+    replicas = client.info("replication")["connected_slaves"]
+    if replicas:
+        assert client.execute_command("WAIT", replicas, 10_000) == replicas  # on the replica too, before any failover
 
 
 def snapshot_state(url: str) -> dict:
@@ -70,16 +72,21 @@ def fresh_setup():
 
 class FailoverMidRun(Feedback):
     """Forces a failover from inside the run's progress callback once `ready(event)`, and waits
-    there until it has happened: the run then goes on against a demoted server."""
+    there until it has happened. With `demoted`, the run then goes on against a demoted server
+    (its connections killed); without, against the old master while it still takes writes
+    (until the sentinels demote it, ~10 s later, and it drops them): the case a writer must
+    not count as done."""
 
-    def __init__(self, setup: SentinelSetup, ready):
-        self.setup, self.ready = setup, ready
+    def __init__(self, setup: SentinelSetup, ready, demoted: bool = True):
+        self.setup, self.ready, self.demoted = setup, ready, demoted
         self.moved: tuple[int, int] | None = None
         self.retries: list = []
 
     def progress(self, key, description, event):
         if self.moved is None and self.ready(event):
-            self.moved = self.setup.failover()
+            self.moved = self.setup.failover(demoted=self.demoted)
+            if not self.demoted:
+                assert _role(self.moved[0]) == "master"  # the window: two masters
 
     def retrying(self, retry):
         self.retries.append(retry)
@@ -128,6 +135,37 @@ def test_a_failover_of_the_source_in_the_middle_of_a_transfer_is_survived(fresh_
     assert summary["keys"] == TRANSFER_KEYS + 10 and summary["duplicates"] == 0
     assert server_state(valkey.client()) == server_state(fresh_setup.master().client())
     assert valkey.client().exists("other:key") == 0
+
+
+def test_a_failover_of_the_target_in_the_middle_of_a_restore_loses_no_write(fresh_setup, valkey, tmp_path):
+    """The failover lands between two parts, and the restore goes on writing to the old master
+    for a while, which takes the writes and drops them when demoted: the parts written then are
+    not recorded as done (their replica never confirmed them), and are written again to the new
+    master."""
+    seed(valkey.client())
+    snapshot = backup_sessions(DirectRunner(), valkey.url, str(tmp_path / "snapshots"),
+                               BackupOptions(patterns=("sess:*",), part_rows=1000))["snapshot"]
+    feedback = FailoverMidRun(fresh_setup, lambda event: event.parts_done >= 1 and 0 < event.keys < 1000, demoted=False)
+    summary = restore_sessions(DirectRunner(feedback), snapshot, fresh_setup.url(), RestoreOptions(batch_size=200))
+    old, new = feedback.moved
+    assert feedback.retries, "the failover did not reach the restore"
+    fresh_setup.wait_demoted(old, new)  # the old master drops what it took after the promotion
+    expected = snapshot_state(snapshot)
+    assert len(expected) == KEYS + 10
+    assert server_state(fresh_setup.master().client()) == expected
+    assert summary["rows"] == KEYS + 10
+
+
+def test_a_failover_of_the_target_in_the_middle_of_a_transfer_loses_no_write(fresh_setup, valkey, tmp_path):
+    seed(valkey.client(), TRANSFER_KEYS)
+    feedback = FailoverMidRun(fresh_setup, lambda event: event.checkpoints >= 1, demoted=False)
+    transfer_sessions(DirectRunner(feedback), valkey.url, fresh_setup.url(), TransferOptions(patterns=("sess:*",)),
+                      checkpoint_path=str(tmp_path))
+    old, new = feedback.moved
+    assert feedback.retries, "the failover did not reach the transfer"
+    fresh_setup.wait_demoted(old, new)
+    assert server_state(fresh_setup.master().client()) == server_state(valkey.client())
+    assert fresh_setup.master().client().exists("other:key") == 0
 
 
 def test_no_sentinel_reachable_or_an_unknown_master_is_one_clear_transient_error(sentinel_setup):
