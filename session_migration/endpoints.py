@@ -441,14 +441,19 @@ class _Sentinels:
         for where, client in self.clients:
             try:
                 answer = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", name)
+            except (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError,
+                    redis.exceptions.NoPermissionError, redis.exceptions.AuthenticationWrongNumberOfArgsError) as exc:
+                raise redis.exceptions.AuthenticationError(  # terminal: retrying cannot help
+                    f"the sentinel at {where} refused us ({str(exc).rstrip('.')}); check sentinel_username and "
+                    "sentinel_password (the sentinels' own, apart from the master's)") from None
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 problems.append(f"{where}: {str(exc).rstrip('.')}")
                 continue
             except redis.exceptions.ResponseError as exc:
-                if isinstance(exc, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)) or (
-                        "WRONGPASS" in str(exc) or "NOAUTH" in str(exc) or "NOPERM" in str(exc)):
+                if "AUTH" in str(exc):  # "AUTH <password> called without any password configured", ...
                     raise redis.exceptions.AuthenticationError(
-                        f"the sentinel at {where} refused us ({exc}); check sentinel_username and sentinel_password") from None
+                        f"the sentinel at {where} refused us ({str(exc).rstrip('.')}); check sentinel_username and "
+                        "sentinel_password") from None
                 problems.append(f"{where}: {exc}")
                 continue
             if answer:

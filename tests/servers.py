@@ -173,28 +173,33 @@ def wait_until(condition, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def _role(port: int) -> str:
-    reply = redis.Redis(port=port, socket_timeout=2).execute_command("ROLE")
+def _role(port: int, password: str | None = None) -> str:
+    reply = redis.Redis(port=port, password=password, socket_timeout=2).execute_command("ROLE")
     return reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
 
 
-def start_sentinel(master_port: int, name: str = SENTINEL_MASTER_NAME) -> Server:
+def start_sentinel(master_port: int, name: str = SENTINEL_MASTER_NAME, password: str | None = None,
+                   sentinel_password: str | None = None) -> Server:
     """One sentinel watching `name` at `master_port` (quorum 2), with its config in a tmp dir
-    (sentinel rewrites it). Failure detection is quick (1 s) so tests do not wait long."""
+    (sentinel rewrites it). Failure detection is quick (1 s) so tests do not wait long.
+    `password`: the data servers'; `sentinel_password`: the sentinels' own."""
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="sentinel-test-")
     conf = Path(workdir) / "sentinel.conf"
-    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
-                    f"sentinel monitor {name} 127.0.0.1 {master_port} 2\n"
-                    f"sentinel down-after-milliseconds {name} 1000\n"
-                    f"sentinel failover-timeout {name} 10000\n"
-                    f"sentinel parallel-syncs {name} 1\n")
+    lines = [f"port {port}", "bind 127.0.0.1", f"dir {workdir}", f"sentinel monitor {name} 127.0.0.1 {master_port} 2",
+             f"sentinel down-after-milliseconds {name} 1000", f"sentinel failover-timeout {name} 10000",
+             f"sentinel parallel-syncs {name} 1"]
+    if password:
+        lines.append(f"sentinel auth-pass {name} {password}")
+    if sentinel_password:
+        lines += [f"requirepass {sentinel_password}", f"sentinel sentinel-pass {sentinel_password}"]
+    conf.write_text("\n".join(lines) + "\n")
     args = [_binary("redis"), str(conf), "--sentinel"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server(kind="sentinel", port=port, process=process, workdir=workdir, args=args)
+    server = Server(kind="sentinel", port=port, password=sentinel_password, process=process, workdir=workdir, args=args)
     _RUNNING.append(server)
     try:
-        wait_ready(port)
+        wait_ready(port, sentinel_password)
     except Exception:
         server.stop()
         raise
@@ -211,14 +216,18 @@ class SentinelSetup:
     name: str = SENTINEL_MASTER_NAME
 
     def url(self, db: int = 0, **options: str) -> str:
+        """The Sentinel URL, without any password (the data servers' and sentinels' are known
+        to the test as `data[0].password` and `sentinels[0].password`)."""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         query = "&".join(f"{k}={v}" for k, v in options.items())
         return f"redis+sentinel://{hosts}/{self.name}/{db}" + (f"?{query}" if query else "")
 
+    def _ask(self, sentinel: Server, *command: str, decode: bool = False):
+        client = redis.Redis(port=sentinel.port, password=sentinel.password, socket_timeout=2, decode_responses=decode)
+        return client.execute_command(*command)
+
     def master_port(self) -> int:
-        host, port = redis.Redis(port=self.sentinels[0].port).execute_command(
-            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
-        return int(port)
+        return int(self._ask(self.sentinels[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)[1])
 
     def master(self) -> Server:
         port = self.master_port()
@@ -232,15 +241,13 @@ class SentinelSetup:
         every sentinel knows the other two and the replica."""
         ports = set()
         for sentinel in self.sentinels:
-            client = redis.Redis(port=sentinel.port, socket_timeout=2, decode_responses=True)
-            state = client.execute_command("SENTINEL", "MASTER", self.name)
+            state = self._ask(sentinel, "SENTINEL", "MASTER", self.name, decode=True)
             state = dict(zip(state[::2], state[1::2])) if isinstance(state, list) else state
             if int(state["num-other-sentinels"]) < len(self.sentinels) - 1 or int(state["num-slaves"]) < 1:
                 return False
             if "s_down" in state["flags"] or "failover" in state["flags"]:
                 return False
-            replicas = client.execute_command("SENTINEL", "REPLICAS", self.name)
-            for replica in replicas:
+            for replica in self._ask(sentinel, "SENTINEL", "REPLICAS", self.name, decode=True):
                 info = dict(zip(replica[::2], replica[1::2])) if isinstance(replica, list) else replica
                 if "s_down" in info["flags"] or info.get("master-link-status") != "ok":
                     return False
@@ -249,8 +256,8 @@ class SentinelSetup:
             return False
         master = ports.pop()
         replica = next(s for s in self.data if s.port != master)
-        info = redis.Redis(port=replica.port).info("replication")
-        return (_role(master) == "master" and info.get("master_port") == master
+        info = replica.client().info("replication")
+        return (_role(master, replica.password) == "master" and info.get("master_port") == master
                 and info.get("master_link_status") == "up")
 
     def failover(self, demoted: bool = True, timeout: float = 60.0) -> tuple[int, int]:
@@ -260,20 +267,22 @@ class SentinelSetup:
         when demoted). Returns (old master port, new master port)."""
         old = self.master_port()
         new = next(s.port for s in self.data if s.port != old)
-        redis.Redis(port=self.sentinels[0].port).execute_command("SENTINEL", "FAILOVER", self.name)
-        wait_until(lambda: self.named() == {new} and _role(new) == "master", "the promotion", timeout)
+        self._ask(self.sentinels[0], "SENTINEL", "FAILOVER", self.name)
+        wait_until(lambda: self.named() == {new} and _role(new, self.data[0].password) == "master",
+                   "the promotion", timeout)
         if demoted:
             self.wait_demoted(old, new, timeout)
         return old, new
 
     def named(self) -> set[int]:
         """The master's port as each sentinel names it."""
-        return {int(redis.Redis(port=s.port, socket_timeout=2).execute_command(
-            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)[1]) for s in self.sentinels}
+        return {int(self._ask(s, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)[1]) for s in self.sentinels}
 
     def wait_demoted(self, old: int, new: int, timeout: float = 60.0) -> None:
+        server = next(s for s in self.data if s.port == old)
+
         def demoted() -> bool:
-            link = redis.Redis(port=old, socket_timeout=2).info("replication")
+            link = server.client().info("replication")
             return (link.get("role") == "slave" and link.get("master_port") == new
                     and link.get("master_link_status") == "up")
 
@@ -284,12 +293,16 @@ class SentinelSetup:
             server.stop()
 
 
-def start_sentinel_setup() -> SentinelSetup:
-    master = start_server("redis")
-    replica = start_server("redis", extra=("--replicaof", "127.0.0.1", str(master.port)))
+def start_sentinel_setup(password: str | None = None, sentinel_password: str | None = None) -> SentinelSetup:
+    """`password`: the data servers' (requirepass and masterauth); `sentinel_password`: the
+    sentinels' own."""
+    auth = ("--masterauth", password) if password else ()
+    master = start_server("redis", password=password, extra=auth)
+    replica = start_server("redis", password=password, extra=("--replicaof", "127.0.0.1", str(master.port), *auth))
     setup = SentinelSetup(data=[master, replica], sentinels=[])
     try:
-        setup.sentinels = [start_sentinel(master.port) for _ in range(3)]
+        setup.sentinels = [start_sentinel(master.port, password=password, sentinel_password=sentinel_password)
+                           for _ in range(3)]
         wait_until(setup.settled, "the sentinels seeing the master, its replica and each other")
     except Exception:
         setup.stop()

@@ -191,3 +191,45 @@ def test_a_wrong_data_password_is_refused_without_showing_it(sentinel_setup):
     with pytest.raises(AuthenticationFailed) as info:
         RedisEndpoint.from_url(url).connect()
     assert "wrong-pw-123" not in str(info.value) and "redis+sentinel://app@" in str(info.value)
+
+
+DATA_PASSWORD, SENTINEL_PASSWORD = "data-pw-5e1f0c", "sentinel-pw-9a7c2b"
+
+
+def test_the_masters_and_the_sentinels_passwords_are_apart_and_never_shown(tmp_path, caplog, monkeypatch):
+    """The URL's user info is the master's password; the sentinels' own is an option (inline, a
+    secret, or by reference). Neither reaches a sentence, a log line, the manifest or a result."""
+    import json
+    import logging
+
+    setup = start_sentinel_setup(password=DATA_PASSWORD, sentinel_password=SENTINEL_PASSWORD)
+    try:
+        seed(setup.master().client(), 200)
+        with_data_password = setup.url().replace("://", f"://:{DATA_PASSWORD}@", 1)
+        said: list[str] = []
+
+        class Said(Feedback):
+            def say(self, text):
+                said.append(text)
+
+        with caplog.at_level(logging.DEBUG):
+            summary = backup_sessions(DirectRunner(Said()), f"{with_data_password}?sentinel_password={SENTINEL_PASSWORD}",
+                                      str(tmp_path), BackupOptions(patterns=("sess:*",)))
+        assert summary["keys"] == 210
+        manifest = (tmp_path / summary["snapshot_id"] / "manifest.json").read_text()
+        for text in (*said, caplog.text, manifest, json.dumps(summary)):
+            assert DATA_PASSWORD not in text and SENTINEL_PASSWORD not in text
+
+        monkeypatch.setenv("SESSION_MIGRATION_SENTINELS_PW", SENTINEL_PASSWORD)
+        by_reference = f"{with_data_password}?sentinel_password_env=SESSION_MIGRATION_SENTINELS_PW"
+        assert RedisEndpoint.from_url(by_reference).connect().dbsize() == 211
+
+        for wrong in (with_data_password, f"{with_data_password}?sentinel_password={DATA_PASSWORD}"):
+            with pytest.raises(AuthenticationFailed, match="sentinel_password") as info:  # terminal: not retried
+                RedisEndpoint.from_url(wrong).connect()
+            assert DATA_PASSWORD not in str(info.value) and SENTINEL_PASSWORD not in str(info.value)
+        with pytest.raises(AuthenticationFailed) as info:  # the sentinels' password is not the master's
+            RedisEndpoint.from_url(setup.url(sentinel_password=SENTINEL_PASSWORD)).connect()
+        assert SENTINEL_PASSWORD not in str(info.value)
+    finally:
+        setup.stop()
