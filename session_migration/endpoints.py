@@ -552,13 +552,15 @@ def _safe(url: object) -> str:
 
 # -- connections as operations take them: a URL, a block name, or an endpoint ------------------
 
-_BLOCK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+# a block's name; prefect-redis's RedisDatabase blocks after their type's slug (tasks/blocks.py)
+_BLOCK_NAME = re.compile(r"^(?:redis-database/)?[a-z0-9][a-z0-9-]{0,127}$")
 _SCHEME_TYPO = re.compile(r"^((?:redis|rediss|valkey|valkeys)(?:\+sentinel)?|unix)[:/]+(.*)$", re.IGNORECASE)
 _block_loader: Callable[[str], RedisEndpoint] | None = None
 
 
 def register_block_loader(loader: Callable[[str], RedisEndpoint]) -> None:
-    """How a block name becomes an endpoint (Prefect's `RedisConnection` blocks: tasks/blocks.py)."""
+    """How a block name becomes an endpoint (Prefect's `RedisConnection` blocks, and
+    prefect-redis's `RedisDatabase` ones as `redis-database/NAME`: tasks/blocks.py)."""
     global _block_loader
     _block_loader = loader
 
@@ -582,7 +584,8 @@ def resolve_connection(connection: str | RedisEndpoint) -> RedisEndpoint:
     if not _BLOCK_NAME.match(connection):
         raise InvalidParameter(
             f"{_safe(connection)!r} is neither a Redis URL (redis://host:port/db, rediss://..., unix:///path.sock) "
-            "nor a connection block name (lower-case letters, digits and dashes).")
+            "nor a connection block name (lower-case letters, digits and dashes; redis-database/NAME for a "
+            "prefect-redis RedisDatabase block).")
     if _block_loader is None:
         raise InvalidParameter(
             f"{connection!r} names a RedisConnection block, and blocks live in Prefect: load it through the flows "
