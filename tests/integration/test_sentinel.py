@@ -109,10 +109,11 @@ def test_the_master_is_found_through_the_sentinels_and_a_backup_equals_one_by_pl
     assert manifest["source"]["url"] == endpoint.display_url  # the sentinel form, not the master's address
 
 
-def test_a_failover_in_the_middle_of_a_backup_is_survived(fresh_setup, tmp_path):
+@pytest.mark.parametrize("readers", [1, 2])  # in this process, and in two worker processes
+def test_a_failover_in_the_middle_of_a_backup_is_survived(fresh_setup, tmp_path, readers):
     seed(fresh_setup.master().client())
     feedback = FailoverMidRun(fresh_setup, lambda event: event.parts >= 1)
-    options = BackupOptions(patterns=("sess:*",), batch_size=100, part_rows=1000)
+    options = BackupOptions(patterns=("sess:*",), batch_size=100, part_rows=1000, readers=readers)
     summary = backup_sessions(DirectRunner(feedback), fresh_setup.url(), str(tmp_path), options)
 
     old, new = feedback.moved
