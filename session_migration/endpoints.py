@@ -456,6 +456,8 @@ class _Sentinels:
                         "sentinel_password") from None
                 problems.append(f"{where}: {exc}")
                 continue
+            finally:
+                client.connection_pool.disconnect()  # asked only when a connection is made: keep none open
             if answer:
                 host, port = answer
                 return host.decode() if isinstance(host, bytes) else host, int(port)

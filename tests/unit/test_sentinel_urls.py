@@ -138,3 +138,20 @@ def test_a_scheme_typo_names_the_sentinel_scheme():
 ])
 def test_the_errors_a_failover_causes_are_transient(reply, transient):
     assert is_transient(redis.exceptions.ResponseError(reply)) is transient
+
+
+def test_tls_behind_sentinel_reaches_the_sentinels_and_the_master_with_the_same_verification():
+    from session_migration.endpoints import _MasterSSLConnection
+
+    client = RedisEndpoint.from_url("rediss+sentinel://s1:26379,s2:26380/m/0?ssl_ca_certs=/etc/ca.pem").connect(check=False)
+    pool = client.connection_pool
+    assert pool.connection_class is _MasterSSLConnection
+    kwargs = pool.connection_kwargs
+    assert (kwargs["ssl_cert_reqs"], kwargs["ssl_check_hostname"], kwargs["ssl_ca_certs"]) == ("required", True, "/etc/ca.pem")
+    for _where, sentinel in pool.sentinel_manager.clients:
+        settings = sentinel.connection_pool.connection_kwargs
+        assert (settings["ssl_cert_reqs"], settings["ssl_check_hostname"], settings["ssl_ca_certs"]) == (
+            "required", True, "/etc/ca.pem")
+    plain = RedisEndpoint.from_url("redis+sentinel://s1/m/0").connect(check=False).connection_pool
+    assert plain.connection_class.__name__ == "_MasterConnection"
+    assert all("ssl_cert_reqs" not in c.connection_pool.connection_kwargs for _w, c in plain.sentinel_manager.clients)
