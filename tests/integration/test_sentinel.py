@@ -139,10 +139,9 @@ def test_a_failover_of_the_source_in_the_middle_of_a_transfer_is_survived(fresh_
 
 
 def test_a_failover_of_the_target_in_the_middle_of_a_restore_loses_no_write(fresh_setup, valkey, tmp_path):
-    """The failover lands between two parts, and the restore goes on writing to the old master
-    for a while, which takes the writes and drops them when demoted: the parts written then are
-    not recorded as done (their replica never confirmed them), and are written again to the new
-    master."""
+    """The failover lands in the middle of a part, and the restore goes on writing that part to
+    the old master, which takes the writes and drops them when demoted: the part is not recorded
+    as done (no replica confirmed its writes) and is written again to the new master."""
     seed(valkey.client())
     snapshot = backup_sessions(DirectRunner(), valkey.url, str(tmp_path / "snapshots"),
                                BackupOptions(patterns=("sess:*",), part_rows=1000))["snapshot"]
