@@ -38,7 +38,7 @@ from tasks.steps import TASKS
 
 # Connection parameters: a Redis URL without a password (or secret URL option), or a block name.
 CONNECTION_PARAMETERS = ("source", "target", "a", "b")
-_NO_SECRET = r"^(?![A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*:[^/?#@]*@)(?!.*[?&]ssl_password=).*$"
+_NO_SECRET = r"^(?![A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*:[^/?#@]*@)(?!.*[?&](ssl|sentinel)_password=).*$"
 Connection = Annotated[str, Field(
     description="A Redis URL without a password (use ?password_env=VARIABLE) or a RedisConnection block name.",
     json_schema_extra={"pattern": _NO_SECRET},

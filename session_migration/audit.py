@@ -94,9 +94,8 @@ def password_free(url: str) -> str:
         parts = urlsplit(url)
         query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in SECRET_OPTIONS])
         netloc = parts.netloc
-        if parts.password is not None:
-            host = parts.hostname or ""
-            netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
+        if parts.password is not None:  # the host part as given: a Sentinel URL's is a host list
+            netloc = (f"{parts.username}@" if parts.username else "") + netloc.rpartition("@")[2]
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         return "(unreadable URL withheld)"

@@ -33,6 +33,9 @@ class BackupCheckpoint(StateFile):
     positions: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
     parts: list[PartInfo] = field(default_factory=list)
     counters: BackupCounters = field(default_factory=BackupCounters)
+    # the run id of the server whose SCAN cursors `positions` are: another server (a restart, a
+    # failover to a replica) has another hash table, where those cursors would skip keys
+    source_run_id: str | None = None
     keyring: Keyring | None = field(default=None, repr=False, compare=False)  # signs it; never written
 
     kind = "backup checkpoint"
@@ -42,16 +45,24 @@ class BackupCheckpoint(StateFile):
     def to_dict(self) -> dict[str, Any]:
         return {"snapshot_id": self.snapshot_id, "started_at": self.started_at, "source": self.source,
                 "options": self.options, "positions": [list(p) for p in self.positions],
-                "parts": [p.as_dict() for p in self.parts], "counters": self.counters.as_dict()}
+                "parts": [p.as_dict() for p in self.parts], "counters": self.counters.as_dict(),
+                "source_run_id": self.source_run_id}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackupCheckpoint:
         return cls(snapshot_id=data["snapshot_id"], started_at=data["started_at"], source=data["source"],
                    options=data["options"], positions=[(int(i), int(c)) for i, c in data["positions"]],
-                   parts=[PartInfo(**p) for p in data["parts"]], counters=BackupCounters.from_dict(data["counters"]))
+                   parts=[PartInfo(**p) for p in data["parts"]], counters=BackupCounters.from_dict(data["counters"]),
+                   source_run_id=_run_id(data.get("source_run_id")))
 
     def save(self, fs: fsspec.AbstractFileSystem, snapshot_path: str) -> None:
         self.write(fs, storage.join(snapshot_path, CHECKPOINT))
+
+
+def _run_id(value: Any) -> str | None:
+    if value is not None and not (isinstance(value, str) and len(value) <= 64):
+        raise ValueError("source_run_id is not a server's run id")
+    return value
 
 
 def load_checkpoint(fs: fsspec.AbstractFileSystem, snapshot_path: str,

@@ -2,7 +2,8 @@
 
     SessionMigrationError
     ├── TransientError            worth retrying: the same call may succeed later
-    │   ├── ServerUnavailable     connection refused/lost, timeout, LOADING, TRYAGAIN
+    │   ├── ServerUnavailable     connection refused/lost, timeout, LOADING, TRYAGAIN, a failover
+    │   │                         (READONLY, MASTERDOWN: the server written to is no longer the master)
     │   └── StorageUnavailable    a snapshot filesystem hiccup
     └── TerminalError             retrying cannot help; a person must act
         ├── InvalidParameter      a bad option, URL, pattern or id
@@ -135,6 +136,16 @@ class MigrationFailed(TerminalError):
 
 
 _TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE, errno.EAGAIN}
+# Error replies that mean "not now, not here" rather than "never": the server is loading its
+# data, or a failover made it a replica (READONLY) or cut it from its master (MASTERDOWN).
+# After a failover a new connection reaches the new master (Sentinel URLs), so a retry helps.
+TRANSIENT_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN")
+
+
+def is_transient_reply(text: str) -> bool:
+    """Whether a server's error reply (its text, e.g. "READONLY You can't write against a read
+    only replica.") is one that retrying on a new connection may get past."""
+    return text.lstrip().lstrip("-").split(" ", 1)[0].upper() in TRANSIENT_REPLIES
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -147,7 +158,10 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError, rex.NoPermissionError)):
         return False
-    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, rex.TryAgainError)):
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, rex.TryAgainError,
+                        rex.ReadOnlyError)):
+        return True
+    if isinstance(exc, rex.ResponseError) and is_transient_reply(str(exc)):
         return True
     if isinstance(exc, (rex.MovedError, rex.AskError, rex.ClusterDownError)):  # a cluster being resharded
         return True

@@ -266,10 +266,11 @@ def run_backup(
 def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: RedisEndpoint,
                      options: BackupOptions, keyring: Keyring) -> BackupCheckpoint:
     checkpoint = load_checkpoint(fs, path, keyring)
+    run_id = job.source.run_id()
     if checkpoint is None:
         checkpoint = BackupCheckpoint(snapshot_id=snapshot_id, started_at=_now(),
                                       source=endpoint.display_url, options=options.for_manifest(),
-                                      positions=[(0, 0)] * job.workers(fs), keyring=keyring)
+                                      positions=[(0, 0)] * job.workers(fs), source_run_id=run_id, keyring=keyring)
         checkpoint.save(fs, path)
         return checkpoint
     recorded = {k: checkpoint.options.get(k) for k in options.identity()}
@@ -280,6 +281,12 @@ def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: Redis
         raise InvalidParameter(
             f"Snapshot {snapshot_id} was started otherwise ({'; '.join(differ)}); resume it with the same source and "
             "options, or use a new snapshot id.")
+    if checkpoint.source_run_id not in (None, run_id):
+        # Another server answers now (a restart, or a failover behind a Sentinel URL): the saved
+        # SCAN cursors mean nothing to its hash table. Walk again from the start; the parts
+        # written stay, and the keys in them are dropped as already written (below).
+        checkpoint.positions = [(0, 0)] * len(checkpoint.positions)
+    checkpoint.source_run_id = run_id
     # Rebuild the de-duplication state from the parts already written.
     partial = Snapshot(fs=fs, path=path, manifest={}, parts=checkpoint.parts)
     partial.verify_parts()

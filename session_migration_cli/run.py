@@ -16,12 +16,14 @@ temporary (ephemeral) server.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import sys
 import time
 import tomllib
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +34,7 @@ from .terminal import TerminalFeedback, emit_error, err, flush, safe
 
 CONNECTIONS = ("source", "target", "a", "b")
 PASSWORD_ENV = {name: f"SESSION_MIGRATION_{name.upper()}_PASSWORD" for name in CONNECTIONS}
+SENTINEL_PASSWORD_ENV = {name: f"SESSION_MIGRATION_{name.upper()}_SENTINEL_PASSWORD" for name in CONNECTIONS}
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 EPHEMERAL_STARTUP_S = "180"
 
@@ -101,10 +104,15 @@ def hand_to_flow(params: dict[str, Any]) -> dict[str, Any]:
     for name in CONNECTIONS:
         value = moved.get(name)
         if isinstance(value, str) and "://" in value and urlsplit(value).scheme.lower() in _redis_schemes():
-            endpoint = RedisEndpoint.from_url(value)
-            if endpoint.has_inline_password:
-                os.environ[PASSWORD_ENV[name]] = endpoint.password or ""
-                moved[name] = endpoint.without_password(PASSWORD_ENV[name]).parameter_url
+            endpoint = given = RedisEndpoint.from_url(value)
+            if given.has_inline_password:
+                os.environ[PASSWORD_ENV[name]] = given.password or ""
+                endpoint = replace(endpoint, password=None, password_env=PASSWORD_ENV[name])
+            if given.sentinel_password is not None:  # the sentinels' own password (Sentinel URLs)
+                os.environ[SENTINEL_PASSWORD_ENV[name]] = given.sentinel_password
+                endpoint = replace(endpoint, sentinel_password=None, sentinel_password_env=SENTINEL_PASSWORD_ENV[name])
+            if endpoint is not given:
+                moved[name] = endpoint.parameter_url
     return moved
 
 
@@ -116,12 +124,17 @@ def _redis_schemes() -> tuple[str, ...]:
 
 def masked_command(extra: list[str] | None = None) -> str:
     """This very command line, passwords in URLs replaced by ****, plus `extra` arguments."""
+    from session_migration.endpoints import SECRET_OPTIONS
+
+    secret_option = re.compile(rf"([?&](?:{'|'.join(sorted(SECRET_OPTIONS))})=)[^&#]*")
     words = []
     for word in sys.argv[1:] + (extra or []):
         if "://" in word and "@" in word:
             parts = urlsplit(word)
             if parts.password:
                 word = word.replace(f":{parts.password}@", ":****@", 1)
+        if "://" in word:
+            word = secret_option.sub(r"\1****", word)
         words.append(word)
     return "session-migration " + shlex.join(words)
 

@@ -3,8 +3,13 @@
 storage options of the snapshot filesystem, e.g. S3 credentials and endpoint), and Prefect's
 own `Secret` holding the signing key.
 
-Flows take a connection as a string: a Redis URL *without* a password, or the name of one of
-these blocks (a URL carrying a password is refused before the flow run exists: flows/_edge.py).
+Flows take a connection as a string: a Redis URL *without* a password, or the name of a block
+(a URL carrying a password is refused before the flow run exists: flows/_edge.py). A bare name
+(`sessions-prod`) is one of our `RedisConnection` blocks; `redis-database/NAME` is a block of
+prefect-redis's `RedisDatabase` type (its block type slug, then the name, as Prefect itself
+writes block references), which Prefect users may already keep. So a name means one block
+whichever kinds exist. The block's password (a SecretStr) is read in the process that
+connects, inside the task; only the name is a parameter.
 Importing this module teaches the core (`endpoints.resolve_connection`) to load such blocks.
 """
 
@@ -40,13 +45,50 @@ class RedisConnection(Block):
         return replace(endpoint, username=self.username or endpoint.username, password=password)
 
 
+REDIS_DATABASE = "redis-database/"  # prefect-redis's RedisDatabase: its block type slug
+
+
 def load_endpoint(name: str) -> RedisEndpoint:
-    """The endpoint a `RedisConnection` block names (the core's block loader)."""
+    """The endpoint a block names (the core's block loader): `redis-database/NAME`, a
+    prefect-redis `RedisDatabase` block; any other name, a `RedisConnection` block."""
+    if name.startswith(REDIS_DATABASE):
+        return _redis_database(name.removeprefix(REDIS_DATABASE))
     try:
         block = RedisConnection.load(name)
     except ValueError as exc:
-        raise InvalidParameter(f"No RedisConnection block named {name!r}: {exc}") from None
+        hint = (f" A prefect-redis RedisDatabase block of that name exists: name it {REDIS_DATABASE}{name}."
+                if _exists(name) else "")
+        raise InvalidParameter(f"No RedisConnection block named {name!r}: {exc}.{hint}") from None
     return block.endpoint()
+
+
+def _redis_database(name: str) -> RedisEndpoint:
+    """The endpoint of prefect-redis's `RedisDatabase` block `name`: its `connection_url` when
+    set (redis://, rediss://, redis+sentinel://, ...; a secret there), else host, port, db,
+    username, password and ssl."""
+    from prefect_redis import RedisDatabase
+
+    try:
+        block = RedisDatabase.load(name)
+    except ValueError as exc:
+        raise InvalidParameter(f"No RedisDatabase block named {name!r}: {exc}") from None
+    connection_url = getattr(block, "connection_url", None)
+    if connection_url is not None:
+        return RedisEndpoint.from_url(connection_url.get_secret_value())
+    host = f"[{block.host}]" if ":" in block.host else block.host
+    endpoint = RedisEndpoint.from_url(f"{'rediss' if block.ssl else 'redis'}://{host}:{block.port}/{block.db}")
+    return replace(endpoint, username=block.username.get_secret_value() if block.username else None,
+                   password=block.password.get_secret_value() if block.password else None)
+
+
+def _exists(name: str) -> bool:
+    from prefect_redis import RedisDatabase
+
+    try:
+        RedisDatabase.load(name)
+    except ValueError:
+        return False
+    return True
 
 
 register_block_loader(load_endpoint)

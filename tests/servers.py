@@ -222,3 +222,159 @@ def local_prefect_server(home: Path, timeout: float = 180) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+# -- Sentinel: a master, a replica and three sentinels ------------------------------------------
+
+SENTINEL_MASTER_NAME = "sessions"
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    """Poll `condition()` until it is true; never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except redis.exceptions.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout}s")
+        time.sleep(0.05)
+
+
+def _role(port: int, password: str | None = None) -> str:
+    reply = redis.Redis(port=port, password=password, socket_timeout=2).execute_command("ROLE")
+    return reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+
+
+def start_sentinel(master_port: int, name: str = SENTINEL_MASTER_NAME, password: str | None = None,
+                   sentinel_password: str | None = None) -> Server:
+    """One sentinel watching `name` at `master_port` (quorum 2), with its config in a tmp dir
+    (sentinel rewrites it). Failure detection is quick (1 s) so tests do not wait long.
+    `password`: the data servers'; `sentinel_password`: the sentinels' own."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="sentinel-test-")
+    conf = Path(workdir) / "sentinel.conf"
+    lines = [f"port {port}", "bind 127.0.0.1", f"dir {workdir}", f"sentinel monitor {name} 127.0.0.1 {master_port} 2",
+             f"sentinel down-after-milliseconds {name} 1000", f"sentinel failover-timeout {name} 10000",
+             f"sentinel parallel-syncs {name} 1"]
+    if password:
+        lines.append(f"sentinel auth-pass {name} {password}")
+    if sentinel_password:
+        lines += [f"requirepass {sentinel_password}", f"sentinel sentinel-pass {sentinel_password}"]
+    conf.write_text("\n".join(lines) + "\n")
+    args = [_binary("redis"), str(conf), "--sentinel"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(kind="sentinel", port=port, password=sentinel_password, process=process, workdir=workdir, args=args)
+    _RUNNING.append(server)
+    try:
+        wait_ready(port, sentinel_password)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@dataclass
+class SentinelSetup:
+    """A Redis master, its replica and three sentinels on loopback; `url` reaches the master
+    through the sentinels, `failover()` moves the master role and waits until it has moved."""
+
+    data: list[Server]  # master and replica, in either role
+    sentinels: list[Server]
+    name: str = SENTINEL_MASTER_NAME
+
+    def url(self, db: int = 0, **options: str) -> str:
+        """The Sentinel URL, without any password (the data servers' and sentinels' are known
+        to the test as `data[0].password` and `sentinels[0].password`)."""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        query = "&".join(f"{k}={v}" for k, v in options.items())
+        return f"redis+sentinel://{hosts}/{self.name}/{db}" + (f"?{query}" if query else "")
+
+    def _ask(self, sentinel: Server, *command: str, decode: bool = False):
+        client = redis.Redis(port=sentinel.port, password=sentinel.password, socket_timeout=2, decode_responses=decode)
+        return client.execute_command(*command)
+
+    def master_port(self) -> int:
+        return int(self._ask(self.sentinels[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)[1])
+
+    def master(self) -> Server:
+        port = self.master_port()
+        return next(s for s in self.data if s.port == port)
+
+    def replica(self) -> Server:
+        return next(s for s in self.data if s.port != self.master_port())
+
+    def settled(self) -> bool:
+        """Every sentinel names the same master, which is one, and whose replica is in sync;
+        every sentinel knows the other two and the replica."""
+        ports = set()
+        for sentinel in self.sentinels:
+            state = self._ask(sentinel, "SENTINEL", "MASTER", self.name, decode=True)
+            state = dict(zip(state[::2], state[1::2])) if isinstance(state, list) else state
+            if int(state["num-other-sentinels"]) < len(self.sentinels) - 1 or int(state["num-slaves"]) < 1:
+                return False
+            if "s_down" in state["flags"] or "failover" in state["flags"]:
+                return False
+            for replica in self._ask(sentinel, "SENTINEL", "REPLICAS", self.name, decode=True):
+                info = dict(zip(replica[::2], replica[1::2])) if isinstance(replica, list) else replica
+                if "s_down" in info["flags"] or info.get("master-link-status") != "ok":
+                    return False
+            ports.add(int(state["port"]))
+        if len(ports) != 1:
+            return False
+        master = ports.pop()
+        replica = next(s for s in self.data if s.port != master)
+        info = replica.client().info("replication")
+        return (_role(master, replica.password) == "master" and info.get("master_port") == master
+                and info.get("master_link_status") == "up")
+
+    def failover(self, demoted: bool = True, timeout: float = 60.0) -> tuple[int, int]:
+        """`SENTINEL FAILOVER`, then wait until every sentinel names the new master and, with
+        `demoted`, the old one is its replica (sentinel demotes it ~10 s after the promotion,
+        and kills its client connections then; until then it still takes writes, which it drops
+        when demoted). Returns (old master port, new master port)."""
+        old = self.master_port()
+        new = next(s.port for s in self.data if s.port != old)
+        self._ask(self.sentinels[0], "SENTINEL", "FAILOVER", self.name)
+        wait_until(lambda: self.named() == {new} and _role(new, self.data[0].password) == "master",
+                   "the promotion", timeout)
+        if demoted:
+            self.wait_demoted(old, new, timeout)
+        return old, new
+
+    def named(self) -> set[int]:
+        """The master's port as each sentinel names it."""
+        return {int(self._ask(s, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)[1]) for s in self.sentinels}
+
+    def wait_demoted(self, old: int, new: int, timeout: float = 60.0) -> None:
+        server = next(s for s in self.data if s.port == old)
+
+        def demoted() -> bool:
+            link = server.client().info("replication")
+            return (link.get("role") == "slave" and link.get("master_port") == new
+                    and link.get("master_link_status") == "up")
+
+        wait_until(demoted, "the old master's demotion", timeout)
+
+    def stop(self) -> None:
+        for server in self.sentinels + self.data:
+            server.stop()
+
+
+def start_sentinel_setup(password: str | None = None, sentinel_password: str | None = None) -> SentinelSetup:
+    """`password`: the data servers' (requirepass and masterauth); `sentinel_password`: the
+    sentinels' own."""
+    auth = ("--masterauth", password) if password else ()
+    master = start_server("redis", password=password, extra=auth)
+    replica = start_server("redis", password=password, extra=("--replicaof", "127.0.0.1", str(master.port), *auth))
+    setup = SentinelSetup(data=[master, replica], sentinels=[])
+    try:
+        setup.sentinels = [start_sentinel(master.port, password=password, sentinel_password=sentinel_password)
+                           for _ in range(3)]
+        wait_until(setup.settled, "the sentinels seeing the master, its replica and each other")
+    except Exception:
+        setup.stop()
+        raise
+    return setup

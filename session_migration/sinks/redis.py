@@ -37,8 +37,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from ..endpoints import RedisEndpoint, translate_redis_errors
-from ..errors import CLUSTER_REDIRECTIONS, ClusterChanged, ScopeViolation, WriteRefused
+from ..endpoints import RedisEndpoint, confirm_writes, translate_redis_errors
+from ..errors import (CLUSTER_REDIRECTIONS, ClusterChanged, ScopeViolation, ServerUnavailable, WriteRefused,
+                      is_transient_reply)
 from ..record import KeyRecord, records_from_batch
 from ..redaction import redact_key
 from ..sources import resp
@@ -225,8 +226,12 @@ class RedisSink:
             self._done.add(self.write_items(items, exists, replace=self.replace))
 
     def commit(self) -> SinkCounts:
-        """Wait until the server has answered every write; the counts since the last commit."""
+        """Wait until the server has answered every write (behind Sentinel: and its replicas
+        have them, `confirm_writes`); the counts since the last commit."""
         self._done.add(self.flush())
+        if self.endpoint.is_sentinel:
+            with translate_redis_errors(self.endpoint):
+                confirm_writes(self.client)
         done, self._done = self._done, SinkCounts()
         return done
 
@@ -549,11 +554,15 @@ def _count_written(counts: SinkCounts, present: bool) -> None:
 
 
 def _refused(endpoint: RedisEndpoint, key: bytes, rtype: str, text: str) -> Exception:
-    """The error for a write the server refused: a cluster that moved the key's slot (MOVED,
-    ASK) or is reconfiguring is transient (the retry finds the new owner), the rest terminal."""
+    """The error for a write the target answered with `text`: a cluster that moved the key's
+    slot (MOVED, ASK) or is reconfiguring, and a failover (or a load: READONLY, LOADING, ...),
+    are transient (the retry finds the new owner or master), the rest a refusal."""
     if text.lstrip("-").startswith(CLUSTER_REDIRECTIONS):  # a raw reply line keeps its "-"
         return ClusterChanged(f"{endpoint.display_url} no longer serves the slot of {redact_key(key)} ({text}); "
                               "the cluster is being resharded, so the write is retried with its new layout.")
+    if is_transient_reply(text):
+        return ServerUnavailable(f"{endpoint.display_url} could not take the write of {redact_key(key)} ({rtype}) now: "
+                                 f"{text}; a failover may be under way.")
     return WriteRefused(f"{endpoint.display_url} refused the write of {redact_key(key)} ({rtype}): {text}.")
 
 
