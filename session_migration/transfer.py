@@ -54,6 +54,7 @@ from .pipeline import copy
 from .sinks.redis import RedisSink, SinkCounts, SinkTotals
 from .sources import Read
 from .state import StateFile
+from .sources.cluster import open_source
 from .sources.redis import RedisSource
 from .sources.segments import scan_fraction
 
@@ -266,7 +267,7 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
     _check_endpoints(source, target)
     fs, root = _resolve_root(checkpoint_fs, checkpoint_path)
     ckpt_path = checkpoint_file(root, source, target, options)
-    src = RedisSource(source, patterns=options.patterns, batch_size=options.batch_size, walk="keyspace",
+    src = open_source(source, patterns=options.patterns, batch_size=options.batch_size, walk="keyspace",
                       preserve_ttl=options.ttl_policy != "none")
     try:
         sink = RedisSink(target)
@@ -356,7 +357,7 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
     relative = options.ttl_policy == "relative"
     seen = SeenKeys()
     saves = 0
-    src = RedisSource(source, patterns=options.patterns, batch_size=options.batch_size, walk="keyspace",
+    src = open_source(source, patterns=options.patterns, batch_size=options.batch_size, walk="keyspace",
                       preserve_ttl=options.ttl_policy != "none")
     try:
         run_id = src.run_id()

@@ -44,6 +44,7 @@ UNIT_BITS = 16  # the low bits of a composite cursor: which unit (master) the SC
 _UNIT_MASK = (1 << UNIT_BITS) - 1
 SETTLE_TIMEOUT_S = 120.0  # how long a walk waits for slot migrations to finish before its re-walk
 _POLL_S = 0.1
+_QUIET_S = 1.0  # how long no slot may move before the re-walk starts
 _REWALK_ROUNDS = 10  # re-walks in a row, while slots keep moving during them
 
 
@@ -237,12 +238,12 @@ class ClusterSource:
 
     def observe(self) -> set[int]:
         """Look at the cluster: slots whose owner changed since the last look and slots in
-        motion become suspect. Returns the slots in motion."""
+        motion become suspect. Returns those slots (empty: all was calm)."""
         topology = self._discover()
         owners = topology.owner_ids()
         with translate_redis_errors(self.endpoint):
             motion = set().union(*(slots_in_motion(self._master(node)) for node in topology.nodes))
-        self.add_suspects(np.flatnonzero(owners != self._owners).tolist())
+        motion.update(np.flatnonzero(owners != self._owners).tolist())
         self.add_suspects(motion)
         for source in self._readers.values():
             self.add_suspects(source.moved_slots)
@@ -262,14 +263,21 @@ class ClusterSource:
         raise last or ServerUnavailable(f"No master of the cluster of {self.endpoint.display_url} answers.")
 
     def settle(self) -> None:
-        """Wait until no slot is in motion, then take the final view."""
+        """Return once no slot moves: at once if nothing moved since the last look and no slot
+        is suspect; else after `_QUIET_S` without a slot in motion or changing owner (a
+        resharding tool moves slots one after the other, with short calm gaps between)."""
         deadline = time.monotonic() + self.settle_timeout_s
-        while self.observe():
+        calm_since = None if self.observe() or self.suspects else time.monotonic() - _QUIET_S
+        while calm_since is None or time.monotonic() - calm_since < _QUIET_S:
             if time.monotonic() > deadline:
                 raise ServerUnavailable(
-                    f"Slots of the cluster of {self.endpoint.display_url} were still migrating after "
+                    f"Slots of the cluster of {self.endpoint.display_url} were still moving after "
                     f"{self.settle_timeout_s:.0f} s; run the same command again once the resharding is done (it resumes).")
             time.sleep(_POLL_S)
+            if self.observe():
+                calm_since = None
+            elif calm_since is None:
+                calm_since = time.monotonic()
 
     def rewalk_keys(self) -> Iterator[list[bytes]]:
         """The keys in scope of every suspect slot, listed on its final owner, in chunks of
