@@ -201,7 +201,7 @@ def test_resharding_during_a_transfer_loses_nothing(cluster, redis_server, tmp_p
     keys = seed_many(rc)
     reshard = Reshard(cluster)
 
-    result = transfer(cluster.url, redis_server.url, patterns="sess:*", batch_size=100,
+    result = transfer(cluster.url, redis_server.url, patterns=["sess:*"], batch_size=100,
                       checkpoint_path=str(tmp_path), progress=lambda p: reshard.pause(p.keys))
     reshard.finish()
 
