@@ -65,6 +65,7 @@ class _Job:
     start: Position
     first_part: int  # this worker's next part index; it steps by the number of workers
     hash_keys: HashKeys  # the coordinator's `SeenKeys` keys, for the digests sent to it
+    workers: int = 1  # how many there are: the step between this worker's part indexes
     cluster: bool = False  # the endpoint is a cluster node (a master, or a replica read with READONLY)
     readonly: bool = False
 
@@ -98,7 +99,7 @@ def copy_in_processes(endpoint: RedisEndpoint, options: BackupOptions, fs: fsspe
             if positions[index][0] >= len(options.patterns):
                 continue  # this unit is done
             job = _Job(where, options, fs, path, segment, positions[index], firsts[index], seen.hash_keys,
-                       cluster=units is not None, readonly=readonly)
+                       workers=workers, cluster=units is not None, readonly=readonly)
             running.update([_start(job, index)])
         while running:
             for conn in wait(list(running)):
@@ -182,7 +183,7 @@ class _Worker:
             self.job.endpoint, patterns=options.patterns, batch_size=options.batch_size, segment=self.job.segment,
             preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump, cluster=self.job.cluster,
             readonly=self.job.readonly)
-        sink = SnapshotSink(self.job.fs, self.job.path, first=self.job.first_part, step=self.job.segment.count,
+        sink = SnapshotSink(self.job.fs, self.job.path, first=self.job.first_part, step=self.job.workers,
                             compression=options.compression, row_group_rows=options.row_group_rows)
         try:
             copy(source.read(self.job.start), sink,

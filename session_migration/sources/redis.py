@@ -416,7 +416,10 @@ class RedisSource:
         wanted = [i for i, d in enumerate(rows.dump) if d is None]
         for i in wanted:
             pipe.dump(rows.key[i])
-        for i, payload in zip(wanted, pipe.execute()):
+        for i, payload in zip(wanted, pipe.execute(raise_on_error=not self.cluster)):
+            if self.cluster and _redirected(payload):  # moved since it was read: kept without its payload
+                self.moved_slots.add(key_slot(rows.key[i]))
+                payload = None
             rows.dump[i] = payload
 
 

@@ -74,14 +74,18 @@ def snapshot_state(url: str) -> dict[bytes, tuple]:
     return out
 
 
-def test_backup_of_a_cluster_equals_its_data(cluster, tmp_path):
+@pytest.mark.parametrize("readers", [1, 2])  # units in turn here, or a worker process per master
+def test_backup_of_a_cluster_equals_its_data(readers, cluster, tmp_path):
     rc = cluster.client()
     expected = seed(rc)
     owners = {cluster.nodes.index(n) for n in cluster.nodes
               if any(n.client().execute_command("CLUSTER", "COUNTKEYSINSLOT", key_slot(k)) for k in expected)}
     assert len(owners) == 3  # keys on every master
 
-    result = backup(cluster.url, str(tmp_path), patterns=["sess:*"], batch_size=50, part_rows=100)
+    planned = backup(cluster.url, str(tmp_path), patterns=["sess:*"], dry_run=True)
+    assert planned.counters.keys == len(expected)
+
+    result = backup(cluster.url, str(tmp_path), patterns=["sess:*"], batch_size=20, part_rows=30, readers=readers)
 
     assert snapshot_state(result.url) == expected
     fs, root = resolve(result.url)
