@@ -426,6 +426,8 @@ class RedisSource:
 def _redirected(reply) -> bool:
     """Whether a reply is a cluster redirection: MOVED (the slot has a new owner) or ASK (it is
     being migrated and this key has left already)."""
+    if isinstance(reply, redis.exceptions.AskError):  # MovedError too; redis-py drops the word from the text
+        return True
     return isinstance(reply, (hiredis.ReplyError, redis.exceptions.ResponseError)) and str(reply).startswith(
         ("MOVED ", "ASK "))
 
@@ -465,6 +467,7 @@ def _read_only(client: redis.Redis) -> None:
 
     client.connection_pool.connection_kwargs["redis_connect_func"] = connect
     client.connection_pool.disconnect()
+    client.connection_pool.reset()  # the connections made so far keep the old setting: drop them
 
 
 def _no_touch(client: redis.Redis) -> bool:

@@ -18,6 +18,7 @@ from redis.crc import key_slot
 
 from helpers import HOUR_MS
 from session_migration import backup, open_snapshot
+from session_migration.cluster import discover
 from session_migration.endpoints import RedisEndpoint
 from session_migration.storage import resolve
 from session_migration.transfer import transfer
@@ -274,3 +275,51 @@ def test_cli_backup_and_verify_of_a_cluster(cluster, redis_server, tmp_path):
     assert checked.returncode == 0, checked.stderr
     report = json.loads(checked.stdout.strip().splitlines()[-1])
     assert report["counts"]["OK"] == len(expected), report
+
+
+# -- replicas and a password ----------------------------------------------------------------------
+
+PASSWORD = "cluster-secret-pw"
+
+
+@pytest.fixture(scope="module")
+def guarded_cluster():
+    """A Redis 7.0 cluster with a replica per master and requirepass on every node."""
+    from servers import start_cluster
+
+    nodes = start_cluster("redis", replicas=1, password=PASSWORD)
+    yield nodes
+    nodes.stop()
+
+
+def master_of(replica, masters):
+    port = int(replica.client().info("replication")["master_port"])
+    return next(n for n in masters if n.port == port)
+
+
+def test_backup_from_replicas_with_a_password_records_no_password(guarded_cluster, tmp_path):
+    rc = guarded_cluster.client()
+    expected = seed(rc, n=200)
+    replicas = [n for n in guarded_cluster.nodes if n.client().info("replication")["role"] == "slave"]
+    masters = [n for n in guarded_cluster.nodes if n not in replicas]
+    deadline = time.monotonic() + 60
+    endpoint = RedisEndpoint.from_url(f"{guarded_cluster.url}?read_from_replicas=true")
+    # in sync, and shown online in CLUSTER SHARDS (Redis 7.0 shows a replica "loading" until
+    # its replication offset, gossiped, is above 0)
+    while any(n.client().dbsize() != master_of(n, masters).client().dbsize() for n in replicas) or not all(
+            node.replicas for node in discover(endpoint, masters[0].client()).nodes):
+        assert time.monotonic() < deadline, "the replicas did not catch up"
+        time.sleep(0.01)
+    for node in guarded_cluster.nodes:
+        node.client().config_resetstat()
+
+    result = backup(f"{guarded_cluster.url}?read_from_replicas=true", str(tmp_path), patterns=["sess:*"])
+
+    assert snapshot_state(result.url) == expected
+    assert all(n.client().info("commandstats").get("cmdstat_scan", {}).get("calls") for n in replicas)
+    assert not any(n.client().info("commandstats").get("cmdstat_scan") for n in masters)
+    assert not any(n.client().info("commandstats").get("cmdstat_get") for n in masters)
+    written = b"".join(p.read_bytes() for p in Path(tmp_path).rglob("*") if p.is_file())
+    assert PASSWORD.encode() not in written
+    manifest = open_snapshot(result.url).manifest
+    assert {r for n in manifest["source"]["cluster"] for r in n["replicas"]} == {f"127.0.0.1:{n.port}" for n in replicas}
