@@ -226,7 +226,8 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def test_kill_9_of_a_cluster_backup_then_the_same_command_resumes_it(cluster, tmp_path):
+@pytest.mark.parametrize("reshard_while_stopped", [False, True])
+def test_kill_9_of_a_cluster_backup_then_the_same_command_resumes_it(reshard_while_stopped, cluster, tmp_path):
     rc = cluster.client()
     keys = seed_many(rc)
     command = [*CLI, "backup", cluster.url, str(tmp_path), "-p", "sess:*", "--snapshot-id", "killed",
@@ -248,6 +249,13 @@ def test_kill_9_of_a_cluster_backup_then_the_same_command_resumes_it(cluster, tm
     proc.communicate(timeout=60)
     record = json.loads(checkpoint.read_text())
     assert [node["id"] for node in record["cluster"]["topology"]] and len(record["positions"]) == 3
+    assert record["positions"][2] == [0, 0]  # the last master is not walked yet
+    if reshard_while_stopped:  # slots of the last master move to the first, whose walk is under way
+        moved = subprocess.run(
+            [REDIS_CLI, "--cluster", "reshard", f"127.0.0.1:{cluster.nodes[0].port}", "--cluster-from",
+             owner_id(cluster, 16383), "--cluster-to", owner_id(cluster, 0), "--cluster-slots", "1500", "--cluster-yes"],
+            capture_output=True, timeout=300)
+        assert moved.returncode == 0, moved.stderr
 
     done = subprocess.run(command, capture_output=True, text=True, env=cli_env(), timeout=300)
 
