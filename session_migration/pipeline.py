@@ -51,7 +51,7 @@ from .sources import Position, Read
 from .sources.cluster import ClusterSource, open_source
 from .sources.redis import RedisSource, ServerInfo
 from .backup_workers import copy_in_processes, next_part_indexes, shareable
-from .cluster import from_manifest
+from .cluster import SLOTS, from_manifest
 from .sources.segments import WHOLE, segment_fraction, split
 
 
@@ -307,21 +307,22 @@ def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: Redis
 
 
 def _resume_units(source: ClusterSource, checkpoint: BackupCheckpoint, patterns: int) -> None:
-    """Walk the units the checkpoint's walk started with; the slots whose owner changed since
-    (and those seen moving before the stop) are re-walked at the end. A unit that is no longer
-    a master cannot go on: all its slots are re-walked instead."""
+    """Walk the units the checkpoint's walk started with, each at the address the cluster gives
+    now (never one read from the checkpoint: it is untrusted, and would get the credentials);
+    the slots whose owner changed since (and those seen moving before the stop) are re-walked
+    at the end. A unit that is no longer a master cannot go on: all its slots are re-walked."""
     recorded = from_manifest(checkpoint.cluster["topology"])
     if len(recorded.nodes) != len(checkpoint.positions):
         raise InvalidParameter(f"The checkpoint of snapshot {checkpoint.snapshot_id} does not match its own cluster "
                                "record; delete that snapshot folder and start a new backup.")
-    source.units = recorded.nodes
     source.since(recorded)
     source.add_suspects(checkpoint.cluster["suspect"])
-    masters = {node.node_id for node in source.topology.nodes}
+    masters = {node.node_id: node for node in source.topology.nodes}
     for index, node in enumerate(recorded.nodes):
         if node.node_id not in masters and checkpoint.positions[index][0] < patterns:
-            source.add_suspects(s for first, last in node.slots for s in range(first, last + 1))
+            source.add_suspects(s for first, last in node.slots for s in range(max(0, first), min(last, SLOTS - 1) + 1))
             checkpoint.positions[index] = (patterns, 0)
+    source.units = tuple(masters.get(node.node_id, node) for node in recorded.nodes)  # a done unit is never read
 
 
 def _copy(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
