@@ -335,3 +335,30 @@ def test_backup_from_replicas_with_a_password_records_no_password(guarded_cluste
     assert PASSWORD.encode() not in written
     manifest = open_snapshot(result.url).manifest
     assert {r for n in manifest["source"]["cluster"] for r in n["replicas"]} == {f"127.0.0.1:{n.port}" for n in replicas}
+
+
+def test_cleanup_dry_run_on_a_cluster_finds_each_category(cluster):
+    from session_migration.cleanup import CleanupOptions, run_cleanup
+
+    rc = cluster.client()
+    now = int(time.time() * 1000)
+    spring = "spring:session:sessions:"
+    live = f"{spring}aaaaaaaa-2222-3333-4444-555555555555"  # a session and its expiry marker: not an orphan
+    rc.hset(live, mapping={"creationTime": str(now), "lastAccessedTime": str(now), "maxInactiveInterval": "1800"})
+    rc.pexpire(live, HOUR_MS)
+    rc.set(f"{spring}expires:aaaaaaaa-2222-3333-4444-555555555555", b"", px=HOUR_MS)
+    expired = f"{spring}11111111-2222-3333-4444-555555555555"
+    rc.hset(expired, mapping={"creationTime": str(now - 3 * HOUR_MS), "lastAccessedTime": str(now - 2 * HOUR_MS),
+                              "maxInactiveInterval": "1800"})
+    rc.pexpire(expired, HOUR_MS)
+    rc.set("sess:corruptcorruptcorruptcorrupt00", b"\xff\xfe not a session", px=HOUR_MS)
+    rc.set("PHPREDIS_SESSION:abcdefabcdefabcdefabcdefab_LOCK", "1")
+    rc.set(f"{spring}expires:99999999-8888-7777-6666-555555555555", b"", px=HOUR_MS)  # no session: an orphan
+    marker = f"{spring}expires:aaaaaaaa-2222-3333-4444-555555555555"
+    assert owner_id(cluster, key_slot(live.encode())) != owner_id(cluster, key_slot(marker.encode()))  # asked across nodes
+    before = sum(n.client().dbsize() for n in cluster.nodes)
+
+    report = run_cleanup(RedisEndpoint.from_url(cluster.url), CleanupOptions(include={"stale", "corrupt", "locks", "orphans"}))
+
+    assert report.as_dict()["candidates"] == {"expired": 1, "stale": 0, "corrupt": 1, "locks": 1, "orphans": 1}
+    assert sum(n.client().dbsize() for n in cluster.nodes) == before
