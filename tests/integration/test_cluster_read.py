@@ -362,3 +362,12 @@ def test_cleanup_dry_run_on_a_cluster_finds_each_category(cluster):
 
     assert report.as_dict()["candidates"] == {"expired": 1, "stale": 0, "corrupt": 1, "locks": 1, "orphans": 1}
     assert sum(n.client().dbsize() for n in cluster.nodes) == before
+
+
+def test_live_mode_refuses_a_cluster_source(cluster):
+    from session_migration.errors import LiveUnavailable
+    from session_migration.live.feed import ChangeFeed
+    from session_migration.live.pending import PendingKeys
+
+    with pytest.raises(LiveUnavailable, match="Redis Cluster node"):
+        ChangeFeed(RedisEndpoint.from_url(cluster.url), ("sess:*",), PendingKeys(1000))
