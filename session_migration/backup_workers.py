@@ -1,4 +1,4 @@
-"""A backup spread over several processes, one per SCAN segment.
+"""A backup spread over several processes, one per unit: a SCAN segment, or a cluster's master.
 
 One Python process cannot keep both cores busy: decoding replies into rows and encoding
 Parquet share the interpreter lock. So for a large database each worker process walks its
@@ -9,7 +9,8 @@ own SCAN segment (see `sources/segments.py`), reads its keys and writes its own 
   rows this process answers are new (a key can be returned by two segments: the last SCAN call
   of a segment runs on into the next one);
 - the checkpoint: a worker reports each finished part with the position (pattern, cursor)
-  after its last chunk, and the counters of what it read since its previous part.
+  after its last chunk, and the counters of what it read since its previous part (and, on a
+  cluster, the slots of keys it found moved: re-walked at the end, see `sources/cluster.py`).
 
 A resumed backup restarts each worker at its checkpointed position; the de-duplication state is
 rebuilt from the completed parts, as for a backup in one process.
@@ -64,6 +65,9 @@ class _Job:
     start: Position
     first_part: int  # this worker's next part index; it steps by the number of workers
     hash_keys: HashKeys  # the coordinator's `SeenKeys` keys, for the digests sent to it
+    workers: int = 1  # how many there are: the step between this worker's part indexes
+    cluster: bool = False  # the endpoint is a cluster node (a master, or a replica read with READONLY)
+    readonly: bool = False
 
 
 def next_part_indexes(parts: list[PartInfo], workers: int) -> list[int]:
@@ -79,16 +83,23 @@ ReportFn = Callable[[list[Position], int], None]  # (positions, rows written so 
 
 
 def copy_in_processes(endpoint: RedisEndpoint, options: BackupOptions, fs: fsspec.AbstractFileSystem, path: str,
-                      checkpoint: BackupCheckpoint, seen: SeenKeys, report: ReportFn) -> None:
-    """Run one worker per position in `checkpoint`, recording each finished part in it."""
+                      checkpoint: BackupCheckpoint, seen: SeenKeys, report: ReportFn,
+                      units: list[tuple[RedisEndpoint, bool, Segment]] | None = None) -> None:
+    """Run one worker per position in `checkpoint`, recording each finished part in it.
+    `units`: a cluster's, (node endpoint, READONLY, segment) per position; else segments of
+    `endpoint`."""
     workers = len(checkpoint.positions)
     positions = list(checkpoint.positions)
     firsts = next_part_indexes(checkpoint.parts, workers)
     running: dict[Connection, tuple[int, subprocess.Popen]] = {}
     fresh_rows = checkpoint.counters.keys
+    todo = units or [(endpoint, False, segment) for segment in split(workers)]
     try:
-        for index, segment in enumerate(split(workers)):
-            job = _Job(endpoint, options, fs, path, segment, positions[index], firsts[index], seen.hash_keys)
+        for index, (where, readonly, segment) in enumerate(todo):
+            if positions[index][0] >= len(options.patterns):
+                continue  # this unit is done
+            job = _Job(where, options, fs, path, segment, positions[index], firsts[index], seen.hash_keys,
+                       workers=workers, cluster=units is not None, readonly=readonly)
             running.update([_start(job, index)])
         while running:
             for conn in wait(list(running)):
@@ -103,7 +114,9 @@ def copy_in_processes(endpoint: RedisEndpoint, options: BackupOptions, fs: fsspe
                 elif kind == "position":
                     positions[index] = message[1]
                 elif kind in ("part", "done"):
-                    _, part, position, counters = message
+                    _, part, position, counters, moved = message
+                    if moved and checkpoint.cluster is not None:
+                        checkpoint.cluster["suspect"] = sorted(set(checkpoint.cluster["suspect"]) | set(moved))
                     if part is not None:
                         checkpoint.parts.append(PartInfo(**part))
                     checkpoint.counters.add(BackupCounters.from_dict(counters))
@@ -166,17 +179,18 @@ class _Worker:
         from .pipeline import copy, dedupe_and_count
 
         options = self.options
-        source = RedisSource(self.job.endpoint, patterns=options.patterns, batch_size=options.batch_size,
-                             segment=self.job.segment, preserve_ttl=options.preserve_ttl,
-                             capture_dump=options.capture_dump)
-        sink = SnapshotSink(self.job.fs, self.job.path, first=self.job.first_part, step=self.job.segment.count,
+        source = self.source = RedisSource(
+            self.job.endpoint, patterns=options.patterns, batch_size=options.batch_size, segment=self.job.segment,
+            preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump, cluster=self.job.cluster,
+            readonly=self.job.readonly)
+        sink = SnapshotSink(self.job.fs, self.job.path, first=self.job.first_part, step=self.job.workers,
                             compression=options.compression, row_group_rows=options.row_group_rows)
         try:
             copy(source.read(self.job.start), sink,
                  lambda group: dedupe_and_count(group, self.counters, options.patterns, self._fresh(group)),
                  group_rows=min(options.row_group_rows, options.part_rows), commit_rows=options.part_rows,
                  on_commit=self._part_done, on_group=lambda position: self.conn.send(("position", position)))
-            self.conn.send(("done", None, (len(options.patterns), 0), self.counters.as_dict()))
+            self.conn.send(("done", None, (len(options.patterns), 0), self.counters.as_dict(), self._moved()))
         finally:
             source.close()
 
@@ -190,8 +204,14 @@ class _Worker:
 
     def _part_done(self, position: Position, parts: list[PartInfo]) -> None:
         for info in parts:
-            self.conn.send(("part", info.as_dict(), position, self.counters.as_dict()))
+            self.conn.send(("part", info.as_dict(), position, self.counters.as_dict(), self._moved()))
             self.counters = BackupCounters()
+
+    def _moved(self) -> list[int]:
+        """The slots of keys found moved (cluster) since the last report."""
+        slots = sorted(self.source.moved_slots)
+        self.source.moved_slots.clear()
+        return slots
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ from .snapshot import PRE_IMAGE_SUFFIX, new_snapshot_id
 from .sources import Read
 from .sinks.cluster import open_sink
 from .sinks.redis import RedisSink
+from .sources.cluster import open_source
 from .sources.redis import RedisSource
 from .sources.segments import scan_fraction
 
@@ -163,7 +164,7 @@ def run_cleanup(endpoint: RedisEndpoint, options: CleanupOptions, *, fs: fsspec.
     if options.apply and (fs is None or root is None):
         raise InvalidParameter("Deleting needs a backup path for the pre-image snapshot (--backup-path).")
     report = CleanupReport(source=endpoint.display_url, dry_run=not options.apply)
-    source = RedisSource(endpoint)
+    source = open_source(endpoint)
     try:
         if not source.info.has_pexpiretime:
             raise InvalidParameter(f"{endpoint.display_url} runs {source.info.name} {source.info.version}; cleanup needs PEXPIRETIME (Redis >= 7.0 or Valkey).")

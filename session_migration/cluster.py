@@ -78,15 +78,55 @@ class Topology:
     def node_endpoint(self, base: RedisEndpoint, index: int, *, for_reading: bool = False) -> RedisEndpoint:
         """`base` (credentials, TLS) pointed at node `index`: its master, or with `for_reading`
         and `read_from_replicas` set in the URL, its first online replica."""
-        node = self.nodes[index]
-        host, port = node.host, node.port
-        if for_reading and base.read_from_replicas and node.replicas:
-            host, port = node.replicas[0]
-        return replace(base, host=host, port=port, db=0, cluster_address_map=(), read_from_replicas=False)
+        return node_endpoint(base, self.nodes[index], for_reading=for_reading)
+
+    def owner_ids(self) -> np.ndarray:
+        """For each slot, the id of the node that serves it ("" for none)."""
+        return np.array([n.node_id for n in self.nodes] + [""], dtype=object)[self.slot_owners]
 
     def as_manifest(self) -> list[dict[str, Any]]:
         return [{"id": n.node_id, "address": n.address, "slots": [list(r) for r in n.slots],
                  "replicas": [f"{h}:{p}" for h, p in n.replicas]} for n in self.nodes]
+
+
+def node_endpoint(base: RedisEndpoint, node: ClusterNode, *, for_reading: bool = False) -> RedisEndpoint:
+    """`base` (credentials, TLS) pointed at `node`: its master, or with `for_reading` and
+    `read_from_replicas` set in the URL, its first online replica."""
+    host, port = node.host, node.port
+    if for_reading and base.read_from_replicas and node.replicas:
+        host, port = node.replicas[0]
+    return replace(base, host=host, port=port, db=0, cluster_address_map=(), read_from_replicas=False)
+
+
+def reads_from_replica(base: RedisEndpoint, node: ClusterNode) -> bool:
+    return bool(base.read_from_replicas and node.replicas)
+
+
+def from_manifest(entries: list[dict[str, Any]]) -> Topology:
+    """The topology `Topology.as_manifest` recorded (addresses as mapped then)."""
+    nodes = []
+    for entry in entries:
+        host, _, port = str(entry["address"]).rpartition(":")
+        replicas = tuple((h, int(p)) for h, _, p in (str(r).rpartition(":") for r in entry.get("replicas", ())))
+        nodes.append(ClusterNode(str(entry["id"]), host, int(port), tuple((int(a), int(b)) for a, b in entry["slots"]),
+                                 replicas))
+    return Topology(tuple(nodes))
+
+
+def slots_in_motion(client: redis.Redis) -> set[int]:
+    """The slots this node is migrating away or importing (`CLUSTER NODES`: `[slot->-id]`,
+    `[slot-<-id]` on its own line). Read raw: redis-py would parse the reply its own way."""
+    from .sources import resp
+
+    reply = resp.execute(client, resp.pack([b"CLUSTER", b"NODES"]), 1)[0]
+    if isinstance(reply, Exception):
+        raise redis.exceptions.ResponseError(str(reply))
+    slots = set()
+    for line in reply.splitlines():
+        for token in line.split()[8:]:
+            if token.startswith(b"[") and (b"->-" in token or b"-<-" in token):
+                slots.add(int(token[1:].split(b"-", 1)[0]))
+    return slots
 
 
 def is_cluster(client: redis.Redis) -> bool:

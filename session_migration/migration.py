@@ -60,7 +60,7 @@ from .signing import Keyring
 from .signing import resolve as resolve_keyring
 from .snapshot import PRE_IMAGE_SUFFIX, Snapshot, new_snapshot_id, open_snapshot, shown, snapshot_dir
 from .state import StateFile
-from .sources.redis import RedisSource
+from .sources.cluster import open_source
 from .verify import MISMATCHES
 
 MIGRATIONS = "migrations"
@@ -217,7 +217,7 @@ def list_migrations(fs: fsspec.AbstractFileSystem, root: str, keyring: Keyring |
 
 
 def _scope_keys(endpoint: RedisEndpoint, patterns, batch_size: int, limit: int | None = None) -> Iterator[bytes]:
-    source = RedisSource(endpoint, preserve_ttl=False)
+    source = open_source(endpoint, preserve_ttl=False)
     try:
         seen = SeenKeys()
         n = 0
@@ -239,7 +239,7 @@ def preflight(source: RedisEndpoint, target: RedisEndpoint, fs: fsspec.AbstractF
     """Every refusal, before anything is written anywhere. Returns what was learned."""
     if source.same_server(target):
         raise MigrationRefused(f"Source and target are the same database ({target.display_url}); nothing was written.")
-    src = RedisSource(source, preserve_ttl=False)
+    src = open_source(source, preserve_ttl=False)
     try:
         source_info = src.info
         source_dbsize = src.dbsize()
@@ -292,7 +292,7 @@ def start_migration(source: RedisEndpoint, target: RedisEndpoint, fs, root: str,
 def take_pre_image(target: RedisEndpoint, fs, root: str, options: MigrationOptions,
                    snapshot_id: str | None = None, keyring: Keyring | None = None) -> BackupResult:
     """Snapshot the target's keys in scope (expiry always captured): what a rollback puts back."""
-    source = RedisSource(target, patterns=options.patterns, batch_size=options.batch_size, preserve_ttl=True)
+    source = open_source(target, patterns=options.patterns, batch_size=options.batch_size, preserve_ttl=True)
     try:
         opts = BackupOptions(patterns=options.patterns, batch_size=options.batch_size, preserve_ttl=True,
                              snapshot_id=snapshot_id or new_snapshot_id() + PRE_IMAGE_SUFFIX)

@@ -10,9 +10,11 @@ are saved. Backups (in this process and in worker processes), pre-images, restor
 transfers all copy this way.
 
 A backup is resumable: every `part_rows` rows the part is finished and the checkpoint records
-(for each reader: pattern, cursor; parts, counters). A small database is read and written in
-this process (with a prefetch thread); a large one by several worker processes, one per SCAN
-segment (`backup_workers`). A backup started again with the same snapshot id continues after
+(for each unit: pattern, cursor; parts, counters). A unit of a standalone server is a SCAN
+segment, of a Redis Cluster a master (`sources/cluster.py`). A small database is read and
+written in this process (with a prefetch thread, units in turn); a large one by several worker
+processes, one per unit (`backup_workers`). A cluster's backup ends with the re-walk of the
+slots that moved during it, in this process. A backup started again with the same snapshot id continues after
 its last completed part and produces the same rows as an uninterrupted run over the same data.
 """
 
@@ -46,9 +48,11 @@ from .manifest import MAX_PARTS, PURPOSE as MANIFEST_PURPOSE
 from .snapshot import MANIFEST, PARTS, Snapshot, manifest_bytes, new_snapshot_id, open_snapshot, snapshot_dir
 from .prefetch import prefetch
 from .sources import Position, Read
+from .sources.cluster import ClusterSource, open_source
 from .sources.redis import RedisSource, ServerInfo
 from .backup_workers import copy_in_processes, next_part_indexes, shareable
-from .sources.segments import segment_fraction, split
+from .cluster import SLOTS, from_manifest
+from .sources.segments import WHOLE, segment_fraction, split
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,9 @@ PRESIZE_MAX_KEYS = 1 << 20  # the de-duplication table is allocated for up to th
 class _Job:
     """State of one backup run; `run_backup` is its only user."""
 
-    def __init__(self, source: RedisSource, options: BackupOptions, progress: ProgressFn | None):
+    def __init__(self, source: RedisSource | ClusterSource, options: BackupOptions, progress: ProgressFn | None):
         self.source = source
+        self.cluster = isinstance(source, ClusterSource)
         self.options = options
         self.progress = progress
         self.dbsize = source.dbsize()
@@ -129,13 +134,19 @@ class _Job:
             return self.options.readers
         return 2 if parallel.cpu_count() >= PARALLEL_MIN_CPUS and self.dbsize >= PARALLEL_MIN_KEYS else 1
 
+    def units(self, fs: fsspec.AbstractFileSystem) -> int:
+        """How many units a new backup has: a cluster's masters, else one per process."""
+        return len(self.source.units) if self.cluster else self.workers(fs)
+
     def report(self, snapshot_id: str, counters: BackupCounters, positions: list[Position], parts: int) -> None:
         if not self.progress:
             return
         n = len(self.options.patterns)
+        segments = [WHOLE] * len(positions) if self.cluster else split(len(positions))
+        size = self.dbsize // len(positions) if self.cluster else self.dbsize
         fraction = sum(
-            (min(index, n) + (segment_fraction(segment, cursor, self.dbsize) if index < n else 0)) / n
-            for segment, (index, cursor) in zip(split(len(positions)), positions)
+            (min(index, n) + (segment_fraction(segment, cursor, size) if index < n else 0)) / n
+            for segment, (index, cursor) in zip(segments, positions)
         ) / len(positions)
         self.best_fraction = max(self.best_fraction, fraction)  # never step backwards
         pattern_index = min(index for index, _cursor in positions)
@@ -244,14 +255,14 @@ def run_backup(
     path = snapshot_dir(root, snapshot_id)
     storage.check_writable(fs, root)
     check_snapshot_free(fs, root, snapshot_id)
-    source = RedisSource(endpoint, patterns=options.patterns, batch_size=options.batch_size,
+    source = open_source(endpoint, patterns=options.patterns, batch_size=options.batch_size,
                          preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump)
     try:
         job = _Job(source, options, progress)
         checkpoint = _start_or_resume(job, fs, path, snapshot_id, endpoint, options, keyring)
         resumed_parts = len(checkpoint.parts)
         _copy(job, fs, path, checkpoint)
-        manifest = _commit(fs, path, checkpoint, source.info, endpoint, options, keyring)
+        manifest = _commit(fs, path, checkpoint, source.info, endpoint, options, keyring, cluster=_cluster_manifest(job))
     finally:
         source.close()
     return BackupResult(
@@ -270,7 +281,9 @@ def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: Redis
     if checkpoint is None:
         checkpoint = BackupCheckpoint(snapshot_id=snapshot_id, started_at=_now(),
                                       source=endpoint.display_url, options=options.for_manifest(),
-                                      positions=[(0, 0)] * job.workers(fs), source_run_id=run_id, keyring=keyring)
+                                      positions=[(0, 0)] * job.units(fs), source_run_id=run_id, keyring=keyring)
+        if job.cluster:
+            checkpoint.cluster = {"topology": job.source.topology.as_manifest(), "suspect": []}
         checkpoint.save(fs, path)
         return checkpoint
     recorded = {k: checkpoint.options.get(k) for k in options.identity()}
@@ -281,12 +294,18 @@ def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: Redis
         raise InvalidParameter(
             f"Snapshot {snapshot_id} was started otherwise ({'; '.join(differ)}); resume it with the same source and "
             "options, or use a new snapshot id.")
+    if job.cluster != (checkpoint.cluster is not None):
+        raise InvalidParameter(f"Snapshot {snapshot_id} was started on a {'' if checkpoint.cluster else 'non-'}cluster "
+                               f"source and {endpoint.display_url} is {'' if job.cluster else 'not '}one; use a new snapshot id.")
     if checkpoint.source_run_id not in (None, run_id):
-        # Another server answers now (a restart, or a failover behind a Sentinel URL): the saved
-        # SCAN cursors mean nothing to its hash table. Walk again from the start; the parts
-        # written stay, and the keys in them are dropped as already written (below).
+        # Another server answers now (a restart, or a failover behind a Sentinel URL; on a
+        # cluster: a master restarted or a slot moved): the saved SCAN cursors mean nothing to
+        # its hash table. Walk again from the start; the parts written stay, and the keys in
+        # them are dropped as already written (below).
         checkpoint.positions = [(0, 0)] * len(checkpoint.positions)
     checkpoint.source_run_id = run_id
+    if job.cluster:
+        _resume_units(job.source, checkpoint, len(options.patterns))
     # Rebuild the de-duplication state from the parts already written.
     partial = Snapshot(fs=fs, path=path, manifest={}, parts=checkpoint.parts)
     partial.verify_parts()
@@ -295,8 +314,29 @@ def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: Redis
     return checkpoint
 
 
+def _resume_units(source: ClusterSource, checkpoint: BackupCheckpoint, patterns: int) -> None:
+    """Walk the units the checkpoint's walk started with, each at the address the cluster gives
+    now (never one read from the checkpoint: it is untrusted, and would get the credentials);
+    the slots whose owner changed since (and those seen moving before the stop) are re-walked
+    at the end. A unit that is no longer a master cannot go on: all its slots are re-walked."""
+    recorded = from_manifest(checkpoint.cluster["topology"])
+    if len(recorded.nodes) != len(checkpoint.positions):
+        raise InvalidParameter(f"The checkpoint of snapshot {checkpoint.snapshot_id} does not match its own cluster "
+                               "record; delete that snapshot folder and start a new backup.")
+    source.since(recorded)
+    source.add_suspects(checkpoint.cluster["suspect"])
+    masters = {node.node_id: node for node in source.topology.nodes}
+    for index, node in enumerate(recorded.nodes):
+        if node.node_id not in masters and checkpoint.positions[index][0] < patterns:
+            source.add_suspects(s for first, last in node.slots for s in range(max(0, first), min(last, SLOTS - 1) + 1))
+            checkpoint.positions[index] = (patterns, 0)
+    source.units = tuple(masters.get(node.node_id, node) for node in recorded.nodes)  # a done unit is never read
+
+
 def _copy(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
-    if len(checkpoint.positions) > 1:
+    if job.cluster:
+        _copy_cluster(job, fs, path, checkpoint)
+    elif len(checkpoint.positions) > 1:
         _copy_in_processes(job, fs, path, checkpoint)
     else:
         _copy_here(job, fs, path, checkpoint)
@@ -314,7 +354,48 @@ def _copy_in_processes(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -
         progress = dataclasses.replace(counters, keys=rows)  # bytes and the rest: as of the last part
         job.report(checkpoint.snapshot_id, progress, positions, len(checkpoint.parts))
 
-    copy_in_processes(job.source.endpoint, job.options, fs, path, checkpoint, job.seen, report)
+    units = [(*job.source.unit_endpoint(i), WHOLE) for i in range(len(job.source.units))] if job.cluster else None
+    copy_in_processes(job.source.endpoint, job.options, fs, path, checkpoint, job.seen, report, units=units)
+
+
+def _copy_cluster(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
+    """The masters (in worker processes, or here in turn), then the re-walk of the slots that
+    moved (here); the suspect slots are saved with every part."""
+    patterns = len(job.options.patterns)
+    pending = [i for i, (index, _cursor) in enumerate(checkpoint.positions) if index < patterns]
+    if len(pending) > 1 and job.workers(fs) > 1:
+        _copy_in_processes(job, fs, path, checkpoint)
+        job.source.observe()  # slots that changed owner while the workers walked
+    _copy_units(job, fs, path, checkpoint)
+    checkpoint.cluster["suspect"] = []
+
+
+def _copy_units(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
+    """The units still to walk, in turn, and the re-walk, through one copy loop; a position is
+    (unit, that unit's position), the re-walk's unit the number of units."""
+    options, source = job.options, job.source
+    done = (len(options.patterns), 0)
+    sink = SnapshotSink(fs, path, first=max(next_part_indexes(checkpoint.parts, 1)), compression=options.compression,
+                        row_group_rows=options.row_group_rows)
+
+    def positions(position) -> list[Position]:
+        unit, within = position
+        return [done if u < unit else within if u == unit else p for u, p in enumerate(checkpoint.positions)]
+
+    def part_done(position, parts: list) -> None:
+        if parts:
+            checkpoint.parts.extend(parts)
+            checkpoint.positions = positions(position)
+            checkpoint.cluster["suspect"] = sorted(set(checkpoint.cluster["suspect"]) | set(source.suspects))
+            checkpoint.save(fs, path)
+
+    starts = dict(enumerate(checkpoint.positions))
+    reads = (dataclasses.replace(read, position=(unit, read.position)) for unit, read in source.unit_reads(starts))
+    copy(prefetch(reads), sink, lambda group: job.take(group, checkpoint.counters),
+         group_rows=min(options.row_group_rows, options.part_rows), commit_rows=options.part_rows,
+         on_commit=part_done,
+         on_group=lambda position: job.report(checkpoint.snapshot_id, checkpoint.counters, positions(position),
+                                              len(checkpoint.parts)))
 
 
 def _copy_here(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
@@ -335,8 +416,15 @@ def _copy_here(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:
                                               len(checkpoint.parts)))
 
 
+def _cluster_manifest(job: _Job) -> list[dict[str, Any]] | None:
+    """The cluster's topology at the end of the backup, each master with its server and version."""
+    if not job.cluster:
+        return None
+    return [{**node, **info} for node, info in zip(job.source.topology.as_manifest(), job.source.server_infos())]
+
+
 def _commit(fs, path: str, checkpoint: BackupCheckpoint, info: ServerInfo, endpoint: RedisEndpoint,
-            options: BackupOptions, keyring: Keyring) -> dict[str, Any]:
+            options: BackupOptions, keyring: Keyring, cluster: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Remove stray part files, write the (signed) manifest, the commit marker; drop the checkpoint."""
     if len(checkpoint.parts) > MAX_PARTS:
         raise InvalidParameter(f"The snapshot would have {len(checkpoint.parts):,} parts, more than the format's "
@@ -354,7 +442,7 @@ def _commit(fs, path: str, checkpoint: BackupCheckpoint, info: ServerInfo, endpo
         "finished_at": _now(),
         "tool": "redis-session-migration",
         "tool_version": __version__,
-        "source": {"url": endpoint.display_url, **info.as_dict()},
+        "source": {"url": endpoint.display_url, **info.as_dict(), **({"cluster": cluster} if cluster else {})},
         "scope": {"patterns": list(options.patterns), "dbs": [endpoint.db]},
         "options": options.for_manifest(),
         "parts": [p.as_dict() for p in checkpoint.parts],
@@ -430,7 +518,7 @@ class _Sample:
 
 def _dry_run(endpoint: RedisEndpoint, options: BackupOptions, progress: ProgressFn | None) -> BackupResult:
     """Scan and read exactly as a backup would, write nothing, and estimate the snapshot size."""
-    source = RedisSource(endpoint, patterns=options.patterns, batch_size=options.batch_size,
+    source = open_source(endpoint, patterns=options.patterns, batch_size=options.batch_size,
                          preserve_ttl=options.preserve_ttl, capture_dump=options.capture_dump)
     counters = BackupCounters()
     sample = _Sample(_ESTIMATE_SAMPLE_ROWS)

@@ -55,6 +55,7 @@ from .sinks.cluster import open_sink
 from .sinks.redis import RedisSink, SinkCounts, SinkTotals
 from .sources import Read
 from .state import StateFile
+from .sources.cluster import open_source
 from .sources.redis import RedisSource
 from .sources.segments import scan_fraction
 
@@ -267,7 +268,7 @@ def check_transfer(source: RedisEndpoint, target: RedisEndpoint, options: Transf
     _check_endpoints(source, target)
     fs, root = _resolve_root(checkpoint_fs, checkpoint_path)
     ckpt_path = checkpoint_file(root, source, target, options)
-    src = RedisSource(source, patterns=options.patterns, batch_size=options.batch_size, walk="keyspace",
+    src = open_source(source, patterns=options.patterns, batch_size=options.batch_size, walk="keyspace",
                       preserve_ttl=options.ttl_policy != "none")
     try:
         sink = open_sink(target)
@@ -357,7 +358,7 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
     relative = options.ttl_policy == "relative"
     seen = SeenKeys()
     saves = 0
-    src = RedisSource(source, patterns=options.patterns, batch_size=options.batch_size, walk="keyspace",
+    src = open_source(source, patterns=options.patterns, batch_size=options.batch_size, walk="keyspace",
                       preserve_ttl=options.ttl_policy != "none")
     try:
         run_id = src.run_id()

@@ -34,6 +34,7 @@ from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .seen import SeenKeys
 from .snapshot import Snapshot
+from .sources.cluster import open_source
 from .sources.redis import RedisSource
 
 CATEGORIES = ("OK", "MISSING", "EXTRA", "TYPE", "VALUE", "TTL", "EXPIRED")
@@ -122,8 +123,12 @@ def verify(a: Snapshot | RedisEndpoint, b: RedisEndpoint, options: VerifyOptions
     a_name = a.url if isinstance(a, Snapshot) else a.display_url
     report = VerifyReport(a=a_name, b=b.display_url, patterns=list(patterns), sample=options.sample,
                           ttl_tolerance_ms=options.ttl_tolerance_ms)
-    target = RedisSource(b)
-    a_source = RedisSource(a) if isinstance(a, RedisEndpoint) else None
+    target = open_source(b)
+    try:
+        a_source = open_source(a) if isinstance(a, RedisEndpoint) else None
+    except BaseException:
+        target.close()
+        raise
     try:
         a_size = a_source.dbsize() if a_source is not None else int(a.totals.get("keys", 0))
         seen_in_a = SeenKeys()

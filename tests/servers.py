@@ -151,7 +151,7 @@ class Cluster:
 
     def client(self) -> redis.RedisCluster:
         """redis-py's cluster client: for tests to seed and read, never used by the tool."""
-        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, password=self.nodes[0].password)
 
     def flushall(self) -> None:
         for node in self.nodes:
@@ -162,15 +162,19 @@ class Cluster:
             node.stop()
 
 
-def start_cluster(kind: str, masters: int = 3) -> Cluster:
-    """`masters` cluster-enabled servers joined by `redis-cli --cluster create` (which speaks
-    to Valkey as well), returned once every node reports cluster_state:ok."""
+def start_cluster(kind: str, masters: int = 3, replicas: int = 0, password: str | None = None) -> Cluster:
+    """`masters` cluster-enabled servers (and `replicas` per master, online before this returns)
+    joined by `redis-cli --cluster create` (which speaks to Valkey as well), returned once every
+    node reports cluster_state:ok."""
     nodes: list[Server] = []
+    auth = ("--masterauth", password) if password else ()
     try:
-        for _ in range(masters):
-            nodes.append(start_server(kind, port=free_cluster_port(), extra=(
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000")))
-        subprocess.run([REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-yes"],
+        for _ in range(masters * (1 + replicas)):
+            nodes.append(start_server(kind, password=password, port=free_cluster_port(), extra=(
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
+                *auth)))
+        subprocess.run([REDIS_CLI, *(("--no-auth-warning", "-a", password) if password else ()), "--cluster", "create",
+                        *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas", str(replicas), "--cluster-yes"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
         deadline = time.monotonic() + 30
         while not all(n.client().info("cluster").get("cluster_enabled") and
@@ -182,6 +186,11 @@ def start_cluster(kind: str, masters: int = 3) -> Cluster:
         while any(len(n.client().execute_command("CLUSTER", "SLOTS")) < masters for n in nodes):
             if time.monotonic() > deadline:
                 raise RuntimeError("the test cluster's nodes did not agree on the slots within 30 s")
+            time.sleep(0.05)
+        while replicas and any(n.client().info("replication").get("master_link_status") != "up" for n in nodes
+                               if n.client().info("replication")["role"] == "slave"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test cluster's replicas were not in sync within 30 s")
             time.sleep(0.05)
     except BaseException:
         for node in nodes:

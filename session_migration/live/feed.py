@@ -22,6 +22,7 @@ import hiredis
 import redis
 
 from ..endpoints import RedisEndpoint
+from ..cluster import is_cluster
 from ..errors import LiveUnavailable
 from ..sources import resp
 from .pending import PendingKeys
@@ -148,6 +149,10 @@ class ChangeFeed:
         self._subscription: _Subscription | None = None
         self._thread: threading.Thread | None = None
         self._admin = endpoint.connect()
+        if is_cluster(self._admin):  # keyspace events are per node: one subscription would miss most changes
+            self._admin.close()
+            raise LiveUnavailable(f"{endpoint.display_url} is a Redis Cluster node, and following a cluster's keyspace "
+                                  "events is not supported yet; use --live-mode scan (compare-and-repair passes).")
 
     def start(self) -> None:
         """Enable notifications (if needed) and subscribe; returns once the server confirmed

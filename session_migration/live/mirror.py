@@ -26,7 +26,7 @@ from ..redaction import redact_key
 from ..redis_glob import ScopeMatcher
 from ..seen import SeenKeys
 from ..sinks.cluster import open_sink
-from ..sources.redis import RedisSource
+from ..sources.cluster import open_source
 from ..verify import canonical, ttl_close
 
 MAX_EXAMPLES = 5
@@ -47,8 +47,8 @@ class Mirror:
                  batch_size: int = 1000, keep: SeenKeys | None = None, ttl_tolerance_ms: int = 2000):
         self.patterns, self.batch_size, self.keep, self.tolerance = tuple(patterns), batch_size, keep, ttl_tolerance_ms
         self.scope = ScopeMatcher(self.patterns)
-        self.source = RedisSource(source, patterns=self.patterns, batch_size=batch_size, walk="keyspace")
-        self.target = RedisSource(target, patterns=self.patterns, batch_size=batch_size, walk="keyspace")
+        self.source = open_source(source, patterns=self.patterns, batch_size=batch_size, walk="keyspace")
+        self.target = open_source(target, patterns=self.patterns, batch_size=batch_size, walk="keyspace")
         self.sink = open_sink(target, replace=True)
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ to resume from after it, and `close()`. The one copy loop (`pipeline.copy`) take
 sink; nothing outside a source touches the connection or files it reads.
 
 - `sources/redis.py`: a live Redis/Valkey database, by SCAN (patterns, segments).
+- `sources/cluster.py`: a Redis Cluster, master by master (`open_source` picks it or the above).
 - `sources/snapshot.py`: a committed snapshot, part by part.
 """
 
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-Position = Any  # a source's own resume point: (pattern index, cursor) for Redis, (part, row) for a snapshot
+Position = Any  # a source's own resume point: (pattern index, cursor) for Redis (composite on a cluster), (part, row) for a snapshot
 
 
 @dataclass

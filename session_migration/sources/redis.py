@@ -4,18 +4,24 @@ SCAN is not a point-in-time view: keys created during a backup may or may not be
 deleted or expiring during it are counted as vanished, and a key may be returned twice (the
 caller de-duplicates). Reads are pipelined, one round trip per batch for string keys (the
 common case for sessions), two more for the few keys of other types.
+
+On a node of a Redis Cluster (`cluster=True`, see `sources/cluster.py`) values are read with
+one GET per key instead of MGET (a multi-key command must not span slots), in the same round
+trip, and a key whose slot has moved or is moving (a MOVED or ASK reply) is neither a row nor
+vanished: it is handed back in `ReadResult.moved` for the caller to read from its new owner.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis
+from redis.crc import key_slot
 
 import hiredis
 
@@ -31,6 +37,7 @@ from .segments import WHOLE, Segment
 NO_EXPIRY = -1
 NO_KEY = -2
 _TYPE_RETRIES = 3  # a key that changes type between our reads is read again this often
+MOVED = "moved"  # what `exists`, `expiries` and `idle_ms` answer, on a cluster node, for a key it does not serve
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class ServerInfo:
 class ReadResult:
     batch: pa.RecordBatch
     vanished: int
+    moved: list[bytes] = field(default_factory=list)  # cluster only: keys to read from their slot's new owner
 
 
 @dataclass
@@ -81,7 +89,11 @@ class RedisSource:
     Two walks: "patterns" (one SCAN MATCH walk per pattern, in `segment` of each; reads
     streamed ahead: a backup), or "keyspace" (one SCAN walk over every key, matched here
     against all the patterns; positions (0, cursor) then (1, 0) when done: a transfer, whose
-    writes would otherwise be repeated once per pattern a key matches)."""
+    writes would otherwise be repeated once per pattern a key matches).
+
+    `cluster`: the server is a node of a Redis Cluster (per-key reads, MOVED/ASK reported; the
+    slots of such keys collect in `moved_slots`). `readonly`: the server is a cluster replica,
+    read with READONLY on every connection."""
 
     def __init__(
         self,
@@ -94,12 +106,18 @@ class RedisSource:
         preserve_ttl: bool = True,
         capture_dump: bool = False,
         client: redis.Redis | None = None,
+        cluster: bool = False,
+        readonly: bool = False,
     ):
         self.endpoint = endpoint
         self.patterns, self.batch_size, self.segment, self.walk = tuple(patterns), batch_size, segment, walk
         self.preserve_ttl = preserve_ttl
         self.capture_dump = capture_dump
+        self.cluster = cluster
+        self.moved_slots: set[int] = set()
         self.client = client or endpoint.connect()
+        if readonly:
+            _read_only(self.client)
         with translate_redis_errors(endpoint):
             self.info = server_info(self.client)
             self.no_touch = _no_touch(self.client)
@@ -164,6 +182,8 @@ class RedisSource:
             return
         for chunk in self.read_chunks(self.patterns, self.batch_size, *(start or (0, 0)), segment=self.segment):
             result = chunk.result
+            if result is not None and result.moved:
+                self.moved_slots.update(map(key_slot, result.moved))
             yield Read(position=after(chunk.pattern_index, chunk.cursor), batch=result.batch if result else None,
                        scope=chunk.pattern_index, scanned=chunk.scanned, vanished=result.vanished if result else 0)
 
@@ -211,7 +231,10 @@ class RedisSource:
     def exists(self, keys: Sequence[bytes]) -> list[bool]:
         """Whether each key exists now (one pipelined round trip)."""
         with translate_redis_errors(self.endpoint):
-            return [bool(r) for r in resp.execute(self.client, resp.pack_per_key(b"EXISTS", keys), len(keys))]
+            replies = resp.execute(self.client, resp.pack_per_key(b"EXISTS", keys), len(keys))
+        if self.cluster:
+            return [MOVED if _redirected(r) else bool(r) for r in replies]
+        return [bool(r) for r in replies]
 
     def idle_ms(self, keys: Sequence[bytes]) -> list[int | None]:
         """How long each key has gone unused, in ms (OBJECT IDLETIME); None where the server
@@ -223,7 +246,7 @@ class RedisSource:
             for key in keys:
                 pipe.object("idletime", key)
             replies = pipe.execute(raise_on_error=False)
-        return [r * 1000 if isinstance(r, int) else None for r in replies]
+        return [r * 1000 if isinstance(r, int) else MOVED if self.cluster and _redirected(r) else None for r in replies]
 
     def expiries(self, keys: Sequence[bytes]) -> list[int | None | bool]:
         """Absolute expiry of each key in Unix ms (None: no expiry), or False when it is gone."""
@@ -238,7 +261,9 @@ class RedisSource:
             now = int(sec) * 1000 + int(usec) // 1000
         out: list[int | None | bool] = []
         for reply in replies:
-            if reply == NO_KEY:
+            if self.cluster and _redirected(reply):
+                out.append(MOVED)
+            elif reply == NO_KEY:
                 out.append(False)
             elif reply == NO_EXPIRY:
                 out.append(None)
@@ -287,26 +312,31 @@ class RedisSource:
 
         One round trip: MGET for every value, then the expiry of each key. MGET answers nil
         both for a missing key and for a key of another type; the expiry reply tells the two
-        apart (-2 = missing).
+        apart (-2 = missing). On a cluster node, GET per key (WRONGTYPE for another type).
         """
         with_time = self.preserve_ttl and not self.info.has_pexpiretime
-        packed = (resp.pack([b"TIME"]) if with_time else b"") + resp.pack([b"MGET", *keys]) + resp.pack_per_key(
-            self._expiry_command, keys
-        )
-        return packed, len(keys) + 1 + with_time
+        values = resp.pack_per_key(b"GET", keys) if self.cluster else resp.pack([b"MGET", *keys])
+        packed = (resp.pack([b"TIME"]) if with_time else b"") + values + resp.pack_per_key(self._expiry_command, keys)
+        return packed, (2 * len(keys) if self.cluster else len(keys) + 1) + with_time
 
     def _read_result(self, keys: Sequence[bytes], replies: list) -> ReadResult:
         now_ms = None
         if self.preserve_ttl and not self.info.has_pexpiretime:
             sec, usec = replies.pop(0)
             now_ms = int(sec) * 1000 + int(usec) // 1000
-        values, expiries = replies[0], replies[1:]
-        if isinstance(values, hiredis.ReplyError):
-            raise redis.exceptions.ResponseError(str(values))
+        moved: list[bytes] = []
+        if self.cluster:
+            keys, values, expiries, moved = _per_key_replies(keys, replies[:len(keys)], replies[len(keys):])
+            if not keys:
+                return ReadResult(batch=_Rows().to_batch(self.endpoint.db), vanished=0, moved=moved)
+        else:
+            values, expiries = replies[0], replies[1:]
+            if isinstance(values, hiredis.ReplyError):
+                raise redis.exceptions.ResponseError(str(values))
         all_present_strings = None not in values and NO_KEY not in expiries
         if now_ms is None and self.preserve_ttl and not self.capture_dump and all_present_strings:
             # the common case, decoded column-wise: every key is a present string
-            return ReadResult(batch=_strings_batch(keys, values, expiries, self.endpoint.db), vanished=0)
+            return ReadResult(batch=_strings_batch(keys, values, expiries, self.endpoint.db), vanished=0, moved=moved)
         rows = _Rows()
         vanished = 0
         others: list[bytes] = []
@@ -325,23 +355,27 @@ class RedisSource:
                 expire_at_ms.append(expire_at)
         rows.add_strings(string_keys, string_values, expire_at_ms)
         if others:
-            vanished += self._read_typed(others, rows)
+            vanished += self._read_typed(others, rows, moved)
         if self.capture_dump and len(rows):
             self._attach_dumps(rows)
-        return ReadResult(batch=rows.to_batch(self.endpoint.db), vanished=vanished)
+        return ReadResult(batch=rows.to_batch(self.endpoint.db), vanished=vanished, moved=moved)
 
-    def _read_typed(self, keys: list[bytes], rows: _Rows) -> int:
-        """Read keys that are not strings: TYPE first, then the typed read and expiry."""
+    def _read_typed(self, keys: list[bytes], rows: _Rows, moved: list[bytes]) -> int:
+        """Read keys that are not strings: TYPE first, then the typed read and expiry. Keys
+        whose slot moved meanwhile (cluster) go to `moved`."""
         vanished = 0
         for _attempt in range(_TYPE_RETRIES):
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
                 pipe.type(key)
-            types = [t.decode() if isinstance(t, bytes) else t for t in pipe.execute()]
+            types = [t.decode() if isinstance(t, bytes) else t for t in pipe.execute(raise_on_error=not self.cluster)]
             pipe = self.client.pipeline(transaction=False)
             self._expiry_now_ms(pipe)
             plan = []
             for key, rtype in zip(keys, types):
+                if self.cluster and _redirected(rtype):
+                    moved.append(key)
+                    continue
                 if rtype == "none":
                     vanished += 1
                     continue
@@ -361,6 +395,9 @@ class RedisSource:
                 value = replies[pos : pos + width]
                 expiry = replies[pos + width]
                 pos += width + 1
+                if self.cluster and (_redirected(expiry) or any(map(_redirected, value))):
+                    moved.append(key)
+                    continue
                 if any(isinstance(v, redis.exceptions.ResponseError) for v in value):
                     retry.append(key)  # the key changed type under us: read it again
                     continue
@@ -379,8 +416,58 @@ class RedisSource:
         wanted = [i for i, d in enumerate(rows.dump) if d is None]
         for i in wanted:
             pipe.dump(rows.key[i])
-        for i, payload in zip(wanted, pipe.execute()):
+        for i, payload in zip(wanted, pipe.execute(raise_on_error=not self.cluster)):
+            if self.cluster and _redirected(payload):  # moved since it was read: kept without its payload
+                self.moved_slots.add(key_slot(rows.key[i]))
+                payload = None
             rows.dump[i] = payload
+
+
+def _redirected(reply) -> bool:
+    """Whether a reply is a cluster redirection: MOVED (the slot has a new owner) or ASK (it is
+    being migrated and this key has left already)."""
+    if isinstance(reply, redis.exceptions.AskError):  # MovedError too; redis-py drops the word from the text
+        return True
+    return isinstance(reply, (hiredis.ReplyError, redis.exceptions.ResponseError)) and str(reply).startswith(
+        ("MOVED ", "ASK "))
+
+
+def _per_key_replies(keys: Sequence[bytes], values: list, expiries: list) -> tuple[list, list, list, list]:
+    """A cluster node's GET and expiry replies as MGET-like values (nil for another type),
+    without the keys it redirected: (keys, values, expiries, redirected keys)."""
+    bad = [i for i, v in enumerate(values) if v.__class__ is hiredis.ReplyError]
+    bad += [i for i, e in enumerate(expiries) if e.__class__ is hiredis.ReplyError]
+    if not bad:
+        return list(keys), values, expiries, []
+    keys, values, expiries, moved = list(keys), list(values), list(expiries), []
+    drop = set()
+    for i in sorted(set(bad)):
+        if _redirected(values[i]) or _redirected(expiries[i]):
+            moved.append(keys[i])
+            drop.add(i)
+        elif isinstance(expiries[i], hiredis.ReplyError):
+            raise redis.exceptions.ResponseError(str(expiries[i]))
+        elif str(values[i]).startswith("WRONGTYPE"):
+            values[i] = None  # another type: read by type, as MGET's nil would have it
+        else:
+            raise redis.exceptions.ResponseError(str(values[i]))
+    if drop:
+        kept = [i for i in range(len(keys)) if i not in drop]
+        keys, values, expiries = [keys[i] for i in kept], [values[i] for i in kept], [expiries[i] for i in kept]
+    return keys, values, expiries, moved
+
+
+def _read_only(client: redis.Redis) -> None:
+    """Send READONLY on every connection `client` makes (a cluster replica serves reads only
+    to connections that asked), and drop the connection made before this was set."""
+    def connect(connection) -> None:
+        connection.on_connect()
+        connection.send_command("READONLY")
+        connection.read_response()
+
+    client.connection_pool.connection_kwargs["redis_connect_func"] = connect
+    client.connection_pool.disconnect()
+    client.connection_pool.reset()  # the connections made so far keep the old setting: drop them
 
 
 def _no_touch(client: redis.Redis) -> bool:

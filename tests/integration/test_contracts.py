@@ -19,6 +19,7 @@ from session_migration.endpoints import RedisEndpoint
 from session_migration.schema import RECORD_SCHEMA
 from session_migration.sinks.snapshot import SnapshotSink
 from session_migration.snapshot import Snapshot
+from session_migration.sources.cluster import open_source
 from session_migration.sources.redis import RedisSource
 from session_migration.sources.snapshot import SnapshotSource
 
@@ -40,9 +41,17 @@ def _keys(reads) -> list[bytes]:
     return [k for r in reads if r.rows for k in r.batch.column("key").to_pylist()]
 
 
-@pytest.fixture(params=["redis", "snapshot-file", "snapshot-memory", "snapshot-s3"])
+@pytest.fixture(params=["redis", "cluster", "cluster-keyspace", "snapshot-file", "snapshot-memory", "snapshot-s3"])
 def source(request, server, tmp_path):
     """(a fresh source factory, the keys it must yield)."""
+    if request.param.startswith("cluster"):  # a 3-master cluster of the server's kind
+        nodes = request.getfixturevalue(f"{server.kind}_cluster_servers")
+        nodes.flushall()
+        truth = _seed(nodes.client())
+        walk = "keyspace" if request.param == "cluster-keyspace" else "patterns"
+        yield (lambda: open_source(RedisEndpoint.from_url(nodes.url), patterns=PATTERNS, batch_size=100,
+                                   walk=walk)), truth
+        return
     truth = _seed(server.client())
     endpoint = RedisEndpoint.from_url(server.url)
     if request.param == "redis":
