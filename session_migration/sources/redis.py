@@ -493,6 +493,8 @@ def _queue_typed_read(pipe, key: bytes, rtype: str) -> None:
     elif rtype == "stream":
         pipe.dump(key)
         pipe.xrange(key, "-", "+")
+    elif rtype == "string":  # it was another type at MGET time and was set to a string since
+        pipe.get(key)
     else:
         raise ValueError(f"unsupported Redis type {rtype!r}")
 
@@ -553,6 +555,9 @@ class _Rows:
         elif rtype == "zset":
             members = [{"member": m, "score": float(s)} for m, s in data]
             size = sum(len(m["member"]) + 8 for m in members)
+        elif rtype == "string":
+            self.value[-1] = data
+            size = len(data)
         elif rtype == "stream":
             dump = data
             entries = [{"id": eid, "fields": [x for kv in fv.items() for x in kv]} for eid, fv in value[1]]
@@ -563,7 +568,7 @@ class _Rows:
         self.entries.append(entries)
         self.dump.append(dump)
         self.size_bytes.append(size)
-        first = fields[0]["value"] if fields else None
+        first = data if rtype == "string" else fields[0]["value"] if fields else None
         self.store.append(detect_store(key, rtype, first))
 
     def to_batch(self, db: int) -> pa.RecordBatch:

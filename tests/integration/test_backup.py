@@ -193,3 +193,22 @@ def test_many_parts_and_snapshot_listing(valkey, tmp_path):
     listed = list_snapshots(str(tmp_path))
     assert [s.snapshot_id for s in listed] == sorted([first.snapshot_id, second.snapshot_id])
     assert pc.sum(snap.read_table().column("size_bytes")).as_py() == 5000
+
+
+def test_a_key_set_to_a_string_between_the_two_reads_is_read_as_a_string(server):
+    """The batched read takes non-strings (MGET said nil) to a TYPE and a typed read; a key an
+    application turned into a string in between is read as the string it now is."""
+    from session_migration.endpoints import RedisEndpoint
+    from session_migration.sources.redis import RedisSource, _Rows
+
+    r = server.client()
+    r.set("sess:now-a-string", b"fresh", px=60_000)
+    source = RedisSource(RedisEndpoint.from_url(server.url), patterns=("sess:*",))
+    try:
+        rows = _Rows()
+        vanished = source._read_typed([b"sess:now-a-string"], rows, [])
+        batch = rows.to_batch(0)
+    finally:
+        source.close()
+    assert vanished == 0
+    assert batch.column("type").to_pylist() == ["string"] and batch.column("value").to_pylist() == [b"fresh"]
