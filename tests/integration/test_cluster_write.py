@@ -231,3 +231,96 @@ def test_a_transfer_into_a_cluster_resharded_meanwhile_loses_nothing(standalone,
     # expire a millisecond or two off the instant we wrote
     assert max(abs(got[k][2] - expected[k][2]) for k in expected) <= 50
     assert overlapped  # the reshard began while the transfer was writing
+
+
+# -- cleanup, migration and cluster-to-cluster ----------------------------------------------------
+
+SPRING = "spring:session:sessions:"
+
+
+def test_cleanup_deletes_on_a_cluster_per_key_and_the_pre_image_undoes_it(cluster, tmp_path):
+    from session_migration import storage
+    from session_migration.cleanup import CleanupOptions, run_cleanup
+
+    rc = cluster.client()
+    now = int(time.time() * 1000)
+    expired = f"{SPRING}11111111-2222-3333-4444-555555555555"
+    rc.hset(expired, mapping={"creationTime": str(now - 3 * HOUR_MS), "lastAccessedTime": str(now - 2 * HOUR_MS),
+                              "maxInactiveInterval": "1800"})
+    rc.pexpire(expired, HOUR_MS)
+    doomed = [expired.encode(), b"sess:corruptcorruptcorruptcorrupt00", b"PHPREDIS_SESSION:abcdefabcdefabcdefabcdefab_LOCK",
+              f"{SPRING}expires:99999999-8888-7777-6666-555555555555".encode()]
+    rc.set(doomed[1], b"\xff\xfe not a session", px=HOUR_MS)
+    rc.set(doomed[2], "1")
+    rc.set(doomed[3], b"", px=HOUR_MS)  # an orphan: its session (another slot) does not exist
+    for i in range(300):  # valid sessions on every master
+        rc.set(f"sess:{i:032x}", json.dumps({"cookie": {"originalMaxAge": 3600000}, "user": i}), px=HOUR_MS)
+    before = cluster_state_all(cluster)
+    fs, root = storage.resolve(str(tmp_path))
+    report = run_cleanup(RedisEndpoint.from_url(cluster.url),
+                         CleanupOptions(include={"stale", "corrupt", "locks", "orphans"}, apply=True), fs=fs, root=root)
+    assert report.deleted == 4 and report.changed == report.gone == 0
+    after = cluster_state_all(cluster)
+    assert set(before) - set(after) == set(doomed) and all(after[k] == before[k] for k in after)
+    undo = restore(report.pre_image, cluster.url).summary()
+    assert undo["written"] == 4
+    assert cluster_state_all(cluster) == before
+
+
+def cluster_state_all(cluster) -> dict:
+    out = {}
+    for node in cluster.nodes:
+        out.update(state(node.client()))
+    return out
+
+
+def test_a_migration_into_a_cluster_rolls_back_exactly_when_verify_fails(standalone, cluster, tmp_path):
+    from session_migration import storage
+    from session_migration.migration import MigrationFailed, MigrationOptions, run_migration
+
+    seed(standalone.client(), strings=1000)
+    rc = cluster.client()
+    rc.set("sess:s00003", b"the cluster's own value", px=5 * HOUR_MS)  # overwritten, then put back
+    rc.set("sess:cluster-only", b"kept", px=4 * HOUR_MS)
+    rc.set("cache:user:1", b"out of scope")
+    before = cluster_state_all(cluster)
+    fs, root = storage.resolve(str(tmp_path / "snaps"))
+
+    def tamper(step, info):
+        if step == "restore":
+            rc.set("sess:s00010", b"changed behind the migration's back")
+
+    with pytest.raises(MigrationFailed, match="rolled back"):
+        run_migration(RedisEndpoint.from_url(standalone.url), RedisEndpoint.from_url(cluster.url), fs, root,
+                      MigrationOptions(patterns=("sess:*",)), progress=tamper)
+    assert cluster_state_all(cluster) == before  # every key of every master, in scope or not
+
+    result = run_migration(RedisEndpoint.from_url(standalone.url), RedisEndpoint.from_url(cluster.url), fs, root,
+                           MigrationOptions(patterns=("sess:*",)))
+    summary = result.summary()
+    assert result.ok and summary["step"] == "done" and summary["verify"]["kept_target_only"] == 1
+    assert cluster_state(cluster) == {**state(standalone.client(), "sess:*"),
+                                      b"sess:cluster-only": before[b"sess:cluster-only"]}
+
+
+def test_cluster_to_cluster_transfer_verify_and_migration(redis_cluster_servers, valkey_cluster_servers, tmp_path):
+    from session_migration import storage
+    from session_migration.migration import MigrationOptions, run_migration
+    from session_migration.verify import VerifyOptions, verify
+
+    source, target = redis_cluster_servers, valkey_cluster_servers
+    source.flushall()
+    target.flushall()
+    seed(source.client(), strings=2000)
+    expected = cluster_state(source)
+    result = transfer(source.url, target.url, patterns=["sess:*"], checkpoint_path=str(tmp_path)).summary()
+    assert result["written"] == len(expected)
+    assert cluster_state(target) == expected
+    report = verify(RedisEndpoint.from_url(source.url), RedisEndpoint.from_url(target.url),
+                    VerifyOptions(patterns=("sess:*",)))
+    assert report.ok
+    target.flushall()
+    fs, root = storage.resolve(str(tmp_path / "snaps"))
+    migrated = run_migration(RedisEndpoint.from_url(source.url), RedisEndpoint.from_url(target.url), fs, root,
+                             MigrationOptions(patterns=("sess:*",)))
+    assert migrated.ok and cluster_state(target) == expected
