@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -324,3 +325,36 @@ def test_cluster_to_cluster_transfer_verify_and_migration(redis_cluster_servers,
     migrated = run_migration(RedisEndpoint.from_url(source.url), RedisEndpoint.from_url(target.url), fs, root,
                              MigrationOptions(patterns=("sess:*",)))
     assert migrated.ok and cluster_state(target) == expected
+
+
+def test_a_live_transfer_into_a_cluster_applies_changes_and_deletions(standalone, cluster, tmp_path):
+    """Following a standalone source into a cluster: changes and logouts made while it follows
+    reach the right masters (sets, hash updates, deletes, expiries)."""
+    r = standalone.client()
+    for i in range(2000):
+        r.set(f"sess:s{i:05d}", b"before", px=HOUR_MS)
+    env = dict(os.environ, SESSION_MIGRATION_STATE_DIR=str(tmp_path / "state"))
+    env.pop("PREFECT_API_URL", None)
+    err_path = tmp_path / "tool.err"
+    with open(err_path, "wb") as err:
+        tool = subprocess.Popen([sys.executable, "-m", "session_migration_cli", "transfer", standalone.url, cluster.url,
+                                 "-p", "sess:*", "--live", "--json", "--no-prefect"],
+                                stdout=subprocess.PIPE, stderr=err, env=env)
+    deadline = time.monotonic() + 120
+    while b"Now following" not in err_path.read_bytes():
+        assert tool.poll() is None and time.monotonic() < deadline, err_path.read_text()
+        time.sleep(0.1)
+    for i in range(0, 2000, 7):
+        r.set(f"sess:s{i:05d}", b"changed while following", px=2 * HOUR_MS)
+    for i in range(3, 2000, 11):
+        r.delete(f"sess:s{i:05d}")  # logouts
+    r.hset("sess:new-hash", mapping={"a": "1"})
+    expected = state(r, "sess:*")
+    deadline = time.monotonic() + 60
+    while cluster_state(cluster).keys() != expected.keys() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    tool.send_signal(signal.SIGTERM)
+    out, _ = tool.communicate(timeout=120)
+    assert tool.returncode == 0, err_path.read_text()
+    assert json.loads(out.decode().strip().splitlines()[-1])["live"]["verify"]["ok"]
+    assert cluster_state(cluster) == expected
