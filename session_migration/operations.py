@@ -73,7 +73,10 @@ def backup_sessions(run: Runner, source: Connection, backup_path: Location, opti
                 "already written are reused")
     progress = run.progress("backup-progress", f"Backup {options.snapshot_id or '(dry run)'}")
     started = time.monotonic()
-    summary = run.step(steps.back_up, source, backup_path, options, progress, keys)
+    if run.spread and not options.dry_run:
+        summary = _back_up_in_units(run, source, backup_path, options, progress, keys)
+    else:
+        summary = run.step(steps.back_up, source, backup_path, options, progress, keys)
     progress.done()
     elapsed = time.monotonic() - started
     summary["source"] = info["source"]
@@ -86,6 +89,29 @@ def backup_sessions(run: Runner, source: Connection, backup_path: Location, opti
         run.say(f"Backed up {summary['keys']:,} keys ({_size(summary['bytes'])}) in {elapsed:,.1f} s "
                 f"({_rate(read_now, elapsed)}), {summary.get('parts', 0):,} part(s), "
                 f"{summary['vanished']:,} vanished during the scan, into {summary['snapshot']}")
+    return summary
+
+
+def _back_up_in_units(run: Runner, source: Connection, backup_path: Location, options: BackupOptions,
+                      progress: Any, keys: KeySource | None) -> dict[str, Any]:
+    """The backup as one step per unit (a SCAN segment), run at once by the runner's task runner,
+    then a commit step (`backup_units.py`). Units: `readers`, else as many as the runner runs at
+    once (rounded down to a power of two, at most 8)."""
+    from .pipeline import BackupProgress
+
+    count = options.readers or min(8, 1 << (max(1, run.spread).bit_length() - 1))
+    started = run.step(steps.start_backup_units, source, backup_path, options, count, keys)
+    units = started["units"]
+    if started["resumed_parts"]:
+        run.say(f"Resuming snapshot {options.snapshot_id} in {len(units)} unit(s): {started['resumed_parts']:,} "
+                f"part(s) with {started['resumed_keys']:,} keys already written are reused")
+    else:
+        run.say(f"Backing up in {len(units)} unit(s), one task each")
+    run.each(steps.back_up_unit, [(source, backup_path, options, index, count) for index, count in units], keys=keys)
+    summary = run.step(steps.commit_backup_units, source, backup_path, options, keys)
+    progress(BackupProgress(options.snapshot_id, summary["keys"], summary["bytes"], summary["vanished"],
+                            options.patterns[-1], len(options.patterns), len(options.patterns), 1.0,
+                            summary.get("parts", 0)))
     return summary
 
 

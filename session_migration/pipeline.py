@@ -272,20 +272,30 @@ def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: Redis
                                       positions=[(0, 0)] * job.workers(fs), keyring=keyring)
         checkpoint.save(fs, path)
         return checkpoint
-    recorded = {k: checkpoint.options.get(k) for k in options.identity()}
-    if recorded != options.identity() or checkpoint.source != endpoint.display_url:
-        differ = [differences(recorded, options.identity(), "options")] if recorded != options.identity() else []
-        if checkpoint.source != endpoint.display_url:
-            differ.append(differences(checkpoint.source, endpoint.display_url, "source"))
-        raise InvalidParameter(
-            f"Snapshot {snapshot_id} was started otherwise ({'; '.join(differ)}); resume it with the same source and "
-            "options, or use a new snapshot id.")
+    check_same_backup(checkpoint, endpoint, options)
+    from .backup_units import started_in_units
+
+    if started_in_units(fs, path):
+        raise InvalidParameter(f"Snapshot {snapshot_id} was started in units on a task runner (--dask); resume it "
+                               "the same way (any Dask cluster that reaches the source and the snapshot will do).")
     # Rebuild the de-duplication state from the parts already written.
     partial = Snapshot(fs=fs, path=path, manifest={}, parts=checkpoint.parts)
     partial.verify_parts()
     for batch in partial.iter_batches(columns=["key"]):
         job.seen.add_new(batch.column("key").to_pylist())
     return checkpoint
+
+
+def check_same_backup(checkpoint: BackupCheckpoint, endpoint: RedisEndpoint, options: BackupOptions) -> None:
+    """Refuse to resume a backup with another source or other options than it was started with."""
+    recorded = {k: checkpoint.options.get(k) for k in options.identity()}
+    if recorded != options.identity() or checkpoint.source != endpoint.display_url:
+        differ = [differences(recorded, options.identity(), "options")] if recorded != options.identity() else []
+        if checkpoint.source != endpoint.display_url:
+            differ.append(differences(checkpoint.source, endpoint.display_url, "source"))
+        raise InvalidParameter(
+            f"Snapshot {checkpoint.snapshot_id} was started otherwise ({'; '.join(differ)}); resume it with the same "
+            "source and options, or use a new snapshot id.")
 
 
 def _copy(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import migration, restore, storage, transfer as transfer_core
+from . import backup_units, migration, restore, storage, transfer as transfer_core
 from .audit import open_for_audit, read_report, write_audit_report
 from .cleanup import run_cleanup
 from .endpoints import SCHEMES, RedisEndpoint, resolve_connection
@@ -50,6 +50,28 @@ def back_up(source: Connection, backup_path: Location, options: BackupOptions,
     fs, root = storage.locate(backup_path)
     return run_backup(resolve_connection(source), fs, root, options, progress=progress,
                       keyring=keyring_of(keys)).summary()
+
+
+def start_backup_units(source: Connection, backup_path: Location, options: BackupOptions, units: int,
+                       keys: KeySource | None = None) -> dict[str, Any]:
+    """A backup in units (`backup_units.py`): create or check the checkpoint that fixes them."""
+    fs, root = storage.locate(backup_path)
+    return backup_units.start_units(resolve_connection(source), fs, root, options, units, keyring_of(keys))
+
+
+def back_up_unit(source: Connection, backup_path: Location, options: BackupOptions, index: int, count: int,
+                 keys: KeySource | None = None) -> dict[str, Any]:
+    """One unit's share of the SCAN walk into its own parts; a rerun goes on from its checkpoint."""
+    fs, root = storage.locate(backup_path)
+    return backup_units.back_up_unit(resolve_connection(source), fs, root, options,
+                                     backup_units.BackupUnit(index, count), keyring_of(keys))
+
+
+def commit_backup_units(source: Connection, backup_path: Location, options: BackupOptions,
+                        keys: KeySource | None = None) -> dict[str, Any]:
+    """Once every unit is done: keys two units wrote kept once, then the manifest."""
+    fs, root = storage.locate(backup_path)
+    return backup_units.commit_units(resolve_connection(source), fs, root, options, keyring_of(keys)).summary()
 
 
 # -- restore -----------------------------------------------------------------------------------
