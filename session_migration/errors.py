@@ -3,6 +3,7 @@
     SessionMigrationError
     ├── TransientError            worth retrying: the same call may succeed later
     │   ├── ServerUnavailable     connection refused/lost, timeout, LOADING, TRYAGAIN
+    │   │   └── DaskUnavailable   the Dask scheduler of --dask cannot be reached
     │   └── StorageUnavailable    a snapshot filesystem hiccup
     └── TerminalError             retrying cannot help; a person must act
         ├── InvalidParameter      a bad option, URL, pattern or id
@@ -48,6 +49,10 @@ class ServerUnavailable(TransientError):
 
 class StorageUnavailable(TransientError):
     pass
+
+
+class DaskUnavailable(ServerUnavailable):
+    """The Dask scheduler named by --dask / dask_address cannot be reached (or the address is not one)."""
 
 
 class InvalidParameter(TerminalError, ValueError):

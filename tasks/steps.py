@@ -22,6 +22,9 @@ from .policy import RETRY_POLICY
 _NAMED: dict[Callable[..., Any], tuple[str, dict[str, Any]]] = {
     steps.check_backup: ("check-backup", {}),
     steps.back_up: ("back-up-sessions", {}),
+    steps.start_backup_units: ("start-backup-units", {}),
+    steps.back_up_unit: ("back-up-unit", {"task_run_name": "back-up-unit-{index}-of-{count}"}),
+    steps.commit_backup_units: ("commit-backup-units", {}),
     steps.check_restore: ("check-restore", {}),
     steps.restore_part: ("restore-part", {"task_run_name": "restore-{part_name}"}),
     steps.finish_restore: ("finish-restore", {}),
