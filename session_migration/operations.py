@@ -107,8 +107,10 @@ def _back_up_in_units(run: Runner, source: Connection, backup_path: Location, op
                 f"part(s) with {started['resumed_keys']:,} keys already written are reused")
     else:
         run.say(f"Backing up in {len(units)} unit(s), one task each")
-    run.each(steps.back_up_unit, [(source, backup_path, options, index, count) for index, count in units], keys=keys)
+    done = run.each(steps.back_up_unit, [(source, backup_path, options, index, count) for index, count in units],
+                    keys=keys)
     summary = run.step(steps.commit_backup_units, source, backup_path, options, keys)
+    summary["units"] = done
     progress(BackupProgress(options.snapshot_id, summary["keys"], summary["bytes"], summary["vanished"],
                             options.patterns[-1], len(options.patterns), len(options.patterns), 1.0,
                             summary.get("parts", 0)))

@@ -185,7 +185,7 @@ class DaskCluster:
     def worker_pids(self) -> dict[str, int]:
         """Worker address -> the pid of the process that runs its tasks (not its nanny)."""
         with self.client() as client:
-            return {address: info["pid"] for address, info in client.scheduler_info()["workers"].items()}
+            return client.run(os.getpid)
 
     def stop(self) -> None:
         for process in [*self.workers, self.scheduler]:

@@ -50,3 +50,62 @@ def test_backup_on_dask_equals_the_backup_without(prefect_harness, dask_cluster,
     run = read_flow_run(run_id, task_runs=5)
     assert run.task_names() == ["back-up-unit-0-of", "back-up-unit-1-of", "check-backup", "commit-backup-units",
                                 "start-backup-units"]
+
+
+def _units_under_way(snapshot_dir) -> int:
+    """Units of an unfinished snapshot whose checkpoints record a part, and are not done."""
+    import json
+
+    count = 0
+    for path in snapshot_dir.glob("units/*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (ValueError, OSError):  # being replaced right now
+            continue
+        count += bool(record["parts"]) and not record["done"]
+    return count
+
+
+def test_a_unit_whose_worker_is_killed_resumes_from_its_checkpoint(prefect_harness, dask_cluster, valkey, tmp_path):
+    """kill -9 of the worker processes running unit tasks: Dask runs each task again (on a
+    worker its nanny restarts), the unit goes on after its last part, and the snapshot is
+    complete and exact."""
+    import contextvars
+    import signal
+    import threading
+    import time
+
+    from flows import backup_sessions
+    from session_migration.snapshot import new_snapshot_id
+
+    _fill(valkey.client(), 40_000)
+    plain = backup_sessions(source=valkey.url, backup_path=str(tmp_path / "plain"), patterns=["sess:*"])
+    snapshot_id = new_snapshot_id()
+    outcome: dict = {}
+
+    def back_up() -> None:
+        try:
+            outcome["summary"] = backup_sessions(source=valkey.url, backup_path=str(tmp_path / "dask"),
+                                                 patterns=["sess:*"], part_rows=500, batch_size=50,
+                                                 snapshot_id=snapshot_id, dask_address=dask_cluster.address)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=contextvars.copy_context().run, args=(back_up,))  # Prefect's settings too
+    runner.start()
+    deadline = time.monotonic() + 120
+    while _units_under_way(tmp_path / "dask" / snapshot_id) < 1:  # a unit has written a part and goes on
+        assert runner.is_alive() and time.monotonic() < deadline, outcome
+        time.sleep(0.01)
+    with dask_cluster.client() as client:
+        busy = [address for address, keys in client.processing().items() if keys]
+    pids = dask_cluster.worker_pids()
+    for address in busy:  # among them, the one running that unit
+        os.kill(pids[address], signal.SIGKILL)
+    runner.join(300)
+    assert "error" not in outcome, outcome.get("error")
+    summary = outcome["summary"]
+    assert sum(unit["resumed_parts"] for unit in summary["units"]) >= 1  # the killed unit went on, not over
+    assert _rows(summary["snapshot"]) == _rows(plain["snapshot"])
+    assert {k: summary[k] for k in COUNTS} == {k: plain[k] for k in COUNTS}
+    dask_cluster.wait_for_workers(2)  # the nanny has started the killed worker again
