@@ -128,9 +128,14 @@ def _write_parts(run: Runner, snapshot: Location, target: Connection, options: R
                 f"{len(check['parts']):,} part(s) already written")
     progress = run.progress(progress_key, f"Restore {check['snapshot_id']}")
     resumed = 0
-    for name in check["parts"]:
-        done = run.step(steps.restore_part, snapshot, target, name, options, progress, keys)
-        resumed += bool(done["resumed"])
+    if run.spread:  # one task per group of parts, the groups written at once (dask_address)
+        groups = min(run.spread, len(check["parts"]))
+        calls = [(snapshot, target, check["parts"][g::groups], options) for g in range(groups)]
+        resumed = sum(done["resumed"] for group in run.each(steps.restore_parts, calls, keys=keys) for done in group)
+    else:
+        for name in check["parts"]:
+            done = run.step(steps.restore_part, snapshot, target, name, options, progress, keys)
+            resumed += bool(done["resumed"])
     progress.done()
     return run.step(steps.finish_restore, snapshot, target, options, resumed, check["server"], keys)
 

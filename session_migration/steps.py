@@ -93,6 +93,14 @@ def restore_part(snapshot: Location, target: Connection, part_name: str, options
                                 progress=progress, keyring=keyring_of(keys))
 
 
+def restore_parts(snapshot: Location, target: Connection, part_names: list[str], options: RestoreOptions,
+                  keys: KeySource | None = None) -> list[dict[str, Any]]:
+    """Write a group of parts while other groups are written at the same time (each part
+    recorded on its own); done parts are skipped."""
+    return restore.restore_parts(storage.locate(snapshot), resolve_connection(target), part_names, options,
+                                 keyring=keyring_of(keys))
+
+
 def finish_restore(snapshot: Location, target: Connection, options: RestoreOptions, resumed_parts: int = 0,
                    server: str | None = None, keys: KeySource | None = None) -> dict[str, Any]:
     """Check every part is written, mark the checkpoint finished, return the totals."""

@@ -27,6 +27,7 @@ _NAMED: dict[Callable[..., Any], tuple[str, dict[str, Any]]] = {
     steps.commit_backup_units: ("commit-backup-units", {}),
     steps.check_restore: ("check-restore", {}),
     steps.restore_part: ("restore-part", {"task_run_name": "restore-{part_name}"}),
+    steps.restore_parts: ("restore-parts", {}),
     steps.finish_restore: ("finish-restore", {}),
     steps.check_transfer: ("check-transfer", {}),
     steps.transfer: ("transfer", {}),

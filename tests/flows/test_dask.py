@@ -109,3 +109,29 @@ def test_a_unit_whose_worker_is_killed_resumes_from_its_checkpoint(prefect_harne
     assert _rows(summary["snapshot"]) == _rows(plain["snapshot"])
     assert {k: summary[k] for k in COUNTS} == {k: plain[k] for k in COUNTS}
     dask_cluster.wait_for_workers(2)  # the nanny has started the killed worker again
+
+
+def test_restore_on_dask_equals_the_restore_without(prefect_harness, dask_cluster, valkey, redis_server, tmp_path):
+    """Groups of parts written at once from the Dask workers: the target ends as a plain restore
+    leaves it, every part recorded once, the per-part records folded into the checkpoint."""
+    from flows import restore_sessions
+    from session_migration import backup
+    from helpers import state
+
+    _fill(valkey.client(), 3000)
+    snapshot = backup(valkey.url, str(tmp_path), patterns=["sess:*"], part_rows=400, batch_size=100).url
+    target = redis_server.client()
+    target.flushall()
+    plain = restore_sessions(snapshot=snapshot, target=redis_server.url, patterns=["sess:*"])
+    expected = state(target, "sess:*")
+    target.flushall()
+    state_, run_id = run_flow(restore_sessions, snapshot=snapshot, target=redis_server.url, patterns=["sess:*"],
+                              dask_address=dask_cluster.address)
+    on_dask = state_.result()
+    assert state(target, "sess:*") == expected
+    assert {k: v for k, v in on_dask.items() if k != "checkpoint"} == {k: v for k, v in plain.items()
+                                                                       if k != "checkpoint"}
+    assert on_dask["parts"] == len(open_snapshot(snapshot).parts) >= 7 and on_dask["written"] == len(expected)
+    assert not list(tmp_path.glob("*/restores/*.parts"))
+    run = read_flow_run(run_id, task_runs=4)
+    assert run.task_names() == ["check-restore", "finish-restore", "restore-parts", "restore-parts"]
