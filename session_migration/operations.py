@@ -293,17 +293,28 @@ def audit_report(run: Runner, snapshot: Location | None, output: Location | None
             raise InvalidParameter("Name the snapshot to audit, or a backup_path whose newest backup is audited.")
         snapshot = run.step(steps.newest_backup, backup_path, keys)
         run.say(f"Auditing the newest backup: {snapshot}")
-    validation = run.step(steps.validate, snapshot, True, keys)
+    validation = run.step(steps.validate, snapshot, True, keys, _spread(run))
     if any(p["code"] == "not-found" for p in validation["problems"]):
         raise SnapshotNotFound(validation["problems"][0]["message"])
     return _audit(run, snapshot, validation, output, max_age_ms, keys)
+
+
+def _spread(run: Runner) -> steps.Spread | None:
+    """For a runner that runs steps at once (dask_address): per-part work as one step each."""
+    if not run.spread:
+        return None
+
+    def mapper(fn: Any, calls: Any, _workers: int, _fs: Any = None) -> Any:
+        return iter(run.each(fn, calls))
+
+    return run.spread, mapper
 
 
 def _audit(run: Runner, snapshot: Location, validation: dict[str, Any], output: Location | None,
            max_age_ms: dict[str, int] | None, keys: KeySource | None) -> dict[str, Any]:
     from .storage import child
 
-    stats = run.step(steps.compute_stats, snapshot, validation, max_age_ms)
+    stats = run.step(steps.compute_stats, snapshot, validation, max_age_ms, _spread(run))
     report = run.step(steps.write_report, snapshot, validation, stats, output or child(snapshot, "audit"))
     run.say(f"Audit of {report['snapshot']['url']}: {report.get('keys', 0):,} keys, "
             f"{report['findings']['total']:,} finding(s); report: {report['files']['html']}")

@@ -26,12 +26,14 @@ from .retention import prune_snapshots
 from .runner import Progress
 from .signing import KeySource, keyring_of
 from .snapshot import MANIFEST, PRE_IMAGE_SUFFIX, Snapshot, list_snapshots, open_snapshot
-from .stats import SnapshotStats, compute_stats as _compute_stats
+from .parallel import Mapper, map_ordered
+from .stats import SnapshotStats, compute_stats as _compute_stats, slice_stats as snapshot_slice_stats
 from .storage import Location
-from .validation import validate_snapshot
+from .validation import check_part as check_snapshot_part, validate_snapshot
 from .verify import verify as _verify
 
 Connection = str | RedisEndpoint
+Spread = tuple[int, Mapper]  # how many at once, and the mapper that runs per-part work as steps
 
 
 # -- backup ------------------------------------------------------------------------------------
@@ -185,11 +187,14 @@ def verify(a: Connection | Location, b: Connection | Location, options: VerifyOp
     return report
 
 
-def validate(snapshot: Location, check_rows: bool = True, keys: KeySource | None = None) -> dict[str, Any]:
+def validate(snapshot: Location, check_rows: bool = True, keys: KeySource | None = None,
+             spread: Spread | None = None) -> dict[str, Any]:
     """The validation report (with a key, the signature is checked too); data problems are in
-    it, not raised."""
+    it, not raised. With `spread` (workers, mapper), each part is checked by the mapper (a task)."""
     fs, path = storage.locate(snapshot)
-    return validate_snapshot(fs, path, check_rows=check_rows, keyring=keyring_of(keys)).as_dict()
+    workers, mapper = spread or (None, map_ordered)
+    return validate_snapshot(fs, path, check_rows=check_rows, keyring=keyring_of(keys), workers=workers,
+                             mapper=mapper).as_dict()
 
 
 def newest_backup(backup_path: Location, keys: KeySource | None = None) -> str:
@@ -202,12 +207,19 @@ def newest_backup(backup_path: Location, keys: KeySource | None = None) -> str:
     return backups[-1].url
 
 
-def compute_stats(snapshot: Location, validation: dict[str, Any],
-                  max_age_ms: dict[str, int] | None = None) -> SnapshotStats | None:
-    """Stream the intact parts once; None when the manifest is unusable (nothing to count)."""
+def compute_stats(snapshot: Location, validation: dict[str, Any], max_age_ms: dict[str, int] | None = None,
+                  spread: Spread | None = None) -> SnapshotStats | None:
+    """Stream the intact parts once; None when the manifest is unusable (nothing to count).
+    With `spread` (workers, mapper), each slice of a part is counted by the mapper (a task)."""
     fs, path = storage.locate(snapshot)
     opened = open_for_audit(fs, path, validation)
-    return None if opened is None else _compute_stats(opened, max_age_ms=max_age_ms)
+    workers, mapper = spread or (None, map_ordered)
+    return None if opened is None else _compute_stats(opened, max_age_ms=max_age_ms, workers=workers, mapper=mapper)
+
+
+# the per-part work of validate and compute_stats, as steps a runner's `each` can spread
+check_part = check_snapshot_part
+slice_stats = snapshot_slice_stats
 
 
 def write_report(snapshot: Location, validation: dict[str, Any], stats: SnapshotStats | None,

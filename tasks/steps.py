@@ -37,6 +37,8 @@ _NAMED: dict[Callable[..., Any], tuple[str, dict[str, Any]]] = {
     steps.validate: ("validate-snapshot", {}),
     steps.newest_backup: ("find-newest-backup", {}),
     steps.compute_stats: ("compute-snapshot-stats", {}),
+    steps.check_part: ("check-part", {}),
+    steps.slice_stats: ("count-part-slice", {}),
     steps.write_report: ("write-audit-report", {}),
     steps.clean_up: ("clean-up-sessions", {}),
     steps.prune: ("prune-snapshots", {}),

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.flows, pytest.mark.integration, pytest.mark.slow]
 def _fill(client, strings: int) -> None:
     pipe = client.pipeline()
     for i in range(strings):
-        pipe.set(f"sess:{i:06d}", os.urandom(40), px=3_600_000 + i)
+        pipe.set(f"sess:{i:06d}", os.urandom(40), px=7_200_000 + i)  # 2 h: far from any TTL bucket edge
     pipe.set("sess:no-ttl", "forever")
     pipe.set("other:1", "out of scope")
     pipe.execute()
@@ -135,3 +135,64 @@ def test_restore_on_dask_equals_the_restore_without(prefect_harness, dask_cluste
     assert not list(tmp_path.glob("*/restores/*.parts"))
     run = read_flow_run(run_id, task_runs=4)
     assert run.task_names() == ["check-restore", "finish-restore", "restore-parts", "restore-parts"]
+
+
+def test_audit_on_dask_reports_what_the_audit_without_reports(prefect_harness, dask_cluster, valkey, tmp_path):
+    from flows import audit_report
+    from session_migration import backup
+
+    _fill(valkey.client(), 2000)
+    snapshot = backup(valkey.url, str(tmp_path), patterns=["sess:*"], part_rows=500, batch_size=100).url
+    plain = audit_report(snapshot=snapshot, output=str(tmp_path / "plain"))
+    state_, run_id = run_flow(audit_report, snapshot=snapshot, output=str(tmp_path / "dask"),
+                              dask_address=dask_cluster.address)
+    on_dask = state_.result()
+    parts = len(open_snapshot(snapshot).parts)
+    for name in ("valid", "keys", "by_store", "by_status", "by_type", "ttl_buckets", "size_buckets", "findings"):
+        assert on_dask[name] == plain[name], name
+    run = read_flow_run(run_id, task_runs=3 + 2 * parts)
+    names = run.task_names()
+    assert names.count("check-part") == parts and names.count("count-part-slice") >= parts
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "session_migration_cli", *args], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ))
+
+
+def test_cli_backup_with_dask(prefect_harness, dask_cluster, valkey, tmp_path):
+    import json
+
+    _fill(valkey.client(), 1000)
+    done = _cli("backup", valkey.url, str(tmp_path), "-p", "sess:*", "--batch-size", "100", "--snapshot-id", "on-dask",
+                "--dask", dask_cluster.address, "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "Backing up in 2 unit(s), one task each" in done.stderr
+    assert [unit["unit"] for unit in summary["units"]] == ["0-of-2", "1-of-2"]
+    assert summary["keys"] == open_snapshot(summary["snapshot"]).totals["keys"] == len(
+        list(valkey.client().scan_iter("sess:*")))
+
+
+def test_a_wrong_dask_address_is_one_sentence_and_no_run(prefect_harness, valkey, tmp_path):
+    import json
+
+    from servers import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    done = _cli("backup", valkey.url, str(tmp_path), "--dask", address, "--json")
+    assert done.returncode == 1
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["kind"] == "DaskUnavailable"
+    assert answer["error"].startswith(f"No Dask scheduler answered at {address} within")
+    assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())
+    malformed = _cli("restore", str(tmp_path / "x"), valkey.url, "--dask", "not an address", "--json")
+    assert json.loads(malformed.stdout.strip().splitlines()[-1])["kind"] == "DaskUnavailable"
+    refused = _cli("audit", str(tmp_path / "x"), "--dask", address, "--no-prefect")
+    assert refused.returncode == 2 and "drop --no-prefect" in refused.stderr
