@@ -25,6 +25,7 @@ the step: it travels to a worker as two numbers, and can later name a cluster no
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,9 +183,11 @@ def back_up_unit(endpoint: RedisEndpoint, fs: fsspec.AbstractFileSystem, root: s
         raise InvalidParameter(f"Snapshot {plan.snapshot_id} was started in {len(plan.positions)} units, not {unit.count}.")
     record = _unit_record(fs, path, plan, unit, keyring)
     resumed = len(record.parts)
+    started = time.monotonic()
     if not record.done:
         _copy_unit(endpoint, fs, path, options, unit, plan, record)
-    return {"unit": unit.name, "parts": len(record.parts), "keys": record.counters.keys, "resumed_parts": resumed}
+    return {"unit": unit.name, "parts": len(record.parts), "keys": record.counters.keys, "resumed_parts": resumed,
+            "seconds": round(time.monotonic() - started, 3)}
 
 
 def _copy_unit(endpoint: RedisEndpoint, fs: fsspec.AbstractFileSystem, path: str, options: BackupOptions,
