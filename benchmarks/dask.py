@@ -3,7 +3,7 @@
     python benchmarks/dask.py [--keys 1000000] [--rounds 3]
 
 One throwaway redis-server is seeded as in `run.py` (session-like values of ~1.1 KB, TTLs of
-1-24 h); a `prefect server` and a Dask cluster (`dask scheduler` + 2 `dask worker --nthreads 1`)
+1-24 h) and backed up with its pattern `sess:*`; a `prefect server` and a Dask cluster (`dask scheduler` + 2 `dask worker --nthreads 1`)
 run on loopback. Each round runs every contestant once, in an order that rotates from round to
 round, each in a fresh process (so the machine's drift hits all alike):
 
@@ -37,6 +37,7 @@ ROOT = HERE.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
 CONTESTANTS = ("direct-1", "direct-2", "flow-2", "flow-dask")
+PATTERN = "sess:*"  # the seeded express sessions, as in run.py
 
 
 def child(name: str, url: str, root: str, dask: str) -> None:
@@ -46,12 +47,12 @@ def child(name: str, url: str, root: str, dask: str) -> None:
     if name.startswith("direct"):
         from session_migration import backup
 
-        result = backup(url, root, readers=int(name[-1])).summary()
+        result = backup(url, root, patterns=[PATTERN], readers=int(name[-1])).summary()
         print("BENCH-RESULT " + json.dumps({"call_s": time.perf_counter() - started, "keys": result["keys"]}))
         return
     from flows import backup_sessions
 
-    state = backup_sessions(source=url, backup_path=root, return_state=True,
+    state = backup_sessions(source=url, backup_path=root, patterns=[PATTERN], return_state=True,
                             **({"dask_address": dask} if name == "flow-dask" else {"readers": 2}))
     call = time.perf_counter() - started
     summary = state.result()
@@ -74,22 +75,22 @@ def _task_seconds(flow_run_id) -> dict[str, float]:
     return {r.name: (r.end_time - r.start_time).total_seconds() for r in runs if r.start_time and r.end_time}
 
 
-def _cluster() -> tuple[str, list[subprocess.Popen]]:
+def _cluster(processes: list[subprocess.Popen]) -> str:
+    """A scheduler and 2 workers of one thread (appended to `processes`, which the caller stops)."""
     from common import free_port
+    from distributed import Client
 
     port = free_port()
     dask = str(Path(sys.executable).with_name("dask"))
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     address = f"tcp://127.0.0.1:{port}"
-    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                                  **quiet)]
+    processes.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                       "--no-dashboard"], **quiet))
     processes += [subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1", "--host",
                                     "127.0.0.1", "--no-dashboard"], **quiet) for _ in range(2)]
-    from distributed import Client
-
     with Client(address, timeout=60) as client:
         client.wait_for_workers(2, timeout=120)
-    return address, processes
+    return address
 
 
 def main() -> None:
@@ -108,9 +109,10 @@ def main() -> None:
 
     server = start_server("redis")
     prefect = PrefectServer()
-    address, cluster = _cluster()
+    cluster: list[subprocess.Popen] = []
     results: dict[str, list[dict]] = {name: [] for name in CONTESTANTS}
     try:
+        address = _cluster(cluster)
         log(f"seeding {args.keys:,} keys")
         seed(server, args.keys, 18)
         envs = {"direct": _base_env(), "flow": _server_flow_env(prefect.api_url)}

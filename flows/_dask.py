@@ -64,6 +64,7 @@ def units_on(address: str | None) -> Iterator[None]:
     context = FlowRunContext.get()
     own = context.task_runner if context is not None else None
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_temporary_server_for_tasks())
         if not isinstance(own, DaskTaskRunner):  # a deployment's run: its task runner is fixed in code
             own = stack.enter_context(task_runner(address))
         token = UNITS.set((own, threads))
@@ -71,3 +72,17 @@ def units_on(address: str | None) -> Iterator[None]:
             yield
         finally:
             UNITS.reset(token)
+
+
+def _temporary_server_for_tasks() -> contextlib.AbstractContextManager[Any]:
+    """Without a Prefect server configured, this flow runs against Prefect's temporary server,
+    which the tasks (other processes) would not know: each would start one of its own. Name it
+    in the settings the tasks are sent with (it listens on loopback: workers of this machine
+    reach it; others need a real server, PREFECT_API_URL)."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = SubprocessASGIServer()
+    if PREFECT_API_URL.value() or not server.running:
+        return contextlib.nullcontext()
+    return temporary_settings({PREFECT_API_URL: server.api_url})

@@ -196,3 +196,29 @@ def test_a_wrong_dask_address_is_one_sentence_and_no_run(prefect_harness, valkey
     assert json.loads(malformed.stdout.strip().splitlines()[-1])["kind"] == "DaskUnavailable"
     refused = _cli("audit", str(tmp_path / "x"), "--dask", address, "--no-prefect")
     assert refused.returncode == 2 and "drop --no-prefect" in refused.stderr
+
+
+def test_a_rerun_with_the_same_snapshot_id_goes_on_after_the_units_done(prefect_harness, dask_cluster, valkey,
+                                                                          tmp_path):
+    """A backup in units that stopped after one unit (the flow failed, was cancelled): the rerun
+    with its snapshot id runs only what is left; without --dask it is refused in one sentence."""
+    from flows import backup_sessions
+    from session_migration import backup, steps
+    from session_migration.errors import InvalidParameter
+    from session_migration.options import BackupOptions
+
+    _fill(valkey.client(), 3000)
+    plain = backup(valkey.url, str(tmp_path / "plain"), patterns=["sess:*"])
+    options = BackupOptions(patterns=("sess:*",), part_rows=300, batch_size=100, snapshot_id="stopped")
+    root = str(tmp_path / "dask")
+    steps.start_backup_units(valkey.url, root, options, 2)
+    first = steps.back_up_unit(valkey.url, root, options, 0, 2)
+    assert first["parts"] >= 2 and first["resumed_parts"] == 0
+    with pytest.raises(InvalidParameter, match="was started in units on a task runner"):
+        backup(valkey.url, root, patterns=["sess:*"], part_rows=300, batch_size=100, snapshot_id="stopped")
+    summary = backup_sessions(source=valkey.url, backup_path=root, patterns=["sess:*"], part_rows=300, batch_size=100,
+                              snapshot_id="stopped", dask_address=dask_cluster.address)
+    assert summary["units"][0] == {**first, "resumed_parts": first["parts"], "seconds": summary["units"][0]["seconds"]}
+    assert summary["units"][1]["resumed_parts"] == 0
+    assert _rows(summary["snapshot"]) == _rows(plain.url)
+    assert summary["keys"] == plain.counters.keys
