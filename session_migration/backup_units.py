@@ -204,13 +204,13 @@ def _copy_unit(endpoint: RedisEndpoint, fs: fsspec.AbstractFileSystem, path: str
                         row_group_rows=options.row_group_rows)
     runs: list[list[int]] = []  # of the part being written
 
-    def take(group: list) -> list[pa.RecordBatch]:
-        batches = dedupe_and_count(group, record.counters, options.patterns, seen.add_new)
+    def counted(reads: list) -> list[pa.RecordBatch]:
+        batches = dedupe_and_count(reads, record.counters, options.patterns, seen.add_new)
         rows = sum(batch.num_rows for batch in batches)
-        if rows and runs and runs[-1][0] == group[0].scope:
+        if rows and runs and runs[-1][0] == reads[0].scope:
             runs[-1][1] += rows
         elif rows:
-            runs.append([group[0].scope, rows])
+            runs.append([reads[0].scope, rows])
         return batches
 
     def part_done(position: tuple[int, int], parts: list[PartInfo]) -> None:
@@ -220,6 +220,23 @@ def _copy_unit(endpoint: RedisEndpoint, fs: fsspec.AbstractFileSystem, path: str
             runs.clear()
             record.position = position
             record.save(fs, path)
+
+    written = [record.position]  # where the rows handed to `copy` so far go on from
+
+    def take(group: list) -> list[pa.RecordBatch]:
+        before, written[0] = written[0], group[-1].position
+        if group[-1].position[1] != 0 or unit.count == 1:
+            return counted(group)
+        # The last read of a pattern's walk in this segment: its last SCAN call may have run on
+        # into the next segment, whose unit reads those keys too. Its rows go into a small part
+        # of their own, so the commit's repeats pass rewrites that small part, not a large one.
+        for batch in counted(group[:-1]) if len(group) > 1 else []:
+            sink.write(batch)
+        part_done(group[-2].position if len(group) > 1 else before, sink.commit())
+        for batch in counted(group[-1:]):
+            sink.write(batch)
+        part_done(group[-1].position, sink.commit())
+        return []
 
     try:
         copy(prefetch(source.read(record.position)), sink, take, group_rows=min(options.row_group_rows, options.part_rows),
@@ -269,19 +286,21 @@ def commit_units(endpoint: RedisEndpoint, fs: fsspec.AbstractFileSystem, root: s
 
 def drop_repeats(fs: fsspec.AbstractFileSystem, path: str, parts: list[PartInfo],
                  runs: list[list[list[int]] | None], options: BackupOptions, counters: BackupCounters) -> list[PartInfo]:
-    """The parts with every key kept once (its first part in this order keeps it): a part that
-    repeats keys is written again without them, under a new name; `counters` lose what the
-    dropped rows counted, under the pattern whose walk wrote them."""
+    """The parts (in their order) with every key kept once: a part that repeats keys of a larger
+    part (or of an earlier one of its size) is written again without them, under a new name;
+    `counters` lose what the dropped rows counted, under the pattern whose walk wrote them."""
     seen = SeenKeys(expected=min(sum(p.rows for p in parts), PRESIZE_MAX_KEYS))
     next_index = 1 + max((int(_PART_INDEX.search(p.name).group(1)) for p in parts), default=-1)
-    kept: list[PartInfo] = []
-    for part, part_runs in zip(parts, runs):
+    kept = list(parts)
+    # Largest parts first: a repeat is dropped from the later part, and repeats sit in the small
+    # parts that end each unit's walk of a pattern (`back_up_unit`), so only those are rewritten.
+    for i in sorted(range(len(parts)), key=lambda i: -parts[i].rows):
+        part, part_runs = parts[i], runs[i]
         file = storage.join(path, PARTS, part.name)
         with fs.open(file, "rb") as f:
             keys = pq.ParquetFile(f, pre_buffer=False).read(columns=["key"]).column("key")
         fresh = seen.add_new(keys.to_pylist())
         if fresh.all():
-            kept.append(part)
             continue
         with fs.open(file, "rb") as f:
             table = pq.ParquetFile(f, pre_buffer=False).read()
@@ -294,5 +313,5 @@ def drop_repeats(fs: fsspec.AbstractFileSystem, path: str, parts: list[PartInfo]
         next_index += 1
         for batch in table.filter(pa.array(fresh)).to_batches():
             writer.write(batch)
-        kept.append(writer.finish())
+        kept[i] = writer.finish()
     return kept
