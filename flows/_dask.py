@@ -5,8 +5,9 @@ directly (the CLI's `--dask`, notebooks), `SessionFlow` chooses it with `flow.wi
 before the run starts; a run of a deployment (whose task runner is fixed in code) enters one of
 its own for the per-unit tasks. Either way the address is checked first, so a wrong one gets
 one sentence, not a 30 s wait inside Prefect. Only the steps an operation runs with
-`Runner.each` (backup units, restore part groups) go to the cluster; the others run in the
-flow's process. What the workers need to reach: docs/scale-out.md.
+`Runner.each` (backup units, groups of restored parts, an audit's per-part checks and counts)
+go to the cluster; the others run in the flow's process. What the workers need to reach:
+docs/scale-out.md.
 """
 
 from __future__ import annotations
