@@ -222,3 +222,18 @@ def test_a_rerun_with_the_same_snapshot_id_goes_on_after_the_units_done(prefect_
     assert summary["units"][1]["resumed_parts"] == 0
     assert _rows(summary["snapshot"]) == _rows(plain.url)
     assert summary["keys"] == plain.counters.keys
+
+
+def test_a_run_started_with_another_task_runner_sends_its_units_to_dask(prefect_harness, dask_cluster, valkey,
+                                                                         tmp_path):
+    """A deployment's run starts the flow as defined (Prefect's default task runner), not through
+    `SessionFlow.__call__`: with dask_address its units go to the Dask cluster all the same."""
+    from prefect import Flow
+
+    from flows import backup_sessions
+
+    _fill(valkey.client(), 1000)
+    summary = Flow.__call__(backup_sessions, source=valkey.url, backup_path=str(tmp_path), patterns=["sess:*"],
+                            dask_address=dask_cluster.address)
+    assert [unit["unit"] for unit in summary["units"]] == ["0-of-2", "1-of-2"]
+    assert summary["keys"] == len(list(valkey.client().scan_iter("sess:*")))
