@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from prefect import Flow, get_run_logger
@@ -35,6 +35,8 @@ from session_migration.live.follow import add_stop_check
 import tasks.blocks  # noqa: F401 - registers the loader of RedisConnection blocks with the core
 from tasks.progress import ProgressReporter, listeners
 from tasks.steps import TASKS
+
+from ._dask import UNITS, dask_threads, task_runner, units_on
 
 # Connection parameters: a Redis URL without a password (or secret URL option), or a block name.
 CONNECTION_PARAMETERS = ("source", "target", "a", "b")
@@ -79,7 +81,12 @@ class SessionFlow(Flow):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         signature = inspect.signature(self.fn)
         own = {k: v for k, v in kwargs.items() if k in signature.parameters}  # not return_state, wait_for, ...
-        refuse_secrets(dict(signature.bind_partial(*args, **own).arguments))
+        parameters = dict(signature.bind_partial(*args, **own).arguments)
+        refuse_secrets(parameters)
+        address = parameters.get("dask_address")
+        if address:  # the run's task runner, chosen now: a wrong address is told before any run exists
+            dask_threads(address)
+            return self.with_options(task_runner=task_runner(address))(*args, **kwargs)
         return super().__call__(*args, **kwargs)
 
 
@@ -93,8 +100,10 @@ def session_flow(**options: Any) -> Callable[[Callable[..., Any]], SessionFlow]:
 
         @functools.wraps(fn)
         def checked(*args: Any, **kwargs: Any) -> Any:
-            refuse_secrets(dict(signature.bind_partial(*args, **kwargs).arguments), IN_RUN)
-            return fn(*args, **kwargs)
+            parameters = dict(signature.bind_partial(*args, **kwargs).arguments)
+            refuse_secrets(parameters, IN_RUN)
+            with units_on(parameters.get("dask_address")):
+                return fn(*args, **kwargs)
 
         # Prefect names a flow's version after the file that defines it: the flow's, not this one
         options.setdefault("version", file_hash(inspect.getsourcefile(fn)))
@@ -119,10 +128,31 @@ class PrefectRunner:
             for feedback in listeners():
                 feedback.run_started(str(run_id))
 
+    @property
+    def spread(self) -> int | None:
+        """The Dask cluster's threads in a flow run with dask_address; None otherwise."""
+        units = UNITS.get()
+        return None if units is None else units[1]
+
     def step(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         self._announce()
         # quote(): Prefect need not walk large arguments (statistics, reports) looking for futures.
         return TASKS[fn](*map(_quoted, args), **{k: _quoted(v) for k, v in kwargs.items()})
+
+    def each(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], /, **kwargs: Any) -> list[Any]:
+        """One task per call, all submitted to the Dask cluster at once (dask_address); without
+        one, one after the other in this process."""
+        units = UNITS.get()
+        if units is None:
+            return [self.step(fn, *call, **kwargs) for call in calls]
+        self._announce()
+        runner, _threads = units
+        signature = inspect.signature(fn)
+        futures = [runner.submit(TASKS[fn], parameters=dict(signature.bind(*call, **kwargs).arguments))
+                   for call in calls]
+        for future in futures:  # every task ends (done or failed) before the first failure is raised
+            future.wait()
+        return [future.result() for future in futures]
 
     def progress(self, key: str, description: str) -> ProgressReporter:
         return ProgressReporter(key, description)

@@ -17,7 +17,7 @@ BAR_WIDTH = 30
 @session_flow(name="audit-report")
 def audit_report(snapshot: str | None = None, output: str | None = None, max_age: dict[str, str] | None = None,
                  backup_path: str | None = None, signing_key_block: str | None = None,
-                 storage_block: str | None = None) -> dict[str, Any]:
+                 storage_block: str | None = None, dask_address: str | None = None) -> dict[str, Any]:
     """Audit a snapshot: validation, counts by store/type/status, TTL and size distribution,
     largest keys, findings and NIST control evidence, written as report.html, report.md,
     report.json and findings.csv. Returns report.json's content plus `files`; a snapshot that
@@ -33,6 +33,8 @@ def audit_report(snapshot: str | None = None, output: str | None = None, max_age
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
         storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
             open the snapshot filesystem; default: fsspec's own configuration and the environment.
+        dask_address: a Dask scheduler (tcp://HOST:8786): each part is checked, and each slice of a part
+            counted, by a task there (docs/scale-out.md); default: processes of this machine.
     """
     report = parameters.run_operation("audit_report", PREFECT, locals())
     _publish(report)

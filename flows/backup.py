@@ -26,6 +26,7 @@ def backup_sessions(
     readers: int | None = None,
     signing_key_block: str | None = None,
     storage_block: str | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Back up the sessions of a Redis/Valkey server into a Parquet snapshot.
 
@@ -46,6 +47,9 @@ def backup_sessions(
             default: SESSION_MIGRATION_SIGNING_KEY from the environment, if set.
         storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
             open the snapshot filesystem; default: fsspec's own configuration and the environment.
+        dask_address: a Dask scheduler (tcp://HOST:8786): the reads run there as one task per SCAN
+            segment (`readers` of them, default: the cluster's threads), each writing its own parts
+            (docs/scale-out.md); default: in the flow's process.
     """
     summary = parameters.run_operation("backup_sessions", PREFECT, locals())
     _publish(summary)

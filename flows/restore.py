@@ -26,6 +26,7 @@ def restore_sessions(
     signing_key_block: str | None = None,
     storage_block: str | None = None,
     allow_unsigned: bool = False,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Restore a snapshot into a Redis/Valkey server.
 
@@ -45,6 +46,8 @@ def restore_sessions(
         storage_block: name of a SnapshotStorage block whose storage options (credentials, endpoint)
             open the snapshot filesystem; default: fsspec's own configuration and the environment.
         allow_unsigned: with a signing key configured, restore an unsigned snapshot all the same, knowingly.
+        dask_address: a Dask scheduler (tcp://HOST:8786): the parts are written from there, one task per
+            group of parts, as many groups as the cluster has threads (docs/scale-out.md); default: here.
     """
     summary = parameters.run_operation("restore_sessions", PREFECT, locals())
     publish_summary(summary, SUMMARY_KEYS, "restore", "Restore of snapshot {snapshot_id}")

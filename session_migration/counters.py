@@ -23,23 +23,29 @@ class BackupCounters:
     by_store: Counter = field(default_factory=Counter)
     by_pattern: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add_batch(self, pattern: str, batch: pa.RecordBatch | pa.Table) -> None:
+    def add_batch(self, pattern: str, batch: pa.RecordBatch | pa.Table, sign: int = 1) -> None:
+        """Count rows written under `pattern`; `sign=-1` takes back rows dropped afterwards (the
+        repeats a backup in units removes before its commit)."""
         n = batch.num_rows
         if not n:
             return
         size = int(pc.sum(batch.column("size_bytes")).as_py() or 0)
         no_ttl = batch.column("expire_at_ms").null_count
-        self.keys += n
-        self.bytes += size
-        self.without_ttl += no_ttl
-        self.with_ttl += n - no_ttl
+        self.keys += sign * n
+        self.bytes += sign * size
+        self.without_ttl += sign * no_ttl
+        self.with_ttl += sign * (n - no_ttl)
         for item in pc.value_counts(batch.column("type")).to_pylist():
-            self.by_type[item["values"]] += item["counts"]
+            self.by_type[item["values"]] += sign * item["counts"]
         for item in pc.value_counts(batch.column("store").fill_null("unknown")).to_pylist():
-            self.by_store[item["values"]] += item["counts"]
+            self.by_store[item["values"]] += sign * item["counts"]
         slot = self.by_pattern.setdefault(pattern, {"keys": 0, "bytes": 0})
-        slot["keys"] += n
-        slot["bytes"] += size
+        slot["keys"] += sign * n
+        slot["bytes"] += sign * size
+        if sign < 0:  # what is left is what a backup that never read the repeats counted
+            self.by_type = +self.by_type
+            self.by_store = +self.by_store
+            self.by_pattern = {k: v for k, v in self.by_pattern.items() if v["keys"]}
 
     def add(self, other: BackupCounters) -> None:
         """Add what another reader counted."""

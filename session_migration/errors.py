@@ -4,6 +4,7 @@
     ├── TransientError            worth retrying: the same call may succeed later
     │   ├── ServerUnavailable     connection refused/lost, timeout, LOADING, TRYAGAIN, a failover
     │   │                         (READONLY, MASTERDOWN: the server written to is no longer the master)
+    │   │   └── DaskUnavailable   the Dask scheduler of --dask cannot be reached
     │   └── StorageUnavailable    a snapshot filesystem hiccup
     └── TerminalError             retrying cannot help; a person must act
         ├── InvalidParameter      a bad option, URL, pattern or id
@@ -57,6 +58,10 @@ CLUSTER_REDIRECTIONS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 
 class StorageUnavailable(TransientError):
     pass
+
+
+class DaskUnavailable(ServerUnavailable):
+    """The Dask scheduler named by --dask / dask_address cannot be reached (or the address is not one)."""
 
 
 class InvalidParameter(TerminalError, ValueError):

@@ -73,7 +73,10 @@ def backup_sessions(run: Runner, source: Connection, backup_path: Location, opti
                 "already written are reused")
     progress = run.progress("backup-progress", f"Backup {options.snapshot_id or '(dry run)'}")
     started = time.monotonic()
-    summary = run.step(steps.back_up, source, backup_path, options, progress, keys)
+    if run.spread and not options.dry_run:
+        summary = _back_up_in_units(run, source, backup_path, options, progress, keys)
+    else:
+        summary = run.step(steps.back_up, source, backup_path, options, progress, keys)
     progress.done()
     elapsed = time.monotonic() - started
     summary["source"] = info["source"]
@@ -89,6 +92,31 @@ def backup_sessions(run: Runner, source: Connection, backup_path: Location, opti
     return summary
 
 
+def _back_up_in_units(run: Runner, source: Connection, backup_path: Location, options: BackupOptions,
+                      progress: Any, keys: KeySource | None) -> dict[str, Any]:
+    """The backup as one step per unit (a SCAN segment), run at once by the runner's task runner,
+    then a commit step (`backup_units.py`). Units: `readers`, else as many as the runner runs at
+    once (rounded down to a power of two, at most 8)."""
+    from .pipeline import BackupProgress
+
+    count = options.readers or min(8, 1 << (max(1, run.spread).bit_length() - 1))
+    started = run.step(steps.start_backup_units, source, backup_path, options, count, keys)
+    units = started["units"]
+    if started["resumed_parts"]:
+        run.say(f"Resuming snapshot {options.snapshot_id} in {len(units)} unit(s): {started['resumed_parts']:,} "
+                f"part(s) with {started['resumed_keys']:,} keys already written are reused")
+    else:
+        run.say(f"Backing up in {len(units)} unit(s), one task each")
+    done = run.each(steps.back_up_unit, [(source, backup_path, options, index, count) for index, count in units],
+                    keys=keys)
+    summary = run.step(steps.commit_backup_units, source, backup_path, options, keys)
+    summary["units"] = done
+    progress(BackupProgress(options.snapshot_id, summary["keys"], summary["bytes"], summary["vanished"],
+                            options.patterns[-1], len(options.patterns), len(options.patterns), 1.0,
+                            summary.get("parts", 0)))
+    return summary
+
+
 # -- restore -----------------------------------------------------------------------------------
 
 
@@ -100,9 +128,14 @@ def _write_parts(run: Runner, snapshot: Location, target: Connection, options: R
                 f"{len(check['parts']):,} part(s) already written")
     progress = run.progress(progress_key, f"Restore {check['snapshot_id']}")
     resumed = 0
-    for name in check["parts"]:
-        done = run.step(steps.restore_part, snapshot, target, name, options, progress, keys)
-        resumed += bool(done["resumed"])
+    if run.spread:  # one task per group of parts, the groups written at once (dask_address)
+        groups = min(run.spread, len(check["parts"]))
+        calls = [(snapshot, target, check["parts"][g::groups], options) for g in range(groups)]
+        resumed = sum(done["resumed"] for group in run.each(steps.restore_parts, calls, keys=keys) for done in group)
+    else:
+        for name in check["parts"]:
+            done = run.step(steps.restore_part, snapshot, target, name, options, progress, keys)
+            resumed += bool(done["resumed"])
     progress.done()
     return run.step(steps.finish_restore, snapshot, target, options, resumed, check["server"], keys)
 
@@ -260,17 +293,28 @@ def audit_report(run: Runner, snapshot: Location | None, output: Location | None
             raise InvalidParameter("Name the snapshot to audit, or a backup_path whose newest backup is audited.")
         snapshot = run.step(steps.newest_backup, backup_path, keys)
         run.say(f"Auditing the newest backup: {snapshot}")
-    validation = run.step(steps.validate, snapshot, True, keys)
+    validation = run.step(steps.validate, snapshot, True, keys, _spread(run))
     if any(p["code"] == "not-found" for p in validation["problems"]):
         raise SnapshotNotFound(validation["problems"][0]["message"])
     return _audit(run, snapshot, validation, output, max_age_ms, keys)
+
+
+def _spread(run: Runner) -> steps.Spread | None:
+    """For a runner that runs steps at once (dask_address): per-part work as one step each."""
+    if not run.spread:
+        return None
+
+    def mapper(fn: Any, calls: Any, _workers: int, _fs: Any = None) -> Any:
+        return iter(run.each(fn, calls))
+
+    return run.spread, mapper
 
 
 def _audit(run: Runner, snapshot: Location, validation: dict[str, Any], output: Location | None,
            max_age_ms: dict[str, int] | None, keys: KeySource | None) -> dict[str, Any]:
     from .storage import child
 
-    stats = run.step(steps.compute_stats, snapshot, validation, max_age_ms)
+    stats = run.step(steps.compute_stats, snapshot, validation, max_age_ms, _spread(run))
     report = run.step(steps.write_report, snapshot, validation, stats, output or child(snapshot, "audit"))
     run.say(f"Audit of {report['snapshot']['url']}: {report.get('keys', 0):,} keys, "
             f"{report['findings']['total']:,} finding(s); report: {report['files']['html']}")

@@ -29,6 +29,8 @@ from fsspec.implementations.memory import MemoryFileSystem
 MIN_ROWS_FOR_PROCESSES = 50_000
 
 R = TypeVar("R")
+# How per-part work is spread: `mapper(fn, tasks, workers, fs)` yields `fn(*task)` in task order
+Mapper = Callable[[Callable[..., Any], Sequence[tuple[Any, ...]], int, Any], Iterator[Any]]
 
 
 def cpu_count() -> int:

@@ -286,14 +286,12 @@ def _start_or_resume(job: _Job, fs, path: str, snapshot_id: str, endpoint: Redis
             checkpoint.cluster = {"topology": job.source.topology.as_manifest(), "suspect": []}
         checkpoint.save(fs, path)
         return checkpoint
-    recorded = {k: checkpoint.options.get(k) for k in options.identity()}
-    if recorded != options.identity() or checkpoint.source != endpoint.display_url:
-        differ = [differences(recorded, options.identity(), "options")] if recorded != options.identity() else []
-        if checkpoint.source != endpoint.display_url:
-            differ.append(differences(checkpoint.source, endpoint.display_url, "source"))
-        raise InvalidParameter(
-            f"Snapshot {snapshot_id} was started otherwise ({'; '.join(differ)}); resume it with the same source and "
-            "options, or use a new snapshot id.")
+    check_same_backup(checkpoint, endpoint, options)
+    from .backup_units import started_in_units
+
+    if started_in_units(fs, path):
+        raise InvalidParameter(f"Snapshot {snapshot_id} was started in units on a task runner (--dask); resume it "
+                               "the same way (any Dask cluster that reaches the source and the snapshot will do).")
     if job.cluster != (checkpoint.cluster is not None):
         raise InvalidParameter(f"Snapshot {snapshot_id} was started on a {'' if checkpoint.cluster else 'non-'}cluster "
                                f"source and {endpoint.display_url} is {'' if job.cluster else 'not '}one; use a new snapshot id.")
@@ -331,6 +329,18 @@ def _resume_units(source: ClusterSource, checkpoint: BackupCheckpoint, patterns:
             source.add_suspects(s for first, last in node.slots for s in range(max(0, first), min(last, SLOTS - 1) + 1))
             checkpoint.positions[index] = (patterns, 0)
     source.units = tuple(masters.get(node.node_id, node) for node in recorded.nodes)  # a done unit is never read
+
+
+def check_same_backup(checkpoint: BackupCheckpoint, endpoint: RedisEndpoint, options: BackupOptions) -> None:
+    """Refuse to resume a backup with another source or other options than it was started with."""
+    recorded = {k: checkpoint.options.get(k) for k in options.identity()}
+    if recorded != options.identity() or checkpoint.source != endpoint.display_url:
+        differ = [differences(recorded, options.identity(), "options")] if recorded != options.identity() else []
+        if checkpoint.source != endpoint.display_url:
+            differ.append(differences(checkpoint.source, endpoint.display_url, "source"))
+        raise InvalidParameter(
+            f"Snapshot {checkpoint.snapshot_id} was started otherwise ({'; '.join(differ)}); resume it with the same "
+            "source and options, or use a new snapshot id.")
 
 
 def _copy(job: _Job, fs, path: str, checkpoint: BackupCheckpoint) -> None:

@@ -228,14 +228,48 @@ class RestoreCheckpoint(StateFile):
         return self
 
 
+@dataclass
+class PartDone(StateFile):
+    """One part written by a restore whose parts are written at once by several tasks (each
+    writes its own record, `<checkpoint>.parts/<part>.json`; `finish_restore` folds them into
+    the checkpoint): no two tasks ever rewrite the same file."""
+
+    part: str
+    counts: dict[str, int]
+    keyring: Keyring | None = field(default=None, repr=False, compare=False)
+
+    kind = "restore part record"
+    purpose = "restore-part-done"
+    remedy = "delete it to write that part again"
+
+
+def _records(ckpt_path: str) -> str:
+    return ckpt_path.removesuffix(".json") + ".parts"
+
+
+def _part_record(ckpt_path: str, part_name: str) -> str:
+    return storage.join(_records(ckpt_path), part_name.removesuffix(".parquet") + ".json")
+
+
 def _load_checkpoint(snap: Snapshot, endpoint: RedisEndpoint, options: RestoreOptions, path: str,
                      keyring: Keyring) -> RestoreCheckpoint | None:
     """This restore's checkpoint, if any, checked to be this restore's: it can only say which
-    parts are done, never what is written."""
+    parts are done, never what is written. Parts recorded on their own (written at once by
+    several tasks) count as done too."""
     checkpoint = RestoreCheckpoint.read(snap.fs, path, keyring)
     if checkpoint is not None:
         checkpoint.check_belongs(snap.fs, path, snapshot_id=snap.snapshot_id, target=endpoint.identity,
                                  options=options.for_checkpoint())
+        folder = _records(path)
+        if checkpoint.finished_at is None and snap.fs.exists(folder):
+            found = {entry.rstrip("/").rsplit("/", 1)[-1] for entry in snap.fs.ls(folder, detail=False)}
+            for part in snap.parts:
+                where = _part_record(path, part.name)
+                if part.name not in checkpoint.parts and where.rsplit("/", 1)[-1] in found:
+                    record = PartDone.read(snap.fs, where, keyring)
+                    if record is not None:  # else folded in and removed by a finish just now
+                        record.check_belongs(snap.fs, where, part=part.name)
+                        checkpoint.parts[part.name] = record.counts
     return checkpoint
 
 
@@ -344,12 +378,27 @@ def _plan(snap: Snapshot, sink: RedisSink, options: RestoreOptions, *, probe: bo
     return plan
 
 
+def restore_parts(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_names: list[str], options: RestoreOptions,
+                  *, storage_options: dict[str, Any] | None = None, keyring: Keyring | None = None) -> list[dict[str, Any]]:
+    """Write a group of parts, one after the other, while other groups are written at the same
+    time (each part recorded in its own file); as `restore_part` for each."""
+    keyring = resolve(keyring)
+    snap = _opened(snapshot, storage_options, keyring)
+    sink = RedisSink(endpoint, replace=options.on_conflict == "replace")
+    try:
+        return [restore_part(snap, endpoint, name, options, _sink=sink, keyring=keyring, alone=True)
+                for name in part_names]
+    finally:
+        sink.close()
+
+
 def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: str, options: RestoreOptions,
                  *, progress: ProgressFn | None = None, verify: bool = True,
                  storage_options: dict[str, Any] | None = None, _sink: RedisSink | None = None,
-                 keyring: Keyring | None = None) -> dict[str, Any]:
+                 keyring: Keyring | None = None, alone: bool = False) -> dict[str, Any]:
     """Write one part (after `check_restore`). A part the checkpoint records is skipped and its
-    recorded counters returned with `"resumed": True`."""
+    recorded counters returned with `"resumed": True`. `alone`: record the part in a file of its
+    own (other parts are being written at the same time), not in the checkpoint."""
     if options.dry_run:
         raise InvalidParameter("restore_part writes; a dry run stops after check_restore.")
     keyring = resolve(keyring)
@@ -394,7 +443,10 @@ def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: s
         if _sink is None:
             sink.close()
     checkpoint.parts[part_name] = counters.as_dict()
-    checkpoint.write(snap.fs, ckpt_path)
+    if alone:
+        PartDone(part_name, counters.as_dict(), keyring=keyring).write(snap.fs, _part_record(ckpt_path, part_name))
+    else:
+        checkpoint.write(snap.fs, ckpt_path)
     if progress:
         progress(RestoreProgress(snap.snapshot_id, part_name, len(checkpoint.parts), len(snap.parts),
                                  counters.rows, counters.written, len(checkpoint.parts) / len(snap.parts)))
@@ -417,7 +469,9 @@ def finish_restore(snapshot: str | Snapshot, endpoint: RedisEndpoint, options: R
         totals.add(RestoreCounters.from_dict(counts))
     if checkpoint.finished_at is None:
         checkpoint.finished_at = _now_iso()
-        checkpoint.write(snap.fs, ckpt_path)
+        checkpoint.write(snap.fs, ckpt_path)  # with the parts recorded on their own folded in
+        if snap.fs.exists(_records(ckpt_path)):
+            snap.fs.rm(_records(ckpt_path), recursive=True)
     return RestoreResult(snapshot=snap.url, snapshot_id=snap.snapshot_id, target=endpoint.display_url,
                          counters=totals, parts=len(snap.parts), resumed_parts=resumed_parts,
                          checkpoint=storage.unstrip(snap.fs, ckpt_path), server=server,

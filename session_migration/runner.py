@@ -14,7 +14,7 @@ implements one that draws progress bars and prints on stderr.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from .retry import Retry, call_with_retries
@@ -53,8 +53,16 @@ class Progress(Protocol):
 
 
 class Runner(Protocol):
+    # How many steps of `each` run at once (the threads of a Dask cluster); None: the runner has
+    # no task runner for them, and operations run as they always did (one step at a time).
+    spread: int | None
+
     def step(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run one step of an operation (a function of `steps.py`), retried on transient errors."""
+
+    def each(self, fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], /, **kwargs: Any) -> list[T]:
+        """`fn(*call, **kwargs)` for every call, as independent steps (at once where the runner
+        can); the results in call order, once all have ended; the first failure is raised."""
 
     def progress(self, key: str, description: str) -> Progress:
         """A progress callback for one long step."""
@@ -82,11 +90,16 @@ class FeedbackProgress:
 class DirectRunner:
     """Steps as plain calls in this process, under the one retry policy."""
 
+    spread = None
+
     def __init__(self, feedback: Feedback | None = None):
         self.feedback = feedback or Feedback()
 
     def step(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return call_with_retries(fn, *args, step=step_name(fn), on_retry=self.feedback.retrying, **kwargs)
+
+    def each(self, fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], /, **kwargs: Any) -> list[T]:
+        return [self.step(fn, *call, **kwargs) for call in calls]
 
     def progress(self, key: str, description: str) -> Progress:
         return FeedbackProgress(self.feedback, key, description)

@@ -9,7 +9,9 @@ sentence naming the file and what to do.
 Where they live (`<root>` is a snapshot root, `<snapshot>` a snapshot's folder):
 
     <snapshot>/checkpoint.json               BackupCheckpoint    an unfinished backup (gone once committed)
+    <snapshot>/units/<w>-of-<n>.json         UnitCheckpoint      one unit of a backup in units (backup_units.py)
     <snapshot>/restores/<16 hex>.json        RestoreCheckpoint   a restore of that snapshot into one target
+    <snapshot>/restores/<16 hex>.parts/<part>.json  PartDone     a part of it written while others were (--dask)
     <checkpoint root>/transfers/<16 hex>.json  TransferCheckpoint  a transfer between two databases
     <root>/migrations/<migration id>.json    MigrationState      a migration, and its rollback
 

@@ -247,6 +247,7 @@ def compute_stats(
     max_findings: int = MAX_FINDINGS,
     batch_size: int = BATCH_ROWS,
     workers: int | None = None,
+    mapper: parallel.Mapper = parallel.map_ordered,
 ) -> SnapshotStats:
     """Stream every part of `snapshot` once and return its audit statistics.
 
@@ -254,7 +255,8 @@ def compute_stats(
     `max_age_ms` passes per-store maximum ages to `classify` (e.g. aiohttp's max_age).
     Only the parts listed in `snapshot.parts` are read, so a caller may leave out parts that
     failed validation. `workers` processes (default: one per core, one process for small
-    snapshots) share runs of row groups; the result is the same whatever their number.
+    snapshots) share runs of row groups, or whatever `mapper` runs `slice_stats` with (a task
+    per slice on a Dask cluster); the result is the same whatever their number.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
     rows = sum(p.rows for p in snapshot.parts)
@@ -267,12 +269,12 @@ def compute_stats(
                    max_findings, batch_size) for k in range(slices)]
         first_row += part.rows
     total = _Accumulator(snapshot.snapshot_id, now_ms, max_findings, rows=rows)
-    for acc in parallel.map_ordered(_slice_stats, tasks, n, snapshot.fs):  # in row order: findings keep it
+    for acc in mapper(slice_stats, tasks, n, snapshot.fs):  # in row order: findings keep it
         total.merge(acc)
     return total.finish(snapshot)
 
 
-def _slice_stats(fs, path: str, snapshot_id: str, part: PartInfo, part_first_row: int, slice_: tuple[int, int],
+def slice_stats(fs, path: str, snapshot_id: str, part: PartInfo, part_first_row: int, slice_: tuple[int, int],
                  now_ms: int, max_age_ms, max_findings: int, batch_size: int) -> _Accumulator:
     """The aggregates of slice k of n of a part (a contiguous run of its row groups)."""
     k, n = slice_

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import migration, restore, storage, transfer as transfer_core
+from . import backup_units, migration, restore, storage, transfer as transfer_core
 from .audit import open_for_audit, read_report, write_audit_report
 from .cleanup import run_cleanup
 from .endpoints import SCHEMES, RedisEndpoint, resolve_connection
@@ -26,12 +26,14 @@ from .retention import prune_snapshots
 from .runner import Progress
 from .signing import KeySource, keyring_of
 from .snapshot import MANIFEST, PRE_IMAGE_SUFFIX, Snapshot, list_snapshots, open_snapshot
-from .stats import SnapshotStats, compute_stats as _compute_stats
+from .parallel import Mapper, map_ordered
+from .stats import SnapshotStats, compute_stats as _compute_stats, slice_stats as snapshot_slice_stats
 from .storage import Location
-from .validation import validate_snapshot
+from .validation import check_part as check_snapshot_part, validate_snapshot
 from .verify import verify as _verify
 
 Connection = str | RedisEndpoint
+Spread = tuple[int, Mapper]  # how many at once, and the mapper that runs per-part work as steps
 
 
 # -- backup ------------------------------------------------------------------------------------
@@ -52,6 +54,28 @@ def back_up(source: Connection, backup_path: Location, options: BackupOptions,
                       keyring=keyring_of(keys)).summary()
 
 
+def start_backup_units(source: Connection, backup_path: Location, options: BackupOptions, units: int,
+                       keys: KeySource | None = None) -> dict[str, Any]:
+    """A backup in units (`backup_units.py`): create or check the checkpoint that fixes them."""
+    fs, root = storage.locate(backup_path)
+    return backup_units.start_units(resolve_connection(source), fs, root, options, units, keyring_of(keys))
+
+
+def back_up_unit(source: Connection, backup_path: Location, options: BackupOptions, index: int, count: int,
+                 keys: KeySource | None = None) -> dict[str, Any]:
+    """One unit's share of the SCAN walk into its own parts; a rerun goes on from its checkpoint."""
+    fs, root = storage.locate(backup_path)
+    return backup_units.back_up_unit(resolve_connection(source), fs, root, options,
+                                     backup_units.BackupUnit(index, count), keyring_of(keys))
+
+
+def commit_backup_units(source: Connection, backup_path: Location, options: BackupOptions,
+                        keys: KeySource | None = None) -> dict[str, Any]:
+    """Once every unit is done: keys two units wrote kept once, then the manifest."""
+    fs, root = storage.locate(backup_path)
+    return backup_units.commit_units(resolve_connection(source), fs, root, options, keyring_of(keys)).summary()
+
+
 # -- restore -----------------------------------------------------------------------------------
 
 
@@ -69,6 +93,14 @@ def restore_part(snapshot: Location, target: Connection, part_name: str, options
     """Write one part into the target (checksum checked first); skipped when already done."""
     return restore.restore_part(storage.locate(snapshot), resolve_connection(target), part_name, options,
                                 progress=progress, keyring=keyring_of(keys))
+
+
+def restore_parts(snapshot: Location, target: Connection, part_names: list[str], options: RestoreOptions,
+                  keys: KeySource | None = None) -> list[dict[str, Any]]:
+    """Write a group of parts while other groups are written at the same time (each part
+    recorded on its own); done parts are skipped."""
+    return restore.restore_parts(storage.locate(snapshot), resolve_connection(target), part_names, options,
+                                 keyring=keyring_of(keys))
 
 
 def finish_restore(snapshot: Location, target: Connection, options: RestoreOptions, resumed_parts: int = 0,
@@ -155,11 +187,14 @@ def verify(a: Connection | Location, b: Connection | Location, options: VerifyOp
     return report
 
 
-def validate(snapshot: Location, check_rows: bool = True, keys: KeySource | None = None) -> dict[str, Any]:
+def validate(snapshot: Location, check_rows: bool = True, keys: KeySource | None = None,
+             spread: Spread | None = None) -> dict[str, Any]:
     """The validation report (with a key, the signature is checked too); data problems are in
-    it, not raised."""
+    it, not raised. With `spread` (workers, mapper), each part is checked by the mapper (a task)."""
     fs, path = storage.locate(snapshot)
-    return validate_snapshot(fs, path, check_rows=check_rows, keyring=keyring_of(keys)).as_dict()
+    workers, mapper = spread or (None, map_ordered)
+    return validate_snapshot(fs, path, check_rows=check_rows, keyring=keyring_of(keys), workers=workers,
+                             mapper=mapper).as_dict()
 
 
 def newest_backup(backup_path: Location, keys: KeySource | None = None) -> str:
@@ -172,12 +207,19 @@ def newest_backup(backup_path: Location, keys: KeySource | None = None) -> str:
     return backups[-1].url
 
 
-def compute_stats(snapshot: Location, validation: dict[str, Any],
-                  max_age_ms: dict[str, int] | None = None) -> SnapshotStats | None:
-    """Stream the intact parts once; None when the manifest is unusable (nothing to count)."""
+def compute_stats(snapshot: Location, validation: dict[str, Any], max_age_ms: dict[str, int] | None = None,
+                  spread: Spread | None = None) -> SnapshotStats | None:
+    """Stream the intact parts once; None when the manifest is unusable (nothing to count).
+    With `spread` (workers, mapper), each slice of a part is counted by the mapper (a task)."""
     fs, path = storage.locate(snapshot)
     opened = open_for_audit(fs, path, validation)
-    return None if opened is None else _compute_stats(opened, max_age_ms=max_age_ms)
+    workers, mapper = spread or (None, map_ordered)
+    return None if opened is None else _compute_stats(opened, max_age_ms=max_age_ms, workers=workers, mapper=mapper)
+
+
+# the per-part work of validate and compute_stats, as steps a runner's `each` can spread
+check_part = check_snapshot_part
+slice_stats = snapshot_slice_stats
 
 
 def write_report(snapshot: Location, validation: dict[str, Any], stats: SnapshotStats | None,

@@ -72,11 +72,13 @@ class ValidationReport:
 
 
 def validate_snapshot(fs: fsspec.AbstractFileSystem, path: str, *, check_rows: bool = True,
-                      workers: int | None = None, keyring: Keyring | None = None) -> ValidationReport:
+                      workers: int | None = None, keyring: Keyring | None = None,
+                      mapper: parallel.Mapper = parallel.map_ordered) -> ValidationReport:
     """Check `path` and report every problem found; never raises for bad data.
 
     Parts are checked by `workers` processes (default: one per core, one process for small
-    snapshots); the report is the same whatever their number. With a signing key (`keyring`,
+    snapshots), or by whatever `mapper` runs `check_part` with (one task per part on a Dask
+    cluster); the report is the same whatever their number. With a signing key (`keyring`,
     default: the environment's) an unsigned or wrongly signed manifest is a problem.
     """
     where = storage.unstrip(fs, path)
@@ -91,7 +93,7 @@ def validate_snapshot(fs: fsspec.AbstractFileSystem, path: str, *, check_rows: b
     hash_key = new_hash_key()
     tasks = [(fs, path, part, patterns if check_rows else None, hash_key) for part in parts]
     n = parallel.worker_count(workers, sum(p.rows for p in parts))
-    checked = list(zip(parts, parallel.map_ordered(_check_part, tasks, n, fs)))  # in part order, as the report lists them
+    checked = list(zip(parts, mapper(check_part, tasks, n, fs)))  # in part order, as the report lists them
     for _part, result in checked:
         report.parts_checked += 1
         report.checksums_verified += result.checksum_ok
@@ -136,7 +138,7 @@ class _PartResult:
     outside_examples: list[str] = field(default_factory=list)
 
 
-def _check_part(fs, path: str, part: PartInfo, patterns: tuple[str, ...] | None, hash_key: str) -> _PartResult:
+def check_part(fs, path: str, part: PartInfo, patterns: tuple[str, ...] | None, hash_key: str) -> _PartResult:
     """Bytes, checksum, Parquet, schema and row count of one part; then its keys unless
     `patterns` is None (and their scope unless it is empty)."""
     result = _PartResult()

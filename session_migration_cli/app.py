@@ -54,8 +54,21 @@ _SIGNING_KEY_BLOCK = typer.Option(
 _ALLOW_UNSIGNED = typer.Option(
     False, "--allow-unsigned",
     help="With a signing key configured, accept an unsigned snapshot knowingly (a wrongly signed one is still refused).")
+_DASK = typer.Option(
+    None, "--dask", metavar="ADDRESS",
+    help="Run the per-unit tasks on the Dask scheduler at ADDRESS (tcp://HOST:8786); runs as a Prefect flow "
+         "(docs/scale-out.md).")
 _CONNECTION = ("redis://[user[:password]@]host:port/db, rediss://..., unix:///sock?db=N, "
                "or a RedisConnection block name.")
+
+
+def _with_dask(prefect: bool | None, dask: str | None) -> bool | None:
+    """--dask runs the command as its flow (Prefect's task runner sends the tasks to Dask)."""
+    if dask is None:
+        return prefect
+    if prefect is False:
+        raise typer.BadParameter("--dask runs the command as a Prefect flow; drop --no-prefect.", param_hint="--dask")
+    return True
 
 
 def _rename(rename_prefix: tuple[str, str] | None) -> list[str] | None:
@@ -79,10 +92,11 @@ def backup(
     readers: Optional[int] = typer.Option(None, help="Worker processes, one per share of the SCAN: 1, 2, 4 or 8. Default: 2 on 4 or more cores for 50,000 keys or more, else 1."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; report what would be written."),
     signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
+    dask: Optional[str] = _DASK,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
     """Back up sessions into a Parquet snapshot (the backup_sessions flow). Resumable."""
-    with Invocation(as_json, debug, prefect) as run:
+    with Invocation(as_json, debug, _with_dask(prefect, dask)) as run:
         if snapshot_id is None and not dry_run:
             from session_migration.snapshot import new_snapshot_id
 
@@ -95,7 +109,7 @@ def backup(
         summary = run.run("backup_sessions", dict(
             source=source, backup_path=dest, patterns=pattern or None, batch_size=batch_size, preserve_ttl=not no_ttl,
             compression=compression, dry_run=dry_run, snapshot_id=snapshot_id, capture_dump=capture_dump,
-            part_rows=part_rows, readers=readers, signing_key_block=signing_key_block))
+            part_rows=part_rows, readers=readers, signing_key_block=signing_key_block, dask_address=dask))
     report = Report(as_json)
     report.line("Dry run: nothing written" if summary["dry_run"] else "Backup committed", style="bold")
     if summary.get("snapshot"):
@@ -143,16 +157,17 @@ def restore(
     dry_run: bool = _DRY_RUN_PLAN,
     signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     allow_unsigned: bool = _ALLOW_UNSIGNED,
+    dask: Optional[str] = _DASK,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
     """Restore a snapshot into a Redis/Valkey server (the restore_sessions flow). Resumable."""
-    with Invocation(as_json, debug, prefect) as run:
+    with Invocation(as_json, debug, _with_dask(prefect, dask)) as run:
         run.interrupted_line = ("Interrupted: the parts written so far are recorded in the restore's checkpoint. "
                                 f"Resume with the same command: {masked_command()}")
         summary = run.run("restore_sessions", dict(
             snapshot=snapshot, target=target, patterns=pattern or None, ttl_policy=ttl_policy, min_ttl_seconds=min_ttl,
             on_conflict=on_conflict, rename_prefix=_rename(rename_prefix), batch_size=batch_size, dry_run=dry_run,
-            signing_key_block=signing_key_block, allow_unsigned=allow_unsigned))
+            signing_key_block=signing_key_block, allow_unsigned=allow_unsigned, dask_address=dask))
     _print_counts(summary, "Restore done", ("dry_run", "snapshot_id"), as_json)
 
 
@@ -268,13 +283,14 @@ def audit(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder or fsspec URL for the report files. Default: SNAPSHOT/audit."),
     max_age: Optional[list[str]] = typer.Option(None, "--max-age", help="STORE=DURATION (e.g. aiohttp=1d): the maximum session age for stores whose payload does not record it."),
     signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
+    dask: Optional[str] = _DASK,
     as_json: bool = _JSON, debug: bool = _DEBUG, prefect: Optional[bool] = _PREFECT,
 ) -> None:
     """Write an audit report (HTML, Markdown, JSON, findings CSV). Exit 0 when the snapshot is valid, 1 when not."""
-    with Invocation(as_json, debug, prefect) as run:
+    with Invocation(as_json, debug, _with_dask(prefect, dask)) as run:
         run.interrupted_line = "Interrupted: the report files may be incomplete; run the command again."
         result = run.run("audit_report", dict(snapshot=snapshot, output=output, max_age=_max_age(max_age),
-                                              signing_key_block=signing_key_block))
+                                              signing_key_block=signing_key_block, dask_address=dask))
     report = Report(as_json)
     report.line("[green]valid[/]" if result["valid"] else "[red]INVALID[/]")
     report.field("snapshot", result["snapshot"]["url"])

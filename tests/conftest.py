@@ -66,6 +66,16 @@ def cluster(request) -> Cluster:
 
 
 @pytest.fixture(scope="session")
+def dask_cluster():
+    """A local Dask cluster as real processes: a scheduler and two workers of one thread each."""
+    from servers import start_dask_cluster
+
+    cluster = start_dask_cluster(workers=2)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def s3_bucket():
     """A real S3 API on loopback (moto's server) and a bucket; s3fs finds it through the env."""
     from moto.server import ThreadedMotoServer

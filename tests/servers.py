@@ -387,3 +387,63 @@ def start_sentinel_setup(password: str | None = None, sentinel_password: str | N
         setup.stop()
         raise
     return setup
+
+
+# -- a local Dask cluster as real processes ------------------------------------------------------
+
+
+@dataclass
+class DaskCluster:
+    """`dask scheduler` and `dask worker` processes on loopback (each worker: one process of one
+    thread, under its nanny, which starts it again when it dies)."""
+
+    address: str
+    scheduler: subprocess.Popen
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def client(self):
+        from distributed import Client
+
+        return Client(self.address, timeout=30, set_as_default=False)
+
+    def add_worker(self) -> None:
+        dask = str(Path(sys.executable).with_name("dask"))
+        self.workers.append(subprocess.Popen(
+            [dask, "worker", self.address, "--nworkers", "1", "--nthreads", "1", "--host", "127.0.0.1",
+             "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def wait_for_workers(self, count: int, timeout: float = 90) -> None:
+        """Poll the scheduler until `count` workers have registered."""
+        with self.client() as client:
+            client.wait_for_workers(count, timeout=timeout)
+
+    def worker_pids(self) -> dict[str, int]:
+        """Worker address -> the pid of the process that runs its tasks (not its nanny)."""
+        with self.client() as client:
+            return client.run(os.getpid)
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.scheduler]:
+            if process.poll() is None:
+                process.terminate()
+        for process in [*self.workers, self.scheduler]:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def start_dask_cluster(workers: int = 2) -> DaskCluster:
+    port = free_port()
+    dask = str(Path(sys.executable).with_name("dask"))
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cluster = DaskCluster(f"tcp://127.0.0.1:{port}", scheduler)
+    try:
+        for _ in range(workers):
+            cluster.add_worker()
+        cluster.wait_for_workers(workers)
+    except Exception:
+        cluster.stop()
+        raise
+    return cluster

@@ -358,3 +358,16 @@ def test_a_live_transfer_into_a_cluster_applies_changes_and_deletions(standalone
     assert tool.returncode == 0, err_path.read_text()
     assert json.loads(out.decode().strip().splitlines()[-1])["live"]["verify"]["ok"]
     assert cluster_state(cluster) == expected
+
+
+def test_a_backup_in_units_for_dask_refuses_a_cluster_before_writing(cluster, tmp_path):
+    from session_migration import storage
+    from session_migration.backup_units import start_units
+    from session_migration.errors import InvalidParameter
+    from session_migration.options import BackupOptions
+
+    fs, root = storage.resolve(str(tmp_path / "snaps"))
+    with pytest.raises(InvalidParameter, match="is a Redis Cluster node: .* without --dask"):
+        start_units(RedisEndpoint.from_url(cluster.url), fs, root, BackupOptions(patterns=("sess:*",), snapshot_id="s1"),
+                    units=2)
+    assert not (tmp_path / "snaps").exists() or not any((tmp_path / "snaps").iterdir())
