@@ -122,7 +122,8 @@ class RedisEndpoint:
                 f"{_safe(url)!r} is not a Redis URL; expected redis://[user[:password]@]host[:port][/db], rediss://..., "
                 "redis+sentinel://host:port[,host:port...]/master_name[/db], or unix:///path/to.sock?db=N."
             )
-        parts = urlsplit(url)
+        url_to_split, sentinel_hosts = _without_host_list(url)
+        parts = urlsplit(url_to_split)
         scheme = parts.scheme.lower()
         if scheme not in SCHEMES:
             raise InvalidParameter(
@@ -135,7 +136,7 @@ class RedisEndpoint:
         path = None
         host, port, sentinels, master_name = "127.0.0.1", DEFAULT_PORT, (), None
         if sentinel:
-            sentinels = _sentinel_addresses(parts.netloc.rpartition("@")[2], url)
+            sentinels = _sentinel_addresses(sentinel_hosts, url)
             master_name, path_db = _master_and_db(parts.path, url)
             db_text = path_db if path_db is not None else db_text
         else:
@@ -386,6 +387,18 @@ def _variable_name(name: str | None, url: str) -> str | None:
     if name is not None and not _VARIABLE_NAME.fullmatch(name):
         raise InvalidParameter(f"{name[:40]!r} in {_safe(url)!r} is not an environment variable name.")
     return name
+
+
+def _without_host_list(url: str) -> tuple[str, str]:
+    """A Sentinel URL with its host list replaced by one placeholder name, and that list:
+    `urlsplit` reads a netloc as one host, and some Python builds refuse a list such as
+    `s1:26379,[::1]:26381` outright ("Invalid IPv6 URL"). Other URLs are returned as they are."""
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() not in SENTINEL_SCHEMES:
+        return url, ""
+    end = min([i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0] or [len(rest)])
+    userinfo, at, hosts = rest[:end].rpartition("@")
+    return f"{scheme}{sep}{userinfo}{at}sentinels{rest[end:]}", hosts
 
 
 def _boolean(text: str, name: str, url: str) -> bool:
