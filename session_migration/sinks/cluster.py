@@ -41,8 +41,10 @@ def open_sink(endpoint: RedisEndpoint, *, replace: bool = True) -> RedisSink:
         clustered = is_cluster(client)
     if not clustered:
         return RedisSink(endpoint, replace=replace, client=client)
-    topology = discover(endpoint, client)
-    client.close()
+    try:
+        topology = discover(endpoint, client)
+    finally:
+        client.close()
     return ClusterSink(endpoint, topology, replace=replace)
 
 
