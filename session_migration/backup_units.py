@@ -177,15 +177,12 @@ def start_units(endpoint: RedisEndpoint, fs: fsspec.AbstractFileSystem, root: st
 def _refuse_a_cluster(endpoint: RedisEndpoint) -> None:
     """Units are SCAN segments of one server; a cluster's masters are walked (and their moved
     slots re-walked) by the backup of `pipeline.py`, here or one worker process per master."""
-    from .cluster import is_cluster
+    from .cluster import connect_and_discover
 
-    client = endpoint.connect()
-    try:
-        with translate_redis_errors(endpoint):
-            clustered = is_cluster(client)
-    finally:
+    client, topology = connect_and_discover(endpoint)
+    if client is not None:
         client.close()
-    if clustered:
+    if topology is not None:
         raise InvalidParameter(f"{endpoint.display_url} is a Redis Cluster node: a backup on Dask splits one server's SCAN "
                                "walk into units, which a cluster does not have yet; back it up without --dask (its "
                                "masters are walked one by one, or one worker process each with --readers).")

@@ -129,6 +129,22 @@ def slots_in_motion(client: redis.Redis) -> set[int]:
     return slots
 
 
+def connect_and_discover(endpoint: RedisEndpoint) -> tuple[redis.Redis | None, Topology | None]:
+    """(a checked client, None) for a standalone server; (None, its topology) for a cluster
+    node, whose probing client is closed: each master then gets connections of its own."""
+    client = endpoint.connect()
+    try:
+        with translate_redis_errors(endpoint):
+            if not is_cluster(client):
+                return client, None
+        topology = discover(endpoint, client)
+    except BaseException:
+        client.close()
+        raise
+    client.close()
+    return None, topology
+
+
 def is_cluster(client: redis.Redis) -> bool:
     """Whether the server runs in cluster mode (`INFO cluster`: cluster_enabled:1)."""
     try:

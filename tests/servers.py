@@ -43,20 +43,9 @@ def free_cluster_port() -> int:
 
 
 def wait_ready(port: int, password: str | None = None, timeout: float = 15.0) -> None:
-    """Poll PING until the server answers; never a fixed sleep."""
-    deadline = time.monotonic() + timeout
+    """Poll PING until the server answers (loading or not listening yet: wait on)."""
     client = redis.Redis(port=port, password=password, socket_connect_timeout=0.5)
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.exceptions.BusyLoadingError:
-            pass
-        except redis.exceptions.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server on port {port} did not answer PING within {timeout}s")
-        time.sleep(0.02)
+    wait_until(client.ping, f"an answer to PING on port {port}", timeout)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..cluster import Topology, discover, is_cluster
+from ..cluster import Topology, connect_and_discover, discover
 from ..endpoints import RedisEndpoint, translate_redis_errors
 from ..errors import ClusterChanged, ScopeViolation
 from ..redaction import redact_key
@@ -36,15 +36,9 @@ MAX_REDIRECT_ROUNDS = 20  # rounds of MOVED/ASK answers a flush follows before i
 def open_sink(endpoint: RedisEndpoint, *, replace: bool = True) -> RedisSink:
     """A sink for `endpoint`: a `RedisSink` for a standalone server, a `ClusterSink` (same
     methods) when the server is a node of a Redis Cluster."""
-    client = endpoint.connect()
-    with translate_redis_errors(endpoint):
-        clustered = is_cluster(client)
-    if not clustered:
+    client, topology = connect_and_discover(endpoint)
+    if topology is None:
         return RedisSink(endpoint, replace=replace, client=client)
-    try:
-        topology = discover(endpoint, client)
-    finally:
-        client.close()
     return ClusterSink(endpoint, topology, replace=replace)
 
 

@@ -33,7 +33,7 @@ import redis
 from redis.crc import key_slot
 
 from . import Read, resp
-from ..cluster import ClusterNode, Topology, discover, is_cluster, node_endpoint, reads_from_replica, slots_in_motion
+from ..cluster import ClusterNode, Topology, connect_and_discover, discover, node_endpoint, reads_from_replica, slots_in_motion
 from ..endpoints import RedisEndpoint, translate_redis_errors
 from ..errors import ServerUnavailable
 from ..redis_glob import ScopeMatcher
@@ -51,15 +51,9 @@ _REWALK_ROUNDS = 10  # re-walks in a row, while slots keep moving during them
 def open_source(endpoint: RedisEndpoint, **options) -> RedisSource | ClusterSource:
     """A source for `endpoint`: a `RedisSource` for a standalone server, a `ClusterSource`
     (same methods) when the server is a node of a Redis Cluster. Takes RedisSource's options."""
-    client = endpoint.connect()
-    with translate_redis_errors(endpoint):
-        clustered = is_cluster(client)
-    if not clustered:
+    client, topology = connect_and_discover(endpoint)
+    if topology is None:
         return RedisSource(endpoint, client=client, **options)
-    try:
-        topology = discover(endpoint, client)
-    finally:
-        client.close()
     return ClusterSource(endpoint, topology, **options)
 
 
