@@ -33,7 +33,6 @@ _PING_EVERY_S = 2.0
 _SILENT_S = 6.0
 _RECONNECT_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 _RECV_BYTES = 1 << 20
-_MORE = object()
 
 
 def notifications_suffice(flags: str) -> bool:
@@ -83,7 +82,7 @@ class _Subscription:
 
     def __init__(self, client: redis.Redis, channels: list[bytes]):
         self.conn = client.connection_pool.make_connection()
-        self.reader = hiredis.Reader(notEnoughData=_MORE)
+        self.reader = resp.ReplyReader()
         try:
             self.conn.connect()
             self.conn.send_packed_command([resp.pack([b"PSUBSCRIBE", *channels])])
@@ -116,7 +115,7 @@ class _Subscription:
 
     def _parsed(self) -> list[list]:
         out = []
-        while (message := self.reader.gets()) is not _MORE:
+        while (message := self.reader.gets()) is not resp.MORE:
             if isinstance(message, hiredis.ReplyError):
                 raise redis.exceptions.ResponseError(str(message))
             out.append(message)

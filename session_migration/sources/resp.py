@@ -15,7 +15,8 @@ import hiredis
 import redis
 
 _RECV_BYTES = 1 << 20
-_MORE = object()
+_FEED_BYTES = 16 << 10
+MORE = object()  # what `ReplyReader.gets` returns when it needs more bytes
 
 
 def pack(args: Sequence[bytes]) -> bytes:
@@ -46,6 +47,33 @@ def _common_length(items: Sequence[bytes]) -> int | None:
     return lengths.pop() if len(lengths) == 1 else None
 
 
+class ReplyReader:
+    """hiredis' reply parser, fed at most 16 KB at a time from the chunks it is given.
+
+    After each reply, once it has consumed 1 KB, hiredis moves the rest of its buffer to the
+    front. Fed a whole 1 MB chunk of ~1 KB replies (a cluster node's GET per key), it moves up
+    to 1 MB per reply: 8.8 us a reply against 0.34 us in 16 KB slices (measured with hiredis
+    3.5; replies in one array, like MGET's, are parsed in one call and never paid this).
+    `feed` a new chunk only after `gets` returned `MORE`: the last one is used up then.
+    """
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader(notEnoughData=MORE)
+        self._chunk: bytes = b""
+        self._at = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunk, self._at = chunk, 0
+
+    def gets(self):
+        """The next reply (`hiredis.ReplyError` for an error reply), or `MORE`."""
+        while (reply := self._reader.gets()) is MORE and self._at < len(self._chunk):
+            size = min(_FEED_BYTES, len(self._chunk) - self._at)
+            self._reader.feed(self._chunk, self._at, size)
+            self._at += size
+        return reply
+
+
 def execute(client: redis.Redis, packed: bytes, replies: int) -> list:
     """Send `packed` (holding `replies` commands) and return the replies in order."""
     pool = client.connection_pool
@@ -53,11 +81,11 @@ def execute(client: redis.Redis, packed: bytes, replies: int) -> list:
     try:
         conn.send_packed_command([packed])
         sock = conn._sock  # noqa: SLF001 - redis-py's socket: opened, authenticated, selected
-        reader = hiredis.Reader(notEnoughData=_MORE)
+        reader = ReplyReader()
         out = []
         while len(out) < replies:
             reply = reader.gets()
-            if reply is _MORE:
+            if reply is MORE:
                 chunk = sock.recv(_RECV_BYTES)
                 if not chunk:
                     raise redis.exceptions.ConnectionError("Connection closed by server.")
@@ -86,7 +114,7 @@ class Stream:
 
     def __init__(self, client: redis.Redis, *, no_touch: bool = False):
         self._conn = client.connection_pool.make_connection()
-        self._reader = hiredis.Reader(notEnoughData=_MORE)
+        self._reader = ReplyReader()
         try:
             self._conn.connect()
             if no_touch:  # a per-connection setting: see RedisSource
@@ -105,7 +133,7 @@ class Stream:
     def reply(self):
         while True:
             reply = self._reader.gets()
-            if reply is not _MORE:
+            if reply is not MORE:
                 return reply
             try:
                 chunk = self._conn._sock.recv(_RECV_BYTES)  # noqa: SLF001 - see `execute`

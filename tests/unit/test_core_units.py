@@ -145,3 +145,25 @@ def test_resp_packing_round_trips_for_same_and_mixed_key_lengths(lengths):
     assert reader.gets() == [b"MGET", *keys]
     assert [reader.gets() for _ in keys] == [[b"PEXPIRETIME", k] for k in keys]
     assert reader.gets() is False  # nothing left over
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 16 << 10, 1 << 20])
+def test_reply_reader_parses_every_reply_across_chunks_of_any_size(chunk_bytes):
+    """The reader feeds hiredis 16 KB at a time from each chunk: replies that straddle slices
+    or chunks, a whole megabyte of ~1 KB replies at once, and error replies all come out once,
+    in order; `MORE` only when a chunk is used up."""
+    import hiredis
+
+    from session_migration.sources import resp
+
+    rng = random.Random(11)
+    values = [bytes(rng.randrange(256) for _ in range(rng.randint(0, 2100))) for _ in range(900)]
+    wire = b"".join(b"$%d\r\n%s\r\n" % (len(v), v) for v in values) + b"-MOVED 12 127.0.0.1:7001\r\n:42\r\n"
+    reader, replies = resp.ReplyReader(), []
+    for start in range(0, len(wire), chunk_bytes):
+        reader.feed(wire[start:start + chunk_bytes])
+        while (reply := reader.gets()) is not resp.MORE:
+            replies.append(reply)
+    assert replies[:-2] == values
+    assert isinstance(replies[-2], hiredis.ReplyError) and str(replies[-2]).startswith("MOVED 12")
+    assert replies[-1] == 42
