@@ -417,7 +417,7 @@ def restore_part(snapshot: str | Snapshot, endpoint: RedisEndpoint, part_name: s
     counters = RestoreCounters()
     sink = _sink or open_sink(endpoint, replace=options.on_conflict == "replace")
     index = [p.name for p in snap.parts].index(part_name)
-    source = SnapshotSource(snap, parts=[part_name], batch_size=options.batch_size, verify=verify)
+    source = SnapshotSource(snap, parts=[part_name], batch_size=options.batch_size * sink.fanout, verify=verify)
 
     def take(group: list[Read]) -> list[pa.RecordBatch]:
         batches = []

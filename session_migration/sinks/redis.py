@@ -143,6 +143,8 @@ class RedisSink:
     With `replace` off, a key that exists is kept (skipped), also one that appears between a
     probe and the write. Holds a connection; not thread-safe."""
 
+    fanout = 1  # servers a batch is split over (ClusterSink: its masters); callers read fanout x --batch-size
+
     def __init__(self, endpoint: RedisEndpoint, *, replace: bool = True, client: redis.Redis | None = None):
         self.endpoint = endpoint
         self.replace = replace
