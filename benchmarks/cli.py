@@ -12,7 +12,8 @@ On throwaway Redis 7.0 servers on free loopback ports, with the express-session 
            same `SET key value PX ttl` stream (built before timing), alternating
   flow     with a running local `prefect server start`: the same backup in flow mode
            (PREFECT_API_URL set) and in direct mode, alternating, at --small and at --keys keys,
-           and of a pattern nothing matches (0 keys: the fixed cost alone): what a flow run adds
+           and of a pattern nothing matches (0 keys: the fixed cost alone): what a flow run adds;
+           and Prefect's own fixed cost: an empty `@flow` in its own process vs `python -c pass`
 
 Prints Markdown tables and writes benchmarks/results/cli-<time>.json. Measurement only:
 nothing here asserts a timing. Every server it starts is stopped, also on error.
@@ -151,6 +152,32 @@ def flow_vs_direct(source, keys: int, work: Path, home: Path, api_url: str, repe
     return [median(rows, "cli backup, direct", keys), median(rows, "cli backup, flow (server)", keys)]
 
 
+EMPTY_FLOW = """from prefect import flow
+
+@flow(name="empty")
+def empty() -> None:
+    return None
+
+empty()
+"""
+
+
+def prefect_floor(source, work: Path, home: Path, api_url: str, repeat: int) -> list[dict]:
+    """Prefect's own fixed cost, which the issue accepts: an empty `@flow` run in a process of its
+    own against the same server, against a bare interpreter; alternating."""
+    script = work / "empty_flow.py"
+    script.write_text(EMPTY_FLOW)
+    env = direct_env(home)
+    env["PREFECT_API_URL"] = api_url
+    rows = []
+    for i in range(repeat):
+        rows.append(row("empty Prefect flow, own process", 0, measure([sys.executable, str(script)], server=source,
+                                                                      env=env)))
+        rows.append(row("python -c pass", 0, measure([sys.executable, "-c", "pass"], server=source, env=env)))
+        log(f"Prefect floor, pair {i + 1}: empty flow {rows[-2]['wall_s']:.2f} s, bare {rows[-1]['wall_s']:.2f} s")
+    return [median(rows, "empty Prefect flow, own process", 0), median(rows, "python -c pass", 0)]
+
+
 def markdown(results: list[dict]) -> str:
     lines = ["| contestant | keys | wall s (median) | runs | keys/s | peak MB |", "|---|---:|---:|---|---:|---:|"]
     for r in results:
@@ -185,9 +212,10 @@ def main() -> None:
                     if "flow" in only:
                         server = PrefectServer()
                         try:
-                            if keys == sizes[0]:  # nothing in scope: Prefect's fixed cost alone
+                            if keys == sizes[0]:  # nothing in scope: the fixed cost alone, and Prefect's own
                                 results += flow_vs_direct(source, 0, work, home, server.api_url, args.repeat,
                                                           pattern="none:*")
+                                results += prefect_floor(source, work, home, server.api_url, args.repeat)
                             results += flow_vs_direct(source, keys, work, home, server.api_url, args.repeat)
                         finally:
                             server.stop()
@@ -214,6 +242,10 @@ def main() -> None:
         if flow and direct:
             print(f"{keys:,} keys, flow run adds: {flow['wall_s'] - direct['wall_s']:+.2f} s "
                   f"(median of {args.repeat} alternating pairs)")
+    empty, bare = by.get(("empty Prefect flow, own process", 0)), by.get(("python -c pass", 0))
+    if empty and bare:
+        print(f"Prefect's own fixed cost (an empty flow's process minus a bare interpreter): "
+              f"{empty['wall_s'] - bare['wall_s']:.2f} s")
     print(f"results: {out}")
 
 
