@@ -153,7 +153,7 @@ def restore(
     min_ttl: int = _MIN_TTL,
     on_conflict: str = _ON_CONFLICT,
     rename_prefix: Optional[tuple[str, str]] = _RENAME_PREFIX,
-    batch_size: int = typer.Option(BATCH_SIZE, help="Rows per pipelined round trip."),
+    batch_size: int = typer.Option(BATCH_SIZE, help="Rows per pipelined round trip (into a cluster: per master)."),
     dry_run: bool = _DRY_RUN_PLAN,
     signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     allow_unsigned: bool = _ALLOW_UNSIGNED,
@@ -180,7 +180,8 @@ def transfer(
     min_ttl: int = _MIN_TTL,
     on_conflict: str = _ON_CONFLICT,
     rename_prefix: Optional[tuple[str, str]] = _RENAME_PREFIX,
-    batch_size: int = typer.Option(BATCH_SIZE, help="Keys per SCAN page and pipelined round trip."),
+    batch_size: int = typer.Option(
+        BATCH_SIZE, help="Keys per SCAN page and pipelined round trip (into a cluster: per master)."),
     signing_key_block: Optional[str] = _SIGNING_KEY_BLOCK,
     checkpoint_path: Optional[str] = typer.Option(None, "--checkpoint-path", help="Folder or fsspec URL for the resume checkpoint (in its transfers/ folder). Default: $SESSION_MIGRATION_STATE_DIR, else ~/.local/state/session-migration."),
     dry_run: bool = _DRY_RUN_PLAN,
