@@ -173,11 +173,6 @@ def follow_migration(recording_id: str, source: RedisEndpoint, target: RedisEndp
 def _follow(recording_id: str, source: RedisEndpoint, target: RedisEndpoint, patterns: tuple[str, ...],
             batch_size: int, live: LiveOptions, own: list[bytes], progress: Callable[[LiveProgress], None] | None,
             save: Callable[[dict[str, Any]], None], repair_first: bool) -> dict[str, Any]:
-    found = recording(recording_id)
-    keep = SeenKeys()
-    if own:
-        keep.add_new(own)
-    mirror = Mirror(source, target, patterns, batch_size=batch_size, keep=keep, ttl_tolerance_ms=live.ttl_tolerance_ms)
     saved = [time.monotonic()]
 
     def checkpoint(summary: dict[str, Any]) -> None:
@@ -186,12 +181,20 @@ def _follow(recording_id: str, source: RedisEndpoint, target: RedisEndpoint, pat
             saved[0] = time.monotonic()
 
     stop = StopFlag()
-    try:
-        with stop_on_signals(stop):
+    # "Now following ... Ctrl-C or SIGTERM stops following" is already on the screen: a signal
+    # while the mirror connects is such a stop too, not an interrupt
+    with stop_on_signals(stop):
+        found = recording(recording_id)
+        keep = SeenKeys()
+        if own:
+            keep.add_new(own)
+        mirror = Mirror(source, target, patterns, batch_size=batch_size, keep=keep,
+                        ttl_tolerance_ms=live.ttl_tolerance_ms)
+        try:
             summary = Follower(mirror, found.pending, found.feed, live, stop, progress, checkpoint,
                                repair_first=repair_first).run()
-    finally:
-        mirror.close()
+        finally:
+            mirror.close()
     summary["kept_target_only"] = len(own)
     summary[SETTING_BEFORE] = setting_to_put_back(recording_id, None)
     return summary
