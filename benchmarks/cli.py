@@ -53,6 +53,13 @@ def direct_env(home: Path) -> dict[str, str]:
     return env
 
 
+def server_env(home: Path, api_url: str) -> dict[str, str]:
+    """As `direct_env`, with the running Prefect server as the API: flow mode."""
+    env = direct_env(home)
+    env["PREFECT_API_URL"] = api_url
+    return env
+
+
 def row(name: str, keys: int, m) -> dict:
     if m.returncode not in (0, 1, 2):
         raise RuntimeError(f"{name} failed (rc={m.returncode}):\n{m.stdout[-2000:]}\n{m.stderr[-2000:]}")
@@ -140,8 +147,7 @@ def flow_vs_direct(source, keys: int, work: Path, home: Path, api_url: str, repe
                    pattern: str = "sess:*") -> list[dict]:
     """`keys` is the count in scope; with `pattern="none:*"` (0 keys) what is left is the fixed cost."""
     rows = []
-    flow_env = direct_env(home)
-    flow_env["PREFECT_API_URL"] = api_url
+    flow_env = server_env(home, api_url)
     for i in range(repeat):
         for name, env in (("cli backup, direct", direct_env(home)), ("cli backup, flow (server)", flow_env)):
             dest = work / f"flow-{keys}-{i}"
@@ -167,8 +173,7 @@ def prefect_floor(source, work: Path, home: Path, api_url: str, repeat: int) -> 
     own against the same server, against a bare interpreter; alternating."""
     script = work / "empty_flow.py"
     script.write_text(EMPTY_FLOW)
-    env = direct_env(home)
-    env["PREFECT_API_URL"] = api_url
+    env = server_env(home, api_url)
     rows = []
     for i in range(repeat):
         rows.append(row("empty Prefect flow, own process", 0, measure([sys.executable, str(script)], server=source,

@@ -29,6 +29,7 @@ Order of work:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -358,59 +359,56 @@ def _copy(source: RedisEndpoint, target: RedisEndpoint, options: TransferOptions
     relative = options.ttl_policy == "relative"
     seen = SeenKeys()
     saves = 0
-    sink = open_sink(target, replace=options.on_conflict == "replace")
-    try:
+    with contextlib.ExitStack() as opened:  # closed in reverse: the source, then the sink
+        sink = open_sink(target, replace=options.on_conflict == "replace")
+        opened.callback(sink.close)
         # --batch-size is per node written: a cluster target's masters each get about a full batch
         src = open_source(source, patterns=options.patterns, batch_size=options.batch_size * sink.fanout,
                           walk="keyspace", preserve_ttl=options.ttl_policy != "none")
-        try:
-            run_id = src.run_id()
-            if checkpoint.source_run_id not in (None, run_id) or checkpoint.walk != KEYSPACE_WALK:
-                # The source restarted since the checkpoint (its SCAN cursor is no longer a valid
-                # position), or the checkpoint's position is not one of this walk: start the walk
-                # again (every write is idempotent).
-                checkpoint.pattern_index, checkpoint.cursor, checkpoint.counters = 0, 0, {}
-            checkpoint.source_run_id, checkpoint.walk = run_id, KEYSPACE_WALK
-            counters = TransferCounters.from_dict(checkpoint.counters)
-            dbsize = src.dbsize()
-            best = 0.0
+        opened.callback(src.close)
+        run_id = src.run_id()
+        if checkpoint.source_run_id not in (None, run_id) or checkpoint.walk != KEYSPACE_WALK:
+            # The source restarted since the checkpoint (its SCAN cursor is no longer a valid
+            # position), or the checkpoint's position is not one of this walk: start the walk
+            # again (every write is idempotent).
+            checkpoint.pattern_index, checkpoint.cursor, checkpoint.counters = 0, 0, {}
+        checkpoint.source_run_id, checkpoint.walk = run_id, KEYSPACE_WALK
+        counters = TransferCounters.from_dict(checkpoint.counters)
+        dbsize = src.dbsize()
+        best = 0.0
 
-            def take(group: list[Read]) -> list[pa.RecordBatch]:
-                batches = []
-                for read in group:
-                    counters.scanned += read.scanned
-                    counters.vanished += read.vanished
-                    if not read.rows:
-                        continue
-                    fresh = seen.add_new(read.batch.column("key").to_pylist())
-                    batch = read.batch if fresh.all() else read.batch.filter(pa.array(fresh))
-                    counters.duplicates += len(fresh) - batch.num_rows
-                    counters.keys += batch.num_rows
-                    if batch.num_rows:
-                        batches.append(rules.apply(batch, sink.now_ms(), src.now_ms() if relative else None, counters))
-                return batches
+        def take(group: list[Read]) -> list[pa.RecordBatch]:
+            batches = []
+            for read in group:
+                counters.scanned += read.scanned
+                counters.vanished += read.vanished
+                if not read.rows:
+                    continue
+                fresh = seen.add_new(read.batch.column("key").to_pylist())
+                batch = read.batch if fresh.all() else read.batch.filter(pa.array(fresh))
+                counters.duplicates += len(fresh) - batch.num_rows
+                counters.keys += batch.num_rows
+                if batch.num_rows:
+                    batches.append(rules.apply(batch, sink.now_ms(), src.now_ms() if relative else None, counters))
+            return batches
 
-            def save(position: tuple[int, int], done: SinkCounts) -> None:
-                nonlocal saves
-                counters.add_sink(done)  # the position covers only answered writes
-                checkpoint.pattern_index, checkpoint.cursor = position or (checkpoint.pattern_index, checkpoint.cursor)
-                checkpoint.counters = counters.as_dict()
-                checkpoint.write(fs, ckpt_path)
-                saves += 1
+        def save(position: tuple[int, int], done: SinkCounts) -> None:
+            nonlocal saves
+            counters.add_sink(done)  # the position covers only answered writes
+            checkpoint.pattern_index, checkpoint.cursor = position or (checkpoint.pattern_index, checkpoint.cursor)
+            checkpoint.counters = counters.as_dict()
+            checkpoint.write(fs, ckpt_path)
+            saves += 1
 
-            def report(position: tuple[int, int]) -> None:
-                nonlocal best
-                walked, cursor = position
-                best = max(best, 1.0 if walked else scan_fraction(cursor, dbsize))
-                progress(TransferProgress(counters.keys, counters.written, counters.scanned, walked,
-                                          len(options.patterns), cursor, saves, best))
+        def report(position: tuple[int, int]) -> None:
+            nonlocal best
+            walked, cursor = position
+            best = max(best, 1.0 if walked else scan_fraction(cursor, dbsize))
+            progress(TransferProgress(counters.keys, counters.written, counters.scanned, walked,
+                                      len(options.patterns), cursor, saves, best))
 
-            copy(prefetch(src.read((checkpoint.pattern_index, checkpoint.cursor)), depth=2), sink, take,
-                 group_rows=1, commit_rows=checkpoint_every, on_commit=save, on_group=report if progress else None)
-        finally:
-            src.close()
-    finally:
-        sink.close()
+        copy(prefetch(src.read((checkpoint.pattern_index, checkpoint.cursor)), depth=2), sink, take,
+             group_rows=1, commit_rows=checkpoint_every, on_commit=save, on_group=report if progress else None)
     checkpoint.pattern_index, checkpoint.cursor = 1, 0
     checkpoint.finished_at = _now_iso()
     checkpoint.write(fs, ckpt_path)
