@@ -13,6 +13,7 @@ docs/scale-out.md.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -80,10 +81,17 @@ def _temporary_server_for_tasks() -> contextlib.AbstractContextManager[Any]:
     which the tasks (other processes) would not know: each would start one of its own. Name it
     in the settings the tasks are sent with (it listens on loopback: workers of this machine
     reach it; others need a real server, PREFECT_API_URL)."""
-    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    server = SubprocessASGIServer()
-    if PREFECT_API_URL.value() or not server.running:
+    if PREFECT_API_URL.value():
+        return contextlib.nullcontext()
+    # Prefect's client imports its server package to start the temporary server, so a process
+    # without it loaded has none. Importing it only to ask cost 2-4 s (FastAPI, SQLAlchemy and
+    # the server's models): most of what a Dask flow run cost more than the same flow without.
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is None:
+        return contextlib.nullcontext()
+    server = server_module.SubprocessASGIServer()
+    if not server.running:
         return contextlib.nullcontext()
     return temporary_settings({PREFECT_API_URL: server.api_url})

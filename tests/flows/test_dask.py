@@ -237,3 +237,16 @@ def test_a_run_started_with_another_task_runner_sends_its_units_to_dask(prefect_
                             dask_address=dask_cluster.address)
     assert [unit["unit"] for unit in summary["units"]] == ["0-of-2", "1-of-2"]
     assert summary["keys"] == len(list(valkey.client().scan_iter("sess:*")))
+
+
+def test_a_flow_with_a_prefect_server_never_loads_prefects_own_server_package(prefect_harness):
+    """Asking whether a temporary server must be named for the tasks does not import Prefect's
+    server (2-4 s of FastAPI and SQLAlchemy, most of what a Dask run once cost more)."""
+    import subprocess
+    import sys
+
+    asks = ("import sys\nfrom flows._dask import _temporary_server_for_tasks\n"
+            "with _temporary_server_for_tasks():\n    print(sorted(m for m in sys.modules if m.startswith('prefect.server.api')))")
+    done = subprocess.run([sys.executable, "-c", asks], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
