@@ -9,6 +9,8 @@ round, each in a fresh process (so the machine's drift hits all alike):
 
 - `direct-1`: the local default on this 2-core machine (no Prefect, one process, `readers` 1);
 - `direct-2`: the home-made worker processes (`readers` 2), no Prefect;
+- `flow-local`: the backup_sessions flow as it runs without `dask_address`: default `readers` (one
+  process on this 2-core machine), Prefect's default task runner;
 - `flow-2`: the backup_sessions flow with `readers` 2 (worker processes, Prefect's default task runner);
 - `flow-dask`: the backup_sessions flow with `dask_address` (2 unit tasks on the 2 Dask workers).
 
@@ -36,7 +38,7 @@ ROOT = HERE.parent
 # This file's folder goes last: first, `import dask` would find this very file
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
-CONTESTANTS = ("direct-1", "direct-2", "flow-2", "flow-dask")
+CONTESTANTS = ("direct-1", "direct-2", "flow-local", "flow-2", "flow-dask")
 PATTERN = "sess:*"  # the seeded express sessions, as in run.py
 
 
@@ -52,8 +54,8 @@ def child(name: str, url: str, root: str, dask: str) -> None:
         return
     from flows import backup_sessions
 
-    state = backup_sessions(source=url, backup_path=root, patterns=[PATTERN], return_state=True,
-                            **({"dask_address": dask} if name == "flow-dask" else {"readers": 2}))
+    chosen = {"flow-dask": {"dask_address": dask}, "flow-2": {"readers": 2}, "flow-local": {}}[name]
+    state = backup_sessions(source=url, backup_path=root, patterns=[PATTERN], return_state=True, **chosen)
     call = time.perf_counter() - started
     summary = state.result()
     print("BENCH-RESULT " + json.dumps({"call_s": call, "keys": summary["keys"], "units": summary.get("units"),
@@ -164,9 +166,10 @@ def _report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
     around = statistics.median(run["call_s"] - sum(s for n, s in run["tasks"].items() if not n.startswith("back-up-unit"))
                                - max(s for n, s in run["tasks"].items() if n.startswith("back-up-unit"))
                                for run in dask_runs)
-    print(f"\nDask vs worker processes under the same flow: {med['flow-dask']['call_s'] / med['flow-2']['call_s'] - 1:+.1%}"
-          f" in the call; vs the local default (direct-1): {med['flow-dask']['wall_s'] / med['direct-1']['wall_s'] - 1:+.1%}"
-          " wall")
+    dask_call = med["flow-dask"]["call_s"]
+    print(f"\nDask under the flow, in the call: {dask_call / med['flow-local']['call_s'] - 1:+.1%} against the same flow "
+          f"without it (flow-local), {dask_call / med['flow-2']['call_s'] - 1:+.1%} against its 2 worker processes "
+          f"(flow-2); {med['flow-dask']['wall_s'] / med['direct-1']['wall_s'] - 1:+.1%} wall against no Prefect (direct-1)")
     print(f"a unit task: {unit_task:.2f} s as Prefect saw it, {unit_own:.2f} s of its own work "
           f"(per task: {unit_task - unit_own:.3f} s of task-run overhead); commit (repeats pass + manifest): {commit:.2f} s; "
           f"the flow around its tasks: {around:.2f} s")
