@@ -73,6 +73,18 @@ class ReplyReader:
             self._at += size
         return reply
 
+    def next_from(self, sock) -> object:
+        """The next reply, reading from `sock` (a connected socket) while more bytes are needed."""
+        while (reply := self.gets()) is MORE:
+            try:
+                chunk = sock.recv(_RECV_BYTES)
+            except OSError as exc:  # socket timeouts and resets
+                raise redis.exceptions.ConnectionError(str(exc)) from None
+            if not chunk:
+                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            self.feed(chunk)
+        return reply
+
 
 def execute(client: redis.Redis, packed: bytes, replies: int) -> list:
     """Send `packed` (holding `replies` commands) and return the replies in order."""
@@ -82,20 +94,7 @@ def execute(client: redis.Redis, packed: bytes, replies: int) -> list:
         conn.send_packed_command([packed])
         sock = conn._sock  # noqa: SLF001 - redis-py's socket: opened, authenticated, selected
         reader = ReplyReader()
-        out = []
-        while len(out) < replies:
-            reply = reader.gets()
-            if reply is MORE:
-                chunk = sock.recv(_RECV_BYTES)
-                if not chunk:
-                    raise redis.exceptions.ConnectionError("Connection closed by server.")
-                reader.feed(chunk)
-                continue
-            out.append(reply)
-        return out
-    except OSError as exc:  # socket timeouts and resets
-        conn.disconnect()
-        raise redis.exceptions.ConnectionError(str(exc)) from None
+        return [reader.next_from(sock) for _ in range(replies)]
     except BaseException:
         conn.disconnect()  # never hand back a connection with unread replies
         raise
@@ -131,17 +130,7 @@ class Stream:
             raise redis.exceptions.ConnectionError(str(exc)) from None
 
     def reply(self):
-        while True:
-            reply = self._reader.gets()
-            if reply is not MORE:
-                return reply
-            try:
-                chunk = self._conn._sock.recv(_RECV_BYTES)  # noqa: SLF001 - see `execute`
-            except OSError as exc:
-                raise redis.exceptions.ConnectionError(str(exc)) from None
-            if not chunk:
-                raise redis.exceptions.ConnectionError("Connection closed by server.")
-            self._reader.feed(chunk)
+        return self._reader.next_from(self._conn._sock)  # noqa: SLF001 - see `execute`
 
     def replies(self, count: int) -> list:
         return [self.reply() for _ in range(count)]
