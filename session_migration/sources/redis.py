@@ -5,10 +5,13 @@ deleted or expiring during it are counted as vanished, and a key may be returned
 caller de-duplicates). Reads are pipelined, one round trip per batch for string keys (the
 common case for sessions), two more for the few keys of other types.
 
-On a node of a Redis Cluster (`cluster=True`, see `sources/cluster.py`) values are read with
-one GET per key instead of MGET (a multi-key command must not span slots), in the same round
-trip, and a key whose slot has moved or is moving (a MOVED or ASK reply) is neither a row nor
-vanished: it is handed back in `ReadResult.moved` for the caller to read from its new owner.
+On a node of a Redis Cluster (`cluster=True`, see `sources/cluster.py`) a multi-key command
+must not span slots. Where SCAN returns a node's keys slot by slot (Valkey 8 and later keep
+one table per slot), each run of keys sharing a slot is read with one MGET; elsewhere (Redis
+7: a batch's keys lie in about as many slots as there are keys) with one GET per key, in the
+same round trip. A key whose slot has moved or is moving (a MOVED, ASK or TRYAGAIN reply) is
+neither a row nor vanished: it is handed back in `ReadResult.moved` for the caller to read
+from its new owner.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ NO_EXPIRY = -1
 NO_KEY = -2
 _TYPE_RETRIES = 3  # a key that changes type between our reads is read again this often
 MOVED = "moved"  # what `exists`, `expiries` and `idle_ms` answer, on a cluster node, for a key it does not serve
+# A cluster node's keys are read with one MGET per run of keys sharing a slot when a batch has at
+# least this many keys per run on average; below it, with one GET per key.
+_KEYS_PER_RUN = 4
+# A batch this large with fewer keys per run says the node's SCAN does not go slot by slot: its
+# later batches are read key by key without computing their slots (~0.4 us a key).
+_RUNS_DECIDED_AT = 256
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,7 @@ class RedisSource:
         self.preserve_ttl = preserve_ttl
         self.capture_dump = capture_dump
         self.cluster = cluster
+        self._slot_runs_pay = cluster  # until a batch shows this node's SCAN does not go slot by slot
         self.moved_slots: set[int] = set()
         self.client = client or endpoint.connect()
         if readonly:
@@ -304,29 +314,53 @@ class RedisSource:
         return True, int(now_ms) + int(reply)
 
     def _read(self, keys: Sequence[bytes]) -> ReadResult:
-        packed, count = self._read_request(keys)
-        return self._read_result(keys, resp.execute(self.client, packed, count))
+        packed, count, runs = self._read_request(keys)
+        return self._read_result(keys, resp.execute(self.client, packed, count), runs)
 
-    def _read_request(self, keys: Sequence[bytes]) -> tuple[bytes, int]:
-        """The pipelined read of `keys` and how many replies it gets.
+    def _read_request(self, keys: Sequence[bytes]) -> tuple[bytes, int, list[int] | None]:
+        """The pipelined read of `keys`, how many replies it gets, and (on a cluster node) the
+        ends of the slot runs read with one MGET each (None: one GET per key).
 
         One round trip: MGET for every value, then the expiry of each key. MGET answers nil
         both for a missing key and for a key of another type; the expiry reply tells the two
-        apart (-2 = missing). On a cluster node, GET per key (WRONGTYPE for another type).
+        apart (-2 = missing). On a cluster node, MGET per slot run or GET per key (WRONGTYPE
+        for another type).
         """
         with_time = self.preserve_ttl and not self.info.has_pexpiretime
-        values = resp.pack_per_key(b"GET", keys) if self.cluster else resp.pack([b"MGET", *keys])
+        runs = self._slot_runs(keys) if self.cluster else None
+        if not self.cluster:
+            values, count = resp.pack([b"MGET", *keys]), 1
+        elif runs is None:
+            values, count = resp.pack_per_key(b"GET", keys), len(keys)
+        else:
+            values = b"".join(resp.pack([b"MGET", *keys[start:end]]) for start, end in zip([0, *runs], runs))
+            count = len(runs)
         packed = (resp.pack([b"TIME"]) if with_time else b"") + values + resp.pack_per_key(self._expiry_command, keys)
-        return packed, (2 * len(keys) if self.cluster else len(keys) + 1) + with_time
+        return packed, count + len(keys) + with_time, runs
 
-    def _read_result(self, keys: Sequence[bytes], replies: list) -> ReadResult:
+    def _slot_runs(self, keys: Sequence[bytes]) -> list[int] | None:
+        """Where each run of consecutive keys sharing a slot ends, when the runs are long enough
+        for an MGET each to pay (see `_KEYS_PER_RUN`); else None."""
+        if not self._slot_runs_pay or len(keys) < _KEYS_PER_RUN:
+            return None
+        slots = np.fromiter(map(key_slot, keys), dtype=np.int32, count=len(keys))
+        runs = [*(np.flatnonzero(slots[1:] != slots[:-1]) + 1).tolist(), len(keys)]
+        if len(keys) >= _KEYS_PER_RUN * len(runs):
+            return runs
+        if len(keys) >= _RUNS_DECIDED_AT:
+            self._slot_runs_pay = False
+        return None
+
+    def _read_result(self, keys: Sequence[bytes], replies: list, runs: list[int] | None = None) -> ReadResult:
         now_ms = None
         if self.preserve_ttl and not self.info.has_pexpiretime:
             sec, usec = replies.pop(0)
             now_ms = int(sec) * 1000 + int(usec) // 1000
         moved: list[bytes] = []
         if self.cluster:
-            keys, values, expiries, moved = _per_key_replies(keys, replies[:len(keys)], replies[len(keys):])
+            width = len(keys) if runs is None else len(runs)
+            values = replies[:width] if runs is None else _run_values(replies[:width], runs)
+            keys, values, expiries, moved = _per_key_replies(keys, values, replies[width:])
             if not keys:
                 return ReadResult(batch=_Rows().to_batch(self.endpoint.db), vanished=0, moved=moved)
         else:
@@ -424,12 +458,22 @@ class RedisSource:
 
 
 def _redirected(reply) -> bool:
-    """Whether a reply is a cluster redirection: MOVED (the slot has a new owner) or ASK (it is
-    being migrated and this key has left already)."""
+    """Whether a reply is a cluster redirection: MOVED (the slot has a new owner), ASK (it is
+    being migrated and this key has left already) or TRYAGAIN (an MGET of a slot being
+    migrated, some of whose keys have left)."""
     if isinstance(reply, redis.exceptions.AskError):  # MovedError too; redis-py drops the word from the text
         return True
     return isinstance(reply, (hiredis.ReplyError, redis.exceptions.ResponseError)) and str(reply).startswith(
-        ("MOVED ", "ASK "))
+        ("MOVED ", "ASK ", "TRYAGAIN "))
+
+
+def _run_values(replies: list, runs: list[int]) -> list:
+    """Per-key values from the MGET replies of slot runs: a run the node refused (an error such
+    as MOVED or TRYAGAIN) gives that error for each of its keys."""
+    values: list = []
+    for reply, start, end in zip(replies, [0, *runs], runs):
+        values.extend(reply if reply.__class__ is list else [reply] * (end - start))
+    return values
 
 
 def _per_key_replies(keys: Sequence[bytes], values: list, expiries: list) -> tuple[list, list, list, list]:
@@ -659,8 +703,8 @@ class _StreamedScan:
         self.patterns = patterns
         self.batch_size = batch_size
         self.segment = segment
-        self.inflight: deque[tuple] = deque()  # ("scan", i), ("read", i, cursor, keys, replies) or ("end", i)
-        self.ready: deque[tuple] = deque()  # (index, cursor, keys, raw replies or None)
+        self.inflight: deque[tuple] = deque()  # ("scan", i), ("read", i, cursor, keys, replies, runs) or ("end", i)
+        self.ready: deque[tuple] = deque()  # (index, cursor, keys, raw replies or None, slot runs)
         self.keys: list[bytes] = []  # scanned, not yet sent for reading
 
     def chunks(self, start_pattern: int, start_cursor: int) -> Iterator[Chunk]:
@@ -670,8 +714,8 @@ class _StreamedScan:
             while self.inflight and not (self.ready and any(item[0] == "read" for item in self.inflight)):
                 self._take_reply()
             if self.ready:
-                index, cursor, keys, raw = self.ready.popleft()
-                result = self.source._read_result(keys, raw) if raw is not None else None
+                index, cursor, keys, raw, runs = self.ready.popleft()
+                result = self.source._read_result(keys, raw, runs) if raw is not None else None
                 yield Chunk(index, cursor, len(keys), result)
 
     def _scan(self, index: int, cursor: int) -> None:
@@ -682,11 +726,11 @@ class _StreamedScan:
     def _take_reply(self) -> None:
         item = self.inflight.popleft()
         if item[0] == "end":
-            self.ready.append((item[1], 0, [], None))
+            self.ready.append((item[1], 0, [], None, None))
             return
         if item[0] == "read":
-            _, index, cursor, keys, count = item
-            self.ready.append((index, cursor, keys, self.stream.replies(count)))
+            _, index, cursor, keys, count, runs = item
+            self.ready.append((index, cursor, keys, self.stream.replies(count), runs))
             return
         index = item[1]
         reply = self.stream.reply()
@@ -698,9 +742,9 @@ class _StreamedScan:
         if done:
             cursor = 0
         if self.keys and (len(self.keys) >= self.batch_size or done):
-            packed, count = self.source._read_request(self.keys)
+            packed, count, runs = self.source._read_request(self.keys)
             self.stream.send(packed)
-            self.inflight.append(("read", index, cursor, self.keys, count))
+            self.inflight.append(("read", index, cursor, self.keys, count, runs))
             self.keys = []
         elif done:  # nothing to read, but the caller must still hear that the walk ended
             self.inflight.append(("end", index))

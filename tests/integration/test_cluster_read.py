@@ -125,12 +125,19 @@ def test_verify_cluster_and_standalone_both_ways(cluster, redis_server):
 MANY = 40_000
 
 
-def seed_many(rc) -> set[bytes]:
+TAGS = 500
+
+
+def seed_many(rc, layout: str = "spread") -> set[bytes]:
+    """MANY small sessions, spread over the slots (~2 a slot) or `tagged` into TAGS slots of 80
+    keys each (hash tags), which a node whose SCAN goes slot by slot (Valkey) reads with one
+    MGET per slot."""
+    names = [f"sess:{{t{i % TAGS}}}:{i:06d}" if layout == "tagged" else f"sess:{i:06d}" for i in range(MANY)]
     pipe = rc.pipeline()
-    for i in range(MANY):
-        pipe.set(f"sess:{i:06d}", b"x" * 40)
+    for name in names:
+        pipe.set(name, b"x" * 40)
     pipe.execute()
-    return {f"sess:{i:06d}".encode() for i in range(MANY)}
+    return {name.encode() for name in names}
 
 
 def owner_id(cluster, slot: int) -> str:
@@ -140,13 +147,19 @@ def owner_id(cluster, slot: int) -> str:
     raise AssertionError(f"slot {slot} has no owner")
 
 
+# Slots each reshard moves, always from the master of slot 16383 (~5,461 slots), in the session's
+# clusters: five moves per cluster in this file must leave it some (a master left with none
+# becomes a replica).
+RESHARD_SLOTS = 1000
+
+
 class Reshard:
     """Moves slots from the last unit walked (the master of slot 16383) to the first (the master
     of slot 0) with `redis-cli --cluster reshard`, started the first time `pause` is called; that
     call returns once a slot is migrating or the reshard is over, so the walk goes on while slots
     move."""
 
-    def __init__(self, cluster, slots: int = 1500):
+    def __init__(self, cluster, slots: int = RESHARD_SLOTS):
         self.cluster, self.slots = cluster, slots
         self.process: subprocess.Popen | None = None
         self.lock = threading.Lock()
@@ -186,9 +199,10 @@ def _raw_nodes(server) -> bytes:
         client.close()
 
 
-def test_resharding_during_a_backup_loses_and_repeats_nothing(cluster, tmp_path):
+@pytest.mark.parametrize("layout", ["spread", "tagged"])
+def test_resharding_during_a_backup_loses_and_repeats_nothing(layout, cluster, tmp_path):
     rc = cluster.client()
-    keys = seed_many(rc)
+    keys = seed_many(rc, layout)
     reshard = Reshard(cluster)
 
     result = backup(cluster.url, str(tmp_path), patterns=["sess:*"], batch_size=100, part_rows=5000,
@@ -200,10 +214,11 @@ def test_resharding_during_a_backup_loses_and_repeats_nothing(cluster, tmp_path)
     assert result.counters.keys == MANY
 
 
-def test_resharding_during_a_transfer_loses_nothing(cluster, redis_server, tmp_path):
+@pytest.mark.parametrize("layout", ["spread", "tagged"])
+def test_resharding_during_a_transfer_loses_nothing(layout, cluster, redis_server, tmp_path):
     rc, target = cluster.client(), redis_server.client()
     target.flushall()
-    keys = seed_many(rc)
+    keys = seed_many(rc, layout)
     reshard = Reshard(cluster)
 
     result = transfer(cluster.url, redis_server.url, patterns=["sess:*"], batch_size=100,
@@ -212,6 +227,23 @@ def test_resharding_during_a_transfer_loses_nothing(cluster, redis_server, tmp_p
 
     assert set(target.scan_iter(match="*", count=5000)) == keys
     assert result.counters.keys == MANY
+
+
+def test_a_node_whose_scan_goes_slot_by_slot_is_read_with_an_mget_per_slot(cluster, tmp_path):
+    keys = seed_many(cluster.client(), "tagged")
+    for node in cluster.nodes:
+        node.client().config_resetstat()
+
+    result = backup(cluster.url, str(tmp_path), patterns=["sess:*"])
+
+    rows = open_snapshot(result.url).read_table(columns=["key"]).column("key").to_pylist()
+    assert len(rows) == len(set(rows)) == MANY and set(rows) == keys
+    stats = [node.client().info("commandstats") for node in cluster.nodes]
+    gets, mgets = ([s.get(f"cmdstat_{name}", {}).get("calls", 0) for s in stats] for name in ("get", "mget"))
+    if cluster.kind == "valkey":  # one table per slot: a batch holds a few slots' keys, each slot's together
+        assert sum(mgets) < MANY // 20 and sum(gets) < MANY // 100, (mgets, gets)
+    else:  # Redis 7.0: one table, a batch's keys spread over its slots; slots no longer computed after one batch
+        assert sum(mgets) == 0 and sum(gets) == MANY, (mgets, gets)
 
 
 # -- resume and the CLI ---------------------------------------------------------------------------
@@ -253,7 +285,8 @@ def test_kill_9_of_a_cluster_backup_then_the_same_command_resumes_it(reshard_whi
     if reshard_while_stopped:  # slots of the last master move to the first, whose walk is under way
         moved = subprocess.run(
             [REDIS_CLI, "--cluster", "reshard", f"127.0.0.1:{cluster.nodes[0].port}", "--cluster-from",
-             owner_id(cluster, 16383), "--cluster-to", owner_id(cluster, 0), "--cluster-slots", "1500", "--cluster-yes"],
+             owner_id(cluster, 16383), "--cluster-to", owner_id(cluster, 0), "--cluster-slots", str(RESHARD_SLOTS),
+             "--cluster-yes"],
             capture_output=True, timeout=300)
         assert moved.returncode == 0, moved.stderr
     else:  # addresses in a checkpoint are not trusted: the resume asks the cluster where its nodes are
