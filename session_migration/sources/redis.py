@@ -29,6 +29,7 @@ from redis.crc import key_slot
 import hiredis
 
 from . import Read, resp
+from ..cluster import key_slots
 from ..endpoints import RedisEndpoint, translate_redis_errors
 from ..redis_glob import ScopeMatcher
 from ..schema import RECORD_SCHEMA
@@ -343,7 +344,7 @@ class RedisSource:
         for an MGET each to pay (see `_KEYS_PER_RUN`); else None."""
         if not self._slot_runs_pay or len(keys) < _KEYS_PER_RUN:
             return None
-        slots = np.fromiter(map(key_slot, keys), dtype=np.int32, count=len(keys))
+        slots = key_slots(keys)
         runs = [*(np.flatnonzero(slots[1:] != slots[:-1]) + 1).tolist(), len(keys)]
         if len(keys) >= _KEYS_PER_RUN * len(runs):
             return runs

@@ -167,3 +167,15 @@ def test_reply_reader_parses_every_reply_across_chunks_of_any_size(chunk_bytes):
     assert replies[:-2] == values
     assert isinstance(replies[-2], hiredis.ReplyError) and str(replies[-2]).startswith("MOVED 12")
     assert replies[-1] == 42
+
+
+def test_key_slots_agree_with_redis_py_for_plain_tagged_and_binary_keys():
+    from redis.crc import key_slot
+
+    from session_migration.cluster import key_slots
+
+    rng = random.Random(7)
+    plain = [b"sess:%032x" % rng.getrandbits(128) for _ in range(500)] + [b"", b"\x00\xff\r\n", b"}"]
+    tagged = plain + [b"}{", b"sess:{user1}a", b"{}x", b"a{b}c{d}", b"{", b"x{y", b"sess:{\xff\x00}"]
+    for keys in (plain, tagged):  # without a "{" anywhere, and with
+        assert key_slots(keys).tolist() == [key_slot(k) for k in keys]
