@@ -1,8 +1,8 @@
 """Benchmark a 3-master Redis Cluster against one server holding the same keys.
 
-    python benchmarks/cluster.py [--keys 1000000] [--repeat 3] [--only backup,restore,transfer]
+    python benchmarks/cluster.py [--keys 1000000] [--repeat 3] [--only backup,restore,transfer] [--server valkey]
 
-Redis 7.0 everywhere, throwaway servers on free loopback ports, the express-session data of
+Redis 7.0 everywhere (or Valkey with `--server valkey`), throwaway servers on free loopback ports, the express-session data of
 run.py (~1 KB JSON sessions with TTLs). Each contestant is the `session-migration` command in
 direct mode (no Prefect API), its own process, timed from spawn to exit; single node and
 cluster alternate, --repeat pairs, medians. References measured in the same run:
@@ -44,6 +44,7 @@ from redis.crc import key_slot  # noqa: E402
 from servers import free_cluster_port  # noqa: E402
 
 RESULTS = HERE / "results"
+SERVER = "redis"  # or "valkey": --server
 CLI = [sys.executable, "-m", "session_migration_cli"]
 
 
@@ -58,7 +59,7 @@ class BenchCluster:
         self.nodes = []
         try:
             for _ in range(3):
-                self.nodes.append(start_server("redis", port=free_cluster_port(), extra=(
+                self.nodes.append(start_server(SERVER, port=free_cluster_port(), extra=(
                     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")))
             subprocess.run([REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
                             "--cluster-yes"], check=True, capture_output=True, timeout=60)
@@ -105,7 +106,7 @@ def _slot_ranges(node) -> list[tuple[int, int, int]]:
 
 @contextmanager
 def fresh(kind: str):
-    target = BenchCluster() if kind == "cluster" else start_server("redis")
+    target = BenchCluster() if kind == "cluster" else start_server(SERVER)
     try:
         yield target
     finally:
@@ -213,14 +214,17 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="backup,restore,transfer")
+    parser.add_argument("--server", choices=["redis", "valkey"], default="redis")
     args = parser.parse_args()
+    global SERVER
+    SERVER = args.server
     only = set(args.only.split(","))
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         work, home = Path(tmp), Path(tmp) / "prefect-home"
         for sub in ("one", "three"):
             (work / sub).mkdir()
-        single, cluster = start_server("redis"), BenchCluster()
+        single, cluster = start_server(SERVER), BenchCluster()
         try:
             log(f"seeding {args.keys:,} keys into one server and into the cluster")
             seed(single, args.keys, 1)
