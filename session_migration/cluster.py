@@ -18,11 +18,10 @@ slot ranges and versions: never a credential.
 
 from __future__ import annotations
 
+from binascii import crc_hqx
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
-
-from binascii import crc_hqx
 
 import numpy as np
 import redis
@@ -30,7 +29,6 @@ from redis.crc import key_slot
 
 from .endpoints import RedisEndpoint, translate_redis_errors
 from .errors import InvalidParameter, ServerUnavailable
-
 
 SLOTS = 16384
 

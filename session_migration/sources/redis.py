@@ -46,7 +46,7 @@ MOVED = "moved"  # what `exists`, `expiries` and `idle_ms` answer, on a cluster 
 # least this many keys per run on average; below it, with one GET per key.
 _KEYS_PER_RUN = 4
 # A batch this large with fewer keys per run says the node's SCAN does not go slot by slot: its
-# later batches are read key by key without computing their slots (~0.4 us a key).
+# later batches are read key by key without computing their slots (~0.2 us a key).
 _RUNS_DECIDED_AT = 256
 
 
