@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import read_flow_run, run_flow
-from session_migration import backup
+from session_migration import backup, open_snapshot
 from session_migration.errors import InvalidParameter
 
 pytestmark = [pytest.mark.flows, pytest.mark.integration]
@@ -35,16 +35,17 @@ def test_restore_flow_one_task_per_part(prefect_harness, valkey, tmp_path):
                              min_ttl_seconds=60, rename_prefix=rename)
     summary = state.result()
     assert summary["rows"] == 251 and summary["created"] == 250 and summary["skipped_existing"] == 1
-    assert summary["parts"] == 3 and summary["server"].startswith("valkey")
+    parts = len(open_snapshot(snap).parts)  # SCAN's COUNT is a hint: 251 rows make 2 or 3 parts of 100+
+    assert summary["parts"] == parts >= 2 and summary["server"].startswith("valkey")
     assert r.get("laravel_database_laravel_cache_s1") == b"exists"
     assert r.get("laravel_database_laravel_cache_s2") == b"v2" and r.ttl("laravel_database_laravel_cache_s2") > 3000
     assert not r.keys("laravel_database_laravel_cache:*")
 
-    run = read_flow_run(run_id, task_runs=5)
+    run = read_flow_run(run_id, task_runs=2 + parts)
     assert run.run.state.is_completed()
     assert sorted(t.name for t in run.task_runs if t.name.startswith("restore-part")) == [
-        f"restore-part-{i:05d}.parquet" for i in range(3)]
-    assert run.task_names() == ["check-restore", "finish-restore", "restore-part", "restore-part", "restore-part"]
+        f"restore-part-{i:05d}.parquet" for i in range(parts)]
+    assert run.task_names() == ["check-restore", "finish-restore", *["restore-part"] * parts]
     assert run.artifact_keys() == ["restore-progress", "restore-summary"]
     assert run.artifact("restore-progress").data == 100.0
     table = {row["metric"]: row["value"] for row in run.table("restore-summary")}
