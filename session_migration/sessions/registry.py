@@ -15,6 +15,7 @@ column, and express payloads are judged without building a `KeyRecord`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -47,7 +48,14 @@ JUDGES: dict[str, Judge] = {
     "aspnet": aspnet.judge,
 }
 assert set(JUDGES) == set(STORES)
-_JUDGED_STORES = pa.array(sorted(JUDGES), pa.string())
+
+
+@functools.cache
+def _judged_stores() -> pa.Array:
+    """The stores with a judge, as Arrow (made on first use, not at import: pyarrow imports pandas
+    with the first array it builds, ~0.2 s that a command's start would otherwise wait for)."""
+    return pa.array(sorted(JUDGES), pa.string())
+
 
 # Judges that need nothing but a string's value and TTL: `classify_batch` calls them without
 # building a `KeyRecord`. Each must be exactly what its store's judge does for a string.
@@ -185,7 +193,7 @@ def _fast_rows(batch: pa.RecordBatch, now_ms: int) -> tuple[np.ndarray, np.ndarr
         return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
 
     if "store" in names:
-        fast = mask(pc.is_in(batch.column("store"), value_set=_JUDGED_STORES))  # null: False
+        fast = mask(pc.is_in(batch.column("store"), value_set=_judged_stores()))  # null: False
     else:
         fast = np.zeros(batch.num_rows, dtype=bool)
     fast &= mask(pc.equal(batch.column("type"), "string")) & mask(batch.column("value").is_valid())

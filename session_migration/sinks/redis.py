@@ -517,9 +517,6 @@ def _lit(data: bytes) -> pa.Scalar:
     return pa.scalar(data, pa.binary())
 
 
-_CRLF = _lit(b"\r\n")
-
-
 def _decimal(numbers: pa.Array) -> pa.Array:
     """Integers as their decimal digits (binary, so they join with keys and values)."""
     return pc.cast(pc.cast(numbers, pa.string()), pa.binary())
@@ -533,11 +530,11 @@ def _pack_sets(keys: pa.Array, values: pa.Array, pxat: pa.Array, *, nx: bool) ->
     with_ttl, without_ttl = _lit(b"*%d\r\n$3\r\nSET\r\n$" % (argc + 2)), _lit(b"*%d\r\n$3\r\nSET\r\n$" % argc)
     head = pc.if_else(pc.is_valid(pxat), with_ttl, without_ttl) if pxat.null_count else with_ttl
     digits = _decimal(pxat)
-    ttl = pc.binary_join_element_wise(_lit(b"$4\r\nPXAT\r\n$"), _decimal(pc.binary_length(digits)), _CRLF, digits,
-                                      _CRLF, _lit(b""))  # null where there is no expiry
+    ttl = pc.binary_join_element_wise(_lit(b"$4\r\nPXAT\r\n$"), _decimal(pc.binary_length(digits)), _lit(b"\r\n"), digits,
+                                      _lit(b"\r\n"), _lit(b""))  # null where there is no expiry
     joined = pc.binary_join_element_wise(
-        head, _decimal(pc.binary_length(keys)), _CRLF, keys, _lit(b"\r\n$"), _decimal(pc.binary_length(values)),
-        _CRLF, values, _CRLF, ttl, _lit(b"$2\r\nNX\r\n" if nx else b""), _lit(b""),
+        head, _decimal(pc.binary_length(keys)), _lit(b"\r\n"), keys, _lit(b"\r\n$"), _decimal(pc.binary_length(values)),
+        _lit(b"\r\n"), values, _lit(b"\r\n"), ttl, _lit(b"$2\r\nNX\r\n" if nx else b""), _lit(b""),
         null_handling="replace", null_replacement="",
     )
     _, offsets, data = joined.buffers()

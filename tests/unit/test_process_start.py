@@ -47,3 +47,16 @@ def test_importing_the_core_changes_nothing_process_wide():
         "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
         "import session_migration, session_migration.operations\n"
     ) == "frozen False"
+
+
+def test_a_command_gets_to_its_first_line_without_loading_pandas():
+    """pyarrow imports pandas (~0.2 s) with the first Arrow array or scalar it builds: one made
+    at import time by any module a command loads delays every command's first line by that, an
+    empty backup or a bad option included. The work that needs pandas loads it on first use."""
+    loaded = _python(
+        "import sys\n"
+        "import session_migration_cli.app, session_migration.parameters, session_migration.operations\n"
+        "import session_migration.sessions.registry, session_migration.sinks.redis\n"
+        "print('pandas' in sys.modules)"
+    )
+    assert loaded == "False"
