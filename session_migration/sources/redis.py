@@ -359,9 +359,11 @@ class RedisSource:
             now_ms = int(sec) * 1000 + int(usec) // 1000
         moved: list[bytes] = []
         if self.cluster:
-            width = len(keys) if runs is None else len(runs)
-            values = replies[:width] if runs is None else _run_values(replies[:width], runs)
-            keys, values, expiries, moved = _per_key_replies(keys, values, replies[width:])
+            if runs is None:  # a GET per key
+                values, expiries = replies[:len(keys)], replies[len(keys):]
+            else:  # an MGET per slot run
+                values, expiries = _run_values(replies[:len(runs)], runs), replies[len(runs):]
+            keys, values, expiries, moved = _per_key_replies(keys, values, expiries)
             if not keys:
                 return ReadResult(batch=_Rows().to_batch(self.endpoint.db), vanished=0, moved=moved)
         else:
