@@ -530,11 +530,12 @@ def _pack_sets(keys: pa.Array, values: pa.Array, pxat: pa.Array, *, nx: bool) ->
     with_ttl, without_ttl = _lit(b"*%d\r\n$3\r\nSET\r\n$" % (argc + 2)), _lit(b"*%d\r\n$3\r\nSET\r\n$" % argc)
     head = pc.if_else(pc.is_valid(pxat), with_ttl, without_ttl) if pxat.null_count else with_ttl
     digits = _decimal(pxat)
-    ttl = pc.binary_join_element_wise(_lit(b"$4\r\nPXAT\r\n$"), _decimal(pc.binary_length(digits)), _lit(b"\r\n"), digits,
-                                      _lit(b"\r\n"), _lit(b""))  # null where there is no expiry
+    crlf = _lit(b"\r\n")
+    ttl = pc.binary_join_element_wise(_lit(b"$4\r\nPXAT\r\n$"), _decimal(pc.binary_length(digits)), crlf, digits,
+                                      crlf, _lit(b""))  # null where there is no expiry
     joined = pc.binary_join_element_wise(
-        head, _decimal(pc.binary_length(keys)), _lit(b"\r\n"), keys, _lit(b"\r\n$"), _decimal(pc.binary_length(values)),
-        _lit(b"\r\n"), values, _lit(b"\r\n"), ttl, _lit(b"$2\r\nNX\r\n" if nx else b""), _lit(b""),
+        head, _decimal(pc.binary_length(keys)), crlf, keys, _lit(b"\r\n$"), _decimal(pc.binary_length(values)),
+        crlf, values, crlf, ttl, _lit(b"$2\r\nNX\r\n" if nx else b""), _lit(b""),
         null_handling="replace", null_replacement="",
     )
     _, offsets, data = joined.buffers()
