@@ -32,7 +32,6 @@ NEEDED_CLASSES = "g$lshzxet"  # generic, string, list, set, hash, zset, expired,
 _PING_EVERY_S = 2.0
 _SILENT_S = 6.0
 _RECONNECT_S = (0.1, 0.25, 0.5, 1.0, 2.0)
-_RECV_BYTES = 1 << 20
 
 
 def notifications_suffice(flags: str) -> bool:
@@ -83,6 +82,7 @@ class _Subscription:
     def __init__(self, client: redis.Redis, channels: list[bytes]):
         self.conn = client.connection_pool.make_connection()
         self.reader = resp.ReplyReader()
+        self.buffer = resp.new_buffer()
         try:
             self.conn.connect()
             self.conn.send_packed_command([resp.pack([b"PSUBSCRIBE", *channels])])
@@ -103,13 +103,9 @@ class _Subscription:
         sock = self.conn._sock  # redis-py's socket: opened, authenticated, selected
         sock.settimeout(timeout)
         try:
-            chunk = sock.recv(_RECV_BYTES)
-        except TimeoutError:
+            chunk = resp.receive(sock, self.buffer)
+        except redis.exceptions.TimeoutError:
             return []
-        except OSError as exc:
-            raise redis.exceptions.ConnectionError(str(exc)) from None
-        if not chunk:
-            raise redis.exceptions.ConnectionError("the server closed the subscription")
         self.reader.feed(chunk)
         return self._parsed()
 

@@ -49,7 +49,6 @@ REFUSED_PAYLOAD = ("DUMP payload version or checksum are wrong", "Bad data forma
 _TMP_GROUP = b"session-migration-restore-tmp"
 _OK = b"+OK\r\n"
 _NILS = (b"$-1", b"_")  # SET NX on an existing key: RESP2, RESP3
-_RECV_BYTES = 1 << 20
 _MAX_PACKED_BYTES = 256 << 20  # keys + values of one buffer; more is split (Arrow binary arrays hold < 2 GiB)
 # Batches of SETs left queued at the server while the oldest one's replies are read. With two,
 # the replies were read as they trickled in (many small recv calls) and the server woke for
@@ -301,10 +300,7 @@ class RedisSink:
         with translate_redis_errors(self.endpoint):
             try:
                 lines = self._replies.take(self._conn._sock, len(sent))  # noqa: SLF001 - redis-py's open socket
-            except OSError as exc:  # socket timeouts and resets
-                self._abandon()
-                raise redis.exceptions.ConnectionError(str(exc)) from None
-            except BaseException:
+            except BaseException:  # a reset, a timeout (as redis-py's errors), Ctrl-C
                 self._abandon()
                 raise
         counts = self._counts
@@ -493,15 +489,14 @@ class _LineReplies:
     def __init__(self) -> None:
         self.buf = bytearray()
         self.lines = 0  # complete lines in buf
+        self._received = resp.new_buffer()
 
     def take(self, sock: Any, n: int) -> list[bytes] | None:
         """The next `n` replies: None when all are +OK (the common case), else each line."""
         while self.lines < n:
-            chunk = sock.recv(_RECV_BYTES)
-            if not chunk:
-                raise redis.exceptions.ConnectionError("Connection closed by server.")
+            chunk = resp.receive(sock, self._received)
             self.buf += chunk
-            self.lines += chunk.count(b"\n")
+            self.lines += self.buf.count(b"\n", len(self.buf) - len(chunk))
         self.lines -= n
         if self.buf.startswith(_OK * n):
             del self.buf[: len(_OK) * n]

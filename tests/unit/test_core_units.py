@@ -169,6 +169,35 @@ def test_reply_reader_parses_every_reply_across_chunks_of_any_size(chunk_bytes):
     assert replies[-1] == 42
 
 
+def test_replies_read_from_a_socket_into_one_reused_buffer_stay_whole():
+    """`next_from` reads the socket into one buffer it reuses: replies larger than the buffer,
+    and replies parsed before the buffer was overwritten, all come out whole and in order."""
+    import socket
+    import threading
+
+    import redis
+
+    from session_migration.sources import resp
+
+    rng = random.Random(5)
+    values = [rng.randbytes(rng.choice([0, 10, 1000, 5000, 70_000])) for _ in range(300)]
+    wire = b"".join(b"$%d\r\n%s\r\n" % (len(v), v) for v in values)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        sender = threading.Thread(target=theirs.sendall, args=(wire,))
+        sender.start()
+        reader = resp.ReplyReader(bytearray(4096))
+        replies = [reader.next_from(ours) for _ in values]
+        sender.join()
+        assert replies == values
+        ours.settimeout(0.05)
+        with pytest.raises(redis.exceptions.TimeoutError):  # nothing more sent
+            reader.next_from(ours)
+        theirs.close()
+        with pytest.raises(redis.exceptions.ConnectionError, match="closed"):
+            reader.next_from(ours)
+
+
 def test_key_slots_agree_with_redis_py_for_plain_tagged_and_binary_keys():
     from redis.crc import key_slot
 
