@@ -282,7 +282,10 @@ def commit_units(endpoint: RedisEndpoint, fs: fsspec.AbstractFileSystem, root: s
         parts += record.parts
         runs += record.runs
         checkpoint.counters.add(record.counters)
-    checkpoint.parts = drop_repeats(fs, path, parts, runs, options, checkpoint.counters)
+    if count > 1 or resumed_parts:
+        checkpoint.parts = drop_repeats(fs, path, parts, runs, options, checkpoint.counters)
+    else:  # one unit, from the start: it kept every key once itself (`_copy_unit`); 0.5 s per 1M keys saved
+        checkpoint.parts = parts
     if not checkpoint.parts:  # always at least one part, so readers always find the schema
         first = max(next_part_indexes([], count))
         checkpoint.parts.append(SnapshotSink(fs, path, first=first, compression=options.compression).empty_part())

@@ -77,6 +77,27 @@ def test_workers_write_the_same_rows_as_one_process(readers, server, tmp_path):
     assert not list((tmp_path / "many").glob("*/checkpoint.json"))
 
 
+def test_a_backup_in_one_unit_writes_the_rows_of_one_process(server, tmp_path):
+    """One unit from the start (a task runner with one unit): its commit skips the repeats pass,
+    as the unit kept each key once itself; rows and counts are still those of a plain backup."""
+    from session_migration import steps
+    from session_migration.options import BackupOptions
+
+    _fill(server.client(), 3000)
+    patterns = ("sess:*", "sess:h*")  # a second pattern whose keys the first already wrote
+    one = backup(server.url, str(tmp_path / "one"), patterns=list(patterns), part_rows=700, batch_size=200)
+    options = BackupOptions(patterns=patterns, part_rows=700, batch_size=200, snapshot_id="in-one-unit")
+    root = str(tmp_path / "unit")
+    assert steps.start_backup_units(server.url, root, options, 1)["units"] == [[0, 1]]
+    done = steps.back_up_unit(server.url, root, options, 0, 1)
+    summary = steps.commit_backup_units(server.url, root, options)
+    assert _rows(summary["snapshot"]) == _rows(one.url)
+    assert {k: summary[k] for k in ("keys", "bytes", "by_type", "by_pattern", "duplicates")} == {
+        k: one.counters.as_dict()[k] for k in ("keys", "bytes", "by_type", "by_pattern", "duplicates")}
+    parts = [p["name"] for p in open_snapshot(summary["snapshot"]).manifest["parts"]]
+    assert len(parts) == done["parts"] >= 4  # the unit's own parts
+
+
 def test_an_empty_keyspace_gives_one_empty_part(valkey, tmp_path):
     result = backup(valkey.url, str(tmp_path), patterns=["nothing:*"], readers=2)
     assert result.counters.keys == 0
