@@ -25,7 +25,9 @@ the step: it travels to a worker as two numbers, and can later name a cluster no
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,24 +314,32 @@ def drop_repeats(fs: fsspec.AbstractFileSystem, path: str, parts: list[PartInfo]
     kept = list(parts)
     # Largest parts first: a repeat is dropped from the later part, and repeats sit in the small
     # parts that end each unit's walk of a pattern (`back_up_unit`), so only those are rewritten.
-    for i in sorted(range(len(parts)), key=lambda i: -parts[i].rows):
-        part, part_runs = parts[i], runs[i]
-        file = storage.join(path, PARTS, part.name)
-        with fs.open(file, "rb") as f:
-            keys = pq.ParquetFile(f, pre_buffer=False).read(columns=["key"]).column("key")
-        fresh = seen.add_new(keys.to_pylist())
-        if fresh.all():
-            continue
-        with fs.open(file, "rb") as f:
-            table = pq.ParquetFile(f, pre_buffer=False).read()
-        scopes = np.repeat(*zip(*(part_runs or [[0, part.rows]])))
-        for scope in np.unique(scopes[~fresh]):
-            counters.add_batch(options.patterns[scope], table.filter(pa.array(~fresh & (scopes == scope))), sign=-1)
-        counters.duplicates += int((~fresh).sum())
-        writer = PartWriter(fs, path, next_index, compression=options.compression,
-                            row_group_rows=options.row_group_rows)
-        next_index += 1
-        for batch in table.filter(pa.array(fresh)).to_batches():
-            writer.write(batch)
-        kept[i] = writer.finish()
+    order = sorted(range(len(parts)), key=lambda i: -parts[i].rows)
+
+    def part_keys() -> Iterator[list[bytes]]:  # read (outside the GIL) while the last part's keys are hashed
+        for i in order:
+            with fs.open(storage.join(path, PARTS, parts[i].name), "rb") as f:
+                yield pq.ParquetFile(f, pre_buffer=False).read(columns=["key"]).column("key").to_pylist()
+
+    with contextlib.closing(prefetch(part_keys(), depth=2)) as keys_of_parts:
+        for i, keys in zip(order, keys_of_parts):
+            fresh = seen.add_new(keys)
+            if not fresh.all():
+                kept[i] = _rewrite_without(fs, path, parts[i], runs[i], fresh, next_index, options, counters)
+                next_index += 1
     return kept
+
+
+def _rewrite_without(fs: fsspec.AbstractFileSystem, path: str, part: PartInfo, part_runs: list[list[int]] | None,
+                     fresh: np.ndarray, index: int, options: BackupOptions, counters: BackupCounters) -> PartInfo:
+    """`part` written again as part `index` with only its `fresh` rows; `counters` lose the others."""
+    with fs.open(storage.join(path, PARTS, part.name), "rb") as f:
+        table = pq.ParquetFile(f, pre_buffer=False).read()
+    scopes = np.repeat(*zip(*(part_runs or [[0, part.rows]])))
+    for scope in np.unique(scopes[~fresh]):
+        counters.add_batch(options.patterns[scope], table.filter(pa.array(~fresh & (scopes == scope))), sign=-1)
+    counters.duplicates += int((~fresh).sum())
+    writer = PartWriter(fs, path, index, compression=options.compression, row_group_rows=options.row_group_rows)
+    for batch in table.filter(pa.array(fresh)).to_batches():
+        writer.write(batch)
+    return writer.finish()

@@ -45,6 +45,17 @@ def keyed_hashes(keys: Sequence[bytes] | np.ndarray, hash_key: str) -> np.ndarra
     return hash_array(_objects(keys), hash_key=hash_key, categorize=False)
 
 
+def preload_hashing() -> None:
+    """Import what `keyed_hashes` needs (pandas, ~0.3 s) in a background thread: for a process
+    that will hash keys after a wait, such as a flow waiting for its backup units before the
+    commit's repeats pass."""
+    import importlib
+    import threading
+
+    threading.Thread(target=importlib.import_module, args=("pandas.util",), name="preload-hashing",
+                     daemon=True).start()
+
+
 def _objects(keys: Sequence[bytes] | np.ndarray) -> np.ndarray:
     """`keys` as the object array `hash_array` takes (without NumPy guessing a bytes dtype)."""
     if isinstance(keys, np.ndarray):
