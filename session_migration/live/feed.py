@@ -82,7 +82,6 @@ class _Subscription:
     def __init__(self, client: redis.Redis, channels: list[bytes]):
         self.conn = client.connection_pool.make_connection()
         self.reader = resp.ReplyReader()
-        self.buffer = resp.new_buffer()
         try:
             self.conn.connect()
             self.conn.send_packed_command([resp.pack([b"PSUBSCRIBE", *channels])])
@@ -103,10 +102,9 @@ class _Subscription:
         sock = self.conn._sock  # redis-py's socket: opened, authenticated, selected
         sock.settimeout(timeout)
         try:
-            chunk = resp.receive(sock, self.buffer)
+            self.reader.receive_from(sock)
         except redis.exceptions.TimeoutError:
             return []
-        self.reader.feed(chunk)
         return self._parsed()
 
     def _parsed(self) -> list[list]:

@@ -95,7 +95,7 @@ class ReplyReader:
 
     def __init__(self, buffer: bytearray | None = None) -> None:
         self._reader = hiredis.Reader(notEnoughData=MORE)
-        self._buffer = buffer  # what `next_from` reads into; made at its first read if not given
+        self._buffer = new_buffer() if buffer is None else buffer  # what `receive_from` reads into
         self._chunk: bytes | memoryview = b""
         self._at = 0
 
@@ -113,10 +113,13 @@ class ReplyReader:
     def next_from(self, sock) -> object:
         """The next reply, reading from `sock` (a connected socket) while more bytes are needed."""
         while (reply := self.gets()) is MORE:
-            if self._buffer is None:
-                self._buffer = new_buffer()
-            self.feed(receive(sock, self._buffer))  # the last chunk is used up: its buffer is free
+            self.receive_from(sock)
         return reply
+
+    def receive_from(self, sock) -> None:
+        """Feed the next bytes of `sock`; only once `gets` returned `MORE` (the last chunk, in
+        the reused buffer, is used up then)."""
+        self.feed(receive(sock, self._buffer))
 
 
 def execute(client: redis.Redis, packed: bytes, replies: int) -> list:
