@@ -1,6 +1,6 @@
 """Benchmark what operators run: the `session-migration` command, process start to exit.
 
-    python benchmarks/cli.py [--keys 1000000] [--small 100000] [--repeat 3] [--only quick,backup,restore,flow]
+    python benchmarks/cli.py [--keys 1000000] [--small 100000] [--repeat 3] [--warmup 1] [--only quick,backup,restore,flow]
 
 On throwaway Redis 7.0 servers on free loopback ports, with the express-session data of run.py:
 
@@ -10,6 +10,8 @@ On throwaway Redis 7.0 servers on free loopback ports, with the express-session 
            alternating, --repeat pairs; wall time and the peak memory of the CLI's process tree
   restore  `session-migration restore` into a new empty server  vs  `redis-cli --pipe` of the
            same `SET key value PX ttl` stream (built before timing), alternating
+           (both: --warmup pairs first, run and not counted: the first command after the seeding
+           has at times taken twice as long on this VM, whichever it was)
   flow     with a running local `prefect server start`: the same backup in flow mode
            (PREFECT_API_URL set) and in direct mode, alternating, at --small and at --keys keys,
            and of a pattern nothing matches (0 keys: the fixed cost alone): what a flow run adds;
@@ -103,9 +105,9 @@ def quick(work: Path, home: Path) -> list[dict]:
         server.stop()
 
 
-def backup_vs_rdb(source, keys: int, work: Path, home: Path, repeat: int) -> list[dict]:
+def backup_vs_rdb(source, keys: int, work: Path, home: Path, repeat: int, warmup: int) -> list[dict]:
     rows = []
-    for i in range(repeat):
+    for i in range(-warmup, repeat):  # negative: a warm-up pair, dropped below
         dest = work / f"cli-backup-{i}"
         rows.append(row("cli backup", keys, measure([*CLI, "backup", source.url, str(dest), "-p", "sess:*"],
                                                     server=source, env=direct_env(home))))
@@ -115,12 +117,14 @@ def backup_vs_rdb(source, keys: int, work: Path, home: Path, repeat: int) -> lis
                                                           "--rdb", str(rdb)], server=source,
                                                          settle=source.wait_no_child)))
         rdb.unlink(missing_ok=True)
-        log(f"backup pair {i + 1}: cli {rows[-2]['wall_s']:.2f} s ({rows[-2]['peak_mb']:.0f} MB), "
-            f"rdb {rows[-1]['wall_s']:.2f} s")
+        log(f"backup pair {i + 1 if i >= 0 else 'warm-up'}: cli {rows[-2]['wall_s']:.2f} s "
+            f"({rows[-2]['peak_mb']:.0f} MB), rdb {rows[-1]['wall_s']:.2f} s")
+        if i < 0:
+            del rows[-2:]
     return [median(rows, "cli backup", keys), median(rows, "redis-cli --rdb", keys)]
 
 
-def restore_vs_pipe(source, keys: int, work: Path, home: Path, repeat: int) -> list[dict]:
+def restore_vs_pipe(source, keys: int, work: Path, home: Path, repeat: int, warmup: int) -> list[dict]:
     snap_root = work / "restore-snaps"
     made = measure([*CLI, "backup", source.url, str(snap_root), "-p", "sess:*", "--snapshot-id", "r"], server=source,
                    env=direct_env(home))
@@ -130,14 +134,17 @@ def restore_vs_pipe(source, keys: int, work: Path, home: Path, repeat: int) -> l
     pipe_file(snapshot, stream)
     os.sync()
     rows = []
-    for i in range(repeat):
+    for i in range(-warmup, repeat):  # negative: a warm-up pair, dropped below
         with fresh_target() as target:
             rows.append(row("cli restore", keys, measure([*CLI, "restore", snapshot, target.url], server=target,
                                                          env=direct_env(home))))
         with fresh_target() as target:
             rows.append(row("redis-cli --pipe", keys, measure(
                 ["sh", "-c", f"{REDIS_CLI} -h 127.0.0.1 -p {target.port} --pipe < {stream}"], server=target)))
-        log(f"restore pair {i + 1}: cli {rows[-2]['wall_s']:.2f} s, pipe {rows[-1]['wall_s']:.2f} s")
+        log(f"restore pair {i + 1 if i >= 0 else 'warm-up'}: cli {rows[-2]['wall_s']:.2f} s, "
+            f"pipe {rows[-1]['wall_s']:.2f} s")
+        if i < 0:
+            del rows[-2:]
     stream.unlink()
     shutil.rmtree(snap_root, ignore_errors=True)
     return [median(rows, "cli restore", keys), median(rows, "redis-cli --pipe", keys)]
@@ -197,6 +204,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="pairs run first and not counted (backup, restore)")
     parser.add_argument("--only", default="quick,backup,restore,flow")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -225,9 +233,9 @@ def main() -> None:
                         finally:
                             server.stop()
                     if keys == args.keys and "backup" in only:
-                        results += backup_vs_rdb(source, keys, work, home, args.repeat)
+                        results += backup_vs_rdb(source, keys, work, home, args.repeat, args.warmup)
                     if keys == args.keys and "restore" in only:
-                        results += restore_vs_pipe(source, keys, work, home, args.repeat)
+                        results += restore_vs_pipe(source, keys, work, home, args.repeat, args.warmup)
             finally:
                 source.stop()
     finally:

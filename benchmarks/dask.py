@@ -12,7 +12,11 @@ round, each in a fresh process (so the machine's drift hits all alike):
 - `flow-local`: the backup_sessions flow as it runs without `dask_address`: default `readers` (one
   process on this 2-core machine), Prefect's default task runner;
 - `flow-2`: the backup_sessions flow with `readers` 2 (worker processes, Prefect's default task runner);
-- `flow-dask`: the backup_sessions flow with `dask_address` (2 unit tasks on the 2 Dask workers).
+- `flow-dask`: the backup_sessions flow with `dask_address` (2 unit tasks on the 2 Dask workers);
+- `flow-dask-1`: the same with `readers` 1: the whole backup as one unit task on one Dask worker.
+  Against `flow-local` it is the same work in one process, so the difference is what Dask adds
+  (shipping the task, the worker's process and environment, `import distributed`), apart from
+  what two units side by side cost on two cores that the server also needs.
 
 Prints the median wall time of the process, time in the call, client CPU (the process and its
 children; not the Dask workers, which are long-lived) and server CPU; for the Dask runs also the
@@ -38,7 +42,7 @@ ROOT = HERE.parent
 # This file's folder goes last: first, `import dask` would find this very file
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 
-CONTESTANTS = ("direct-1", "direct-2", "flow-local", "flow-2", "flow-dask")
+CONTESTANTS = ("direct-1", "direct-2", "flow-local", "flow-2", "flow-dask", "flow-dask-1")
 PATTERN = "sess:*"  # the seeded express sessions, as in run.py
 
 
@@ -54,7 +58,8 @@ def child(name: str, url: str, root: str, dask: str) -> None:
         return
     from flows import backup_sessions
 
-    chosen = {"flow-dask": {"dask_address": dask}, "flow-2": {"readers": 2}, "flow-local": {}}[name]
+    chosen = {"flow-dask": {"dask_address": dask}, "flow-dask-1": {"dask_address": dask, "readers": 1},
+              "flow-2": {"readers": 2}, "flow-local": {}}[name]
     state = backup_sessions(source=url, backup_path=root, patterns=[PATTERN], return_state=True, **chosen)
     call = time.perf_counter() - started
     summary = state.result()
@@ -170,6 +175,8 @@ def _report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
     print(f"\nDask under the flow, in the call: {dask_call / med['flow-local']['call_s'] - 1:+.1%} against the same flow "
           f"without it (flow-local), {dask_call / med['flow-2']['call_s'] - 1:+.1%} against its 2 worker processes "
           f"(flow-2); {med['flow-dask']['wall_s'] / med['direct-1']['wall_s'] - 1:+.1%} wall against no Prefect (direct-1)")
+    print(f"Dask with one unit (flow-dask-1), in the call: {med['flow-dask-1']['call_s'] / med['flow-local']['call_s'] - 1:+.1%} "
+          "against flow-local (the same work in one process)")
     print(f"a unit task: {unit_task:.2f} s as Prefect saw it, {unit_own:.2f} s of its own work "
           f"(per task: {unit_task - unit_own:.3f} s of task-run overhead); commit (repeats pass + manifest): {commit:.2f} s; "
           f"the flow around its tasks: {around:.2f} s")

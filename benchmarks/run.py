@@ -68,6 +68,9 @@ def log(msg: str) -> None:
 
 def _base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    # A user's Python keeps bytecode caches; without them every run compiles our modules anew
+    # (some sandboxes set this variable for every process).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
