@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -441,9 +442,11 @@ def _commit(fs, path: str, checkpoint: BackupCheckpoint, info: ServerInfo, endpo
                                f"{MAX_PARTS:,}; back up with a larger part_rows.")
     listed = {p.name for p in checkpoint.parts}
     parts_dir = storage.join(path, PARTS)
-    for entry in fs.ls(parts_dir, detail=False) if fs.exists(parts_dir) else []:
-        if entry.rstrip("/").rsplit("/", 1)[-1] not in listed:
-            fs.rm_file(entry)
+    if fs.exists(parts_dir):
+        for entry in fs.ls(parts_dir, detail=False):
+            if entry.rstrip("/").rsplit("/", 1)[-1] not in listed:
+                fs.rm_file(entry)
+        storage.sync_directory(fs, parts_dir)  # the parts' names durable before the manifest names them
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -460,6 +463,7 @@ def _commit(fs, path: str, checkpoint: BackupCheckpoint, info: ServerInfo, endpo
         "schema": schema_description(),
     }
     storage.write_atomic(fs, storage.join(path, MANIFEST), manifest_bytes(keyring.sign(manifest, MANIFEST_PURPOSE)))
+    storage.sync_directory(fs, posixpath.dirname(path))  # and the snapshot's own name in its root
     remove_checkpoint(fs, path)
     return open_snapshot(fs, path, verify=False, keyring=keyring).manifest
 

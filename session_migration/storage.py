@@ -108,12 +108,25 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
+            sync_directory(fs, os.path.dirname(path))  # the new name, on disk too
         else:
             fs.pipe_file(path, data)
     except PermissionError as exc:
         raise DestinationNotWritable(f"Cannot write {unstrip(fs, path)}: permission denied.") from exc
     except OSError as exc:
         raise StorageUnavailable(f"Writing {unstrip(fs, path)} failed: {exc}") from exc
+
+
+def sync_directory(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """On a local disk, make the names in `path` (files created or renamed in it) durable: a
+    file's own fsync does not cover its directory entry. Object stores need nothing."""
+    if not is_local(fs):
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_bytes(fs: fsspec.AbstractFileSystem, path: str, limit: int | None = None) -> bytes | None:

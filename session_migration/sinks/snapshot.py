@@ -2,13 +2,15 @@
 
 A part is written straight to its final name; it only counts once the backup's checkpoint
 (and finally the manifest) lists it with its sha256, so a part cut short by a crash is never
-read: the resumed backup overwrites it.
+read: the resumed backup overwrites it. On a local disk a part is fsynced before it is
+reported finished, so nothing lists it before its bytes would survive a power loss.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
 
 import fsspec
@@ -150,6 +152,9 @@ class PartWriter:
             self._flush()
             self._wait()
             self._writer.close()
+            if storage.is_local(self.fs):  # durable before a checkpoint or the manifest lists it
+                self._raw.flush()
+                os.fsync(self._raw.fileno())
             self._raw.close()
         except OSError as exc:
             raise StorageUnavailable(f"Writing {storage.unstrip(self.fs, self.path)} failed: {exc}") from exc
