@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import uuid
@@ -119,14 +120,23 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
 
 def sync_directory(fs: fsspec.AbstractFileSystem, path: str) -> None:
     """On a local disk, make the names in `path` (files created or renamed in it) durable: a
-    file's own fsync does not cover its directory entry. Object stores need nothing."""
+    file's own fsync does not cover its directory entry. Object stores need nothing. Where a
+    folder cannot be opened or synced (no read permission, a filesystem without directory
+    fsync), the files' own fsyncs are what there is."""
     if not is_local(fs):
         return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_DIRECTORY_SYNC:
+            raise StorageUnavailable(f"Syncing {unstrip(fs, path)} failed: {exc}") from exc
+
+
+_NO_DIRECTORY_SYNC = {errno.EACCES, errno.EPERM, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 def read_bytes(fs: fsspec.AbstractFileSystem, path: str, limit: int | None = None) -> bytes | None:
