@@ -12,7 +12,9 @@ takes ~0.5 s. The random keys mean nobody can choose key names that collide on p
 
 from __future__ import annotations
 
+import importlib
 import secrets
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,9 +51,6 @@ def preload_hashing() -> None:
     """Import what `keyed_hashes` needs (pandas, ~0.3 s) in a background thread: for a process
     that will hash keys after a wait, such as a flow waiting for its backup units before the
     commit's repeats pass."""
-    import importlib
-    import threading
-
     threading.Thread(target=importlib.import_module, args=("pandas.util",), name="preload-hashing",
                      daemon=True).start()
 
