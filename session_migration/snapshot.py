@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from . import storage
 from .errors import InvalidParameter, SignatureInvalid, SnapshotInvalid, SnapshotNotFound, SnapshotRootNotFound
 from .manifest import CHECKPOINT, MANIFEST, Checked, manifest_bytes, manifest_checksum, parse_time, read_checked
+from .parquet_pages import inflation_problem
 from .schema import PART_NAME_RE, RECORD_SCHEMA, SNAPSHOT_ID_RE
 from .signing import Keyring, Verdict, resolve
 
@@ -220,11 +221,15 @@ def verify_part(fs: fsspec.AbstractFileSystem, path: str, part: PartInfo) -> Non
         raise SnapshotInvalid(f"Part {part.name} fails its sha256 check (the file was altered): {where}.")
     try:
         with fs.open(path, "rb") as fh:
-            rows = pq.ParquetFile(fh).metadata.num_rows
+            metadata = pq.ParquetFile(fh).metadata
+            inflation = inflation_problem(fh, metadata, size)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SnapshotInvalid(f"Part {part.name} is not a readable Parquet file: {exc}") from None
-    if rows != part.rows:
-        raise SnapshotInvalid(f"Part {part.name} holds {rows} rows but the manifest says {part.rows}: {where}.")
+    if metadata.num_rows != part.rows:
+        raise SnapshotInvalid(f"Part {part.name} holds {metadata.num_rows} rows but the manifest says {part.rows}: "
+                              f"{where}.")
+    if inflation is not None:
+        raise SnapshotInvalid(f"Part {part.name} is refused unread: its {inflation}: {where}.")
     if marker is not None:
         _VERIFIED[where] = (part.sha256, marker, time.monotonic())
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import parallel, storage
+from .parquet_pages import inflation_problem
 from .redaction import redact_key
 from .redis_glob import ScopeMatcher
 from .manifest import read_checked
@@ -165,12 +166,15 @@ def check_part(fs, path: str, part: PartInfo, patterns: tuple[str, ...] | None, 
         with fs.open(file, "rb") as fh:
             meta = pq.ParquetFile(fh)
             schema, rows = meta.schema_arrow, meta.metadata.num_rows
+            inflation = inflation_problem(fh, meta.metadata, size)
     except (pa.ArrowInvalid, OSError) as exc:
         return problem("part-not-parquet", f"{part.name} is not a readable Parquet file ({exc}).")
     if not schema.equals(RECORD_SCHEMA):
         return problem("part-schema", f"{part.name} does not have the snapshot record schema.")
     if rows != part.rows:
         return problem("part-rows", f"{part.name} holds {rows} rows, the manifest says {part.rows}.")
+    if inflation is not None:
+        return problem("part-inflates", f"{part.name} is refused unread: its {inflation}.")
     result.good = True
     if patterns is not None:
         _check_keys(fs, file, part, ScopeMatcher(patterns) if patterns else None, hash_key, result)

@@ -164,3 +164,70 @@ def test_scope_uses_redis_glob_semantics(snapshot_dir, workers):
     report = check(snapshot_dir, workers)
     assert codes(report) == ["out-of-scope"]
     assert report.problems[0].message.startswith("2000 row(s)")  # only sess:01000-01999 are in scope
+
+
+def _bomb_part(folder, understate_footer: bool = False, dictionary: bool = False):
+    """Part 0 replaced by a decompression bomb listed in the manifest with its true sha256, size
+    and rows: two rows whose 40 MiB values of one repeated byte compress to a few KB, or (with
+    `dictionary`) 2,000 rows that all repeat one 1 MiB dictionary value. With `understate_footer`,
+    the footer's per-column totals are rewritten to 1 MiB (Arrow reads such a file all the same)."""
+    import hashlib
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from session_migration.schema import RECORD_SCHEMA
+
+    part = first_part(folder)
+    row = pq.read_table(part).slice(0, 1).to_pylist()[0]
+    count, value = (2_000, b"a" * (1 << 20)) if dictionary else (2, b"a" * (40 << 20))
+    rows = {name: [row[name]] * count for name in RECORD_SCHEMA.names}
+    rows.update(key=[b"sess:bomb-%d" % i for i in range(count)], value=[value] * count, size_bytes=[len(value)] * count)
+    pq.write_table(pa.Table.from_pydict(rows, schema=RECORD_SCHEMA), part, compression="zstd",
+                   use_dictionary=["value"] if dictionary else False)
+    data = bytearray(part.read_bytes())
+    if understate_footer:
+        def varint(n):  # Thrift compact: zigzag, then 7 bits a byte
+            n, out = n * 2, bytearray()
+            while n >= 0x80:
+                out.append(n & 0x7F | 0x80)
+                n >>= 7
+            return bytes(out + bytes([n]))
+
+        value_chunk = pq.ParquetFile(part).metadata.row_group(0).column(RECORD_SCHEMA.names.index("value"))
+        footer_length = struct.unpack("<I", data[-8:-4])[0]
+        footer = bytes(data[-8 - footer_length:-8])
+        true_total, small = varint(value_chunk.total_uncompressed_size), varint(1 << 20)
+        assert len(true_total) == len(small) and footer.count(true_total) == 1
+        data[-8 - footer_length:-8] = footer.replace(true_total, small)
+        part.write_bytes(bytes(data))
+        value_chunk = pq.ParquetFile(part).metadata.row_group(0).column(RECORD_SCHEMA.names.index("value"))
+        assert value_chunk.total_uncompressed_size == 1 << 20  # the footer now understates the pages
+    assert len(data) < 1 << 20
+
+    def relabel(m):
+        m["parts"][0].update(bytes=len(data), sha256=hashlib.sha256(bytes(data)).hexdigest(), rows=count)
+        m["totals"]["keys"] = sum(p["rows"] for p in m["parts"])
+
+    rewrite_manifest(folder, relabel)
+    return part
+
+
+@pytest.mark.parametrize("understate_footer, dictionary", [(False, False), (True, False), (False, True)],
+                         ids=["pages", "pages-understating-footer", "dictionary"])
+def test_a_part_that_inflates_like_a_bomb_is_refused_unread(snapshot_dir, understate_footer, dictionary):
+    part = _bomb_part(snapshot_dir, understate_footer, dictionary)
+    report = check(snapshot_dir)
+    assert codes(report) == ["part-inflates"] and report.problems[0].part == part.name
+    assert "column value of row group 0 inflates from" in report.problems[0].message
+    assert "beyond 1,024 times its size" in report.problems[0].message
+
+
+def test_readers_refuse_a_bomb_before_decoding_it(snapshot_dir):
+    from session_migration import open_snapshot
+    from session_migration.errors import SnapshotInvalid
+
+    part = _bomb_part(snapshot_dir, understate_footer=True)
+    with pytest.raises(SnapshotInvalid, match=f"Part {part.name} is refused unread: its column value of row group 0"):
+        open_snapshot(str(snapshot_dir))
