@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 import pyarrow as pa
@@ -38,6 +39,7 @@ __all__ = ["CHECKPOINT", "MANIFEST", "PARTS", "PRE_IMAGE_SUFFIX", "PartInfo", "R
 PARTS = "parts"
 PRE_IMAGE_SUFFIX = "-pre"  # the snapshot id of a pre-image (what a migration or cleanup may put back)
 READ_BUFFER_BYTES = 8 << 20
+WHOLE_READ_BYTES = 64 << 20  # an object-store part up to this size is fetched once for all its checks
 PRE_IMAGE_SUFFIX = "-pre"  # the ids of the snapshots migrations and cleanups take before they change a store
 ROOT_FOLDERS = frozenset({"migrations", "transfers"})  # state kept next to snapshots, not snapshots
 MAX_CLOCK_SKEW = dt.timedelta(minutes=5)  # a snapshot "finished" later than now + this is not believed
@@ -203,6 +205,20 @@ def check_part(fs: fsspec.AbstractFileSystem, path: str, part: PartInfo) -> None
     verify_part(fs, path, part)
 
 
+def hash_part(fs: fsspec.AbstractFileSystem, path: str, size: int) -> tuple[str, Callable[[], BinaryIO]]:
+    """A part's sha256, and how to open it again for its footer and pages: from memory when it
+    lives on an object store and has at most `WHOLE_READ_BYTES` (one GET serves every check),
+    else from the filesystem (where a local part is in the page cache by then)."""
+    if not storage.is_local(fs) and size <= WHOLE_READ_BYTES:
+        data = fs.cat_file(path)
+        return hashlib.sha256(data).hexdigest(), lambda: io.BytesIO(data)
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        while chunk := fh.read(READ_BUFFER_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest(), lambda: fs.open(path, "rb")
+
+
 def verify_part(fs: fsspec.AbstractFileSystem, path: str, part: PartInfo) -> None:
     """Size, sha256 and row count of one part against the manifest; `SnapshotInvalid` if not."""
     where = storage.unstrip(fs, path)
@@ -213,14 +229,11 @@ def verify_part(fs: fsspec.AbstractFileSystem, path: str, part: PartInfo) -> Non
         raise SnapshotInvalid(f"Part {part.name} listed in the manifest is missing ({where}).") from None
     if size != part.bytes:
         raise SnapshotInvalid(f"Part {part.name} has {size} bytes but the manifest says {part.bytes} (truncated or replaced): {where}.")
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as fh:
-        while chunk := fh.read(READ_BUFFER_BYTES):
-            digest.update(chunk)
-    if digest.hexdigest() != part.sha256:
+    digest, reopen = hash_part(fs, path, size)
+    if digest != part.sha256:
         raise SnapshotInvalid(f"Part {part.name} fails its sha256 check (the file was altered): {where}.")
     try:
-        with fs.open(path, "rb") as fh:
+        with reopen() as fh:
             metadata = pq.ParquetFile(fh).metadata
             inflation = inflation_problem(fh, metadata, size)
     except (pa.ArrowInvalid, OSError) as exc:

@@ -16,7 +16,6 @@ back and compared, so the count is exact.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,7 +32,7 @@ from .manifest import read_checked
 from .schema import RECORD_SCHEMA
 from .seen import keyed_hashes, new_hash_key
 from .signing import Keyring, resolve
-from .snapshot import CHECKPOINT, PARTS, READ_BUFFER_BYTES, PartInfo, shown
+from .snapshot import CHECKPOINT, PARTS, READ_BUFFER_BYTES, PartInfo, hash_part, shown
 
 MAX_EXAMPLES = 5  # redacted example keys kept per row-level problem
 KEY_BATCH_ROWS = 65_536  # keys decoded at a time (a few MB)
@@ -155,15 +154,12 @@ def check_part(fs, path: str, part: PartInfo, patterns: tuple[str, ...] | None, 
         return problem("part-missing", f"{part.name} is listed in the manifest but missing.")
     if size != part.bytes:
         return problem("part-size", f"{part.name} has {size} bytes, the manifest says {part.bytes} (truncated or replaced).")
-    digest = hashlib.sha256()
-    with fs.open(file, "rb") as fh:
-        while chunk := fh.read(READ_BUFFER_BYTES):
-            digest.update(chunk)
-    if digest.hexdigest() != part.sha256:
+    digest, reopen = hash_part(fs, file, size)
+    if digest != part.sha256:
         return problem("part-checksum", f"{part.name} fails its sha256 check: its bytes were altered.")
     result.checksum_ok = True
     try:
-        with fs.open(file, "rb") as fh:
+        with reopen() as fh:
             meta = pq.ParquetFile(fh)
             schema, rows = meta.schema_arrow, meta.metadata.num_rows
             inflation = inflation_problem(fh, meta.metadata, size)

@@ -224,10 +224,19 @@ def test_a_part_that_inflates_like_a_bomb_is_refused_unread(snapshot_dir, unders
     assert "beyond 1,024 times its size" in report.problems[0].message
 
 
-def test_readers_refuse_a_bomb_before_decoding_it(snapshot_dir):
+@pytest.mark.parametrize("scheme", ["file", "s3"])
+def test_readers_refuse_a_bomb_before_decoding_it(snapshot_dir, scheme, request):
+    """On an object store a part is fetched once for its sha256, footer and pages (from memory)."""
     from session_migration import open_snapshot
     from session_migration.errors import SnapshotInvalid
 
     part = _bomb_part(snapshot_dir, understate_footer=True)
+    url = str(snapshot_dir)
+    if scheme == "s3":
+        url = f"{request.getfixturevalue('s3_bucket')}/root/{snapshot_dir.name}"
+        fs, path = storage.resolve(url)
+        fs.put(str(snapshot_dir), path, recursive=True)
+        report = validate_snapshot(fs, path)
+        assert codes(report) == ["part-inflates"] and report.checksums_verified == 3
     with pytest.raises(SnapshotInvalid, match=f"Part {part.name} is refused unread: its column value of row group 0"):
-        open_snapshot(str(snapshot_dir))
+        open_snapshot(url)
