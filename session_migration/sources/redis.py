@@ -48,7 +48,6 @@ _KEYS_PER_RUN = 4
 # A batch this large with fewer keys per run says the node's SCAN does not go slot by slot: its
 # later batches are read key by key without computing their slots (~0.2 us a key).
 _RUNS_DECIDED_AT = 256
-_ERRORS = (redis.exceptions.ResponseError, hiredis.ReplyError)  # an error reply, from redis-py or from hiredis
 
 
 @dataclass(frozen=True)
@@ -237,8 +236,7 @@ class RedisSource:
     def now_ms(self) -> int:
         """The server's clock, in Unix ms."""
         with translate_redis_errors(self.endpoint):
-            sec, usec = self.client.time()
-        return int(sec) * 1000 + int(usec) // 1000
+            return _unix_ms(self.client.time())
 
     def exists(self, keys: Sequence[bytes]) -> list[bool]:
         """Whether each key exists now (one pipelined round trip)."""
@@ -267,10 +265,7 @@ class RedisSource:
         packed = (resp.pack([b"TIME"]) if with_time else b"") + resp.pack_per_key(command, keys)
         with translate_redis_errors(self.endpoint):
             replies = resp.execute(self.client, packed, len(keys) + with_time)
-        now = None
-        if with_time:
-            sec, usec = replies.pop(0)
-            now = int(sec) * 1000 + int(usec) // 1000
+        now = _unix_ms(replies.pop(0)) if with_time else None
         out: list[int | None | bool] = []
         for reply in replies:
             if self.cluster and _redirected(reply):
@@ -290,18 +285,17 @@ class RedisSource:
         with translate_redis_errors(self.endpoint):
             return self._read(keys)
 
-    def _expiry_now_ms(self, pipe) -> None:
-        if self.preserve_ttl and not self.info.has_pexpiretime:
-            pipe.time()
+    @property
+    def _with_time(self) -> bool:
+        """Whether a read starts with TIME: expiries are then relative (PTTL), made absolute with
+        the server's clock (no PEXPIRETIME before Redis 7)."""
+        return self.preserve_ttl and not self.info.has_pexpiretime
 
     @property
     def _expiry_command(self) -> bytes:
         if not self.preserve_ttl:
             return b"EXISTS"  # still tells us whether the key vanished
         return b"PEXPIRETIME" if self.info.has_pexpiretime else b"PTTL"
-
-    def _queue_expiry(self, pipe, key: bytes) -> None:
-        pipe.execute_command(self._expiry_command.decode(), key)
 
     def _expire_at(self, reply: int, now_ms: int | None) -> tuple[bool, int | None]:
         """(present, expire_at_ms) from the expiry reply."""
@@ -328,7 +322,7 @@ class RedisSource:
         apart (-2 = missing). On a cluster node, MGET per slot run or GET per key (WRONGTYPE
         for another type).
         """
-        with_time = self.preserve_ttl and not self.info.has_pexpiretime
+        with_time = self._with_time
         runs = self._slot_runs(keys) if self.cluster else None
         if not self.cluster:
             values, count = resp.pack([b"MGET", *keys]), 1
@@ -356,10 +350,7 @@ class RedisSource:
     def _split_time(self, replies: list) -> tuple[int | None, list]:
         """The server's clock in Unix ms from the TIME reply a read starts with when the server
         has no PEXPIRETIME (else None), and the replies after it."""
-        if not (self.preserve_ttl and not self.info.has_pexpiretime):
-            return None, replies
-        sec, usec = replies[0]
-        return int(sec) * 1000 + int(usec) // 1000, replies[1:]
+        return (_unix_ms(replies[0]), replies[1:]) if self._with_time else (None, replies)
 
     def _read_result(self, keys: Sequence[bytes], replies: list, runs: list[int] | None = None) -> ReadResult:
         now_ms, replies = self._split_time(replies)
@@ -404,47 +395,20 @@ class RedisSource:
         return ReadResult(batch=rows.to_batch(self.endpoint.db), vanished=vanished, moved=moved)
 
     def _read_typed(self, keys: list[bytes], rows: _Rows, moved: list[bytes]) -> int:
-        """Read keys that are not strings: TYPE first, then the typed read and expiry. On a
-        cluster node (below; elsewhere `_read_typed_packed`), keys whose slot moved meanwhile go
-        to `moved`."""
-        if not self.cluster:
-            return self._read_typed_packed(keys, rows)
-        vanished = 0
-        for _attempt in range(_TYPE_RETRIES):
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.type(key)
-            types = [t.decode() if isinstance(t, bytes) else t for t in pipe.execute(raise_on_error=False)]
-            pipe = self.client.pipeline(transaction=False)
-            self._expiry_now_ms(pipe)
-            plan = []
-            for key, rtype in zip(keys, types):
-                if _redirected(rtype):
-                    moved.append(key)
-                    continue
-                if rtype == "none":
-                    vanished += 1
-                    continue
-                plan.append((key, rtype))
-                _queue_typed_read(pipe, key, rtype)
-                self._queue_expiry(pipe, key)
-            gone, keys = self._add_typed(plan, pipe.execute(raise_on_error=False), rows, moved)
-            vanished += gone
-            if not keys:
-                return vanished
-        return vanished + len(keys)
-
-    def _read_typed_packed(self, keys: list[bytes], rows: _Rows) -> int:
-        """`_read_typed` on a standalone server, on the lean path of string reads (`resp`): two
-        round trips of packed commands, replies as hiredis gives them. redis-py's pipelines
-        cost ~3 us of Python a command: reading 50k hashes of 5 fields (as Spring Session
-        keeps its sessions) took 2.0 s through them and 1.1 s here."""
+        """Read keys that are not strings, on the packed path of string reads (`resp`): TYPE
+        first, then the typed read and the expiry of each, one round trip each. redis-py's
+        pipelines cost ~3 us of Python a command: reading 50k hashes of 5 fields (as Spring
+        Session keeps its sessions) took 2.0 s through them and 1.1 s here. On a cluster node,
+        keys whose slot moved meanwhile go to `moved`."""
         vanished = 0
         for _attempt in range(_TYPE_RETRIES):
             types = resp.execute(self.client, resp.pack_per_key(b"TYPE", keys), len(keys))
             plan = []
-            packed = [resp.pack([b"TIME"])] if self.preserve_ttl and not self.info.has_pexpiretime else []
+            packed = [resp.pack([b"TIME"])] if self._with_time else []
             for key, rtype in zip(keys, types):
+                if self.cluster and _redirected(rtype):
+                    moved.append(key)
+                    continue
                 if isinstance(rtype, hiredis.ReplyError):
                     raise redis.exceptions.ResponseError(str(rtype))
                 rtype = rtype.decode()
@@ -458,19 +422,17 @@ class RedisSource:
                 packed.append(resp.pack([self._expiry_command, key]))
             if not plan:
                 return vanished
-            replies = resp.execute(self.client, b"".join(packed), len(packed))
-            gone, keys = self._add_typed(plan, replies, rows, [], parse=_as_parsed)
+            gone, keys = self._add_typed(plan, resp.execute(self.client, b"".join(packed), len(packed)), rows, moved)
             vanished += gone
             if not keys:
                 return vanished
         return vanished + len(keys)
 
-    def _add_typed(self, plan: list[tuple[bytes, str]], replies: list, rows: _Rows, moved: list[bytes],
-                   parse=None) -> tuple[int, list[bytes]]:
+    def _add_typed(self, plan: list[tuple[bytes, str]], replies: list, rows: _Rows,
+                   moved: list[bytes]) -> tuple[int, list[bytes]]:
         """Rows from the replies of `plan`'s typed reads, each followed by its key's expiry:
         (keys that vanished, keys that changed type meanwhile and must be read again). On a
-        cluster node, keys whose slot moved go to `moved`. `parse`: the replies' shapes for
-        `_Rows.add_typed` (raw replies), if they are not redis-py's."""
+        cluster node, keys whose slot moved go to `moved`."""
         now_ms, replies = self._split_time(replies)
         vanished, retry, pos = 0, [], 0
         for key, rtype in plan:
@@ -480,16 +442,16 @@ class RedisSource:
             if self.cluster and (_redirected(expiry) or any(map(_redirected, value))):
                 moved.append(key)
                 continue
-            if isinstance(expiry, _ERRORS):
+            if isinstance(expiry, hiredis.ReplyError):
                 raise redis.exceptions.ResponseError(str(expiry))
-            if any(isinstance(v, _ERRORS) for v in value):
+            if any(isinstance(v, hiredis.ReplyError) for v in value):
                 retry.append(key)  # the key changed type under us: read it again
                 continue
             present, expire_at = self._expire_at(expiry, now_ms)
             if not present or value[0] is None:
                 vanished += 1
                 continue
-            rows.add_typed(key, rtype, parse(rtype, value) if parse else value, expire_at)
+            rows.add_typed(key, rtype, _as_parsed(rtype, value), expire_at)
         return vanished, retry
 
     def _attach_dumps(self, rows: _Rows) -> None:
@@ -502,6 +464,12 @@ class RedisSource:
                 self.moved_slots.add(key_slot(rows.key[i]))
                 payload = None
             rows.dump[i] = payload
+
+
+def _unix_ms(time_reply: list) -> int:
+    """A TIME reply (seconds, microseconds) in Unix ms."""
+    sec, usec = time_reply
+    return int(sec) * 1000 + int(usec) // 1000
 
 
 def _redirected(reply) -> bool:
@@ -572,8 +540,7 @@ def _no_touch(client: redis.Redis) -> bool:
         return False
 
 
-# The reads of each type: (command, arguments after the key), one reply each. `_read_typed_packed`
-# sends them as they are; on a cluster node `_queue_typed_read` sends the same through redis-py.
+# What `RedisSource._read_typed` sends for each type: (command, arguments after the key), one reply each.
 _TYPED_READS = {
     "hash": [(b"HGETALL", ())],
     "list": [(b"LRANGE", (b"0", b"-1"))],
@@ -585,7 +552,7 @@ _TYPED_READS = {
 
 
 def _as_parsed(rtype: str, value: list) -> list:
-    """Raw replies in the shapes redis-py's callbacks give `_Rows.add_typed`: a zset as
+    """Raw replies (hiredis) in the shapes `_Rows.add_typed` takes: a zset as
     (member, score) pairs (RESP3 sends pairs, RESP2 one flat list), a stream's entries as
     (id, {field: value}). A hash may stay a flat list (RESP2) or a dict (RESP3)."""
     if rtype == "zset":
@@ -594,24 +561,6 @@ def _as_parsed(rtype: str, value: list) -> list:
     if rtype == "stream":
         return [value[0], [(eid, dict(zip(fv[0::2], fv[1::2]))) for eid, fv in value[1]]]
     return value
-
-
-def _queue_typed_read(pipe, key: bytes, rtype: str) -> None:
-    if rtype == "hash":
-        pipe.execute_command("HGETALL", key)
-    elif rtype == "list":
-        pipe.lrange(key, 0, -1)
-    elif rtype == "set":
-        pipe.smembers(key)
-    elif rtype == "zset":
-        pipe.zrange(key, 0, -1, withscores=True)
-    elif rtype == "stream":
-        pipe.dump(key)
-        pipe.xrange(key, "-", "+")
-    elif rtype == "string":  # it was another type at MGET time and was set to a string since
-        pipe.get(key)
-    else:
-        raise ValueError(f"unsupported Redis type {rtype!r}")
 
 
 class _Rows:

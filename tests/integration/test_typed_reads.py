@@ -1,5 +1,5 @@
-"""Keys that are not strings, read on a standalone server with packed commands
-(`RedisSource._read_typed_packed`): a key that changes type, or vanishes, between its TYPE and
+"""Keys that are not strings, read with packed commands
+(`RedisSource._read_typed`): a key that changes type, or vanishes, between its TYPE and
 its read is read again or counted as vanished, never recorded with the wrong type."""
 
 from __future__ import annotations
