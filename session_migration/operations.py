@@ -25,7 +25,6 @@ from .options import (
 )
 from .plan import PLAN_KEYS
 from .runner import Runner
-from .seen import preload_hashing
 from .signing import KeySource
 from .snapshot import PRE_IMAGE_SUFFIX, new_snapshot_id
 from .storage import Location
@@ -108,8 +107,6 @@ def _back_up_in_units(run: Runner, source: Connection, backup_path: Location, op
                 f"part(s) with {started['resumed_keys']:,} keys already written are reused")
     else:
         run.say(f"Backing up in {len(units)} unit(s), one task each")
-    if len(units) > 1:  # the commit's repeats pass hashes keys here: ready while the units run
-        preload_hashing()
     done = run.each(steps.back_up_unit, [(source, backup_path, options, index, count) for index, count in units],
                     keys=keys)
     summary = run.step(steps.commit_backup_units, source, backup_path, options, keys)

@@ -12,9 +12,7 @@ takes ~0.5 s. The random keys mean nobody can choose key names that collide on p
 
 from __future__ import annotations
 
-import importlib
 import secrets
-import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,14 +43,6 @@ def keyed_hashes(keys: Sequence[bytes] | np.ndarray, hash_key: str) -> np.ndarra
     from pandas.util import hash_array
 
     return hash_array(_objects(keys), hash_key=hash_key, categorize=False)
-
-
-def preload_hashing() -> None:
-    """Import what `keyed_hashes` needs (pandas, ~0.3 s) in a background thread: for a process
-    that will hash keys after a wait, such as a flow waiting for its backup units before the
-    commit's repeats pass."""
-    threading.Thread(target=importlib.import_module, args=("pandas.util",), name="preload-hashing",
-                     daemon=True).start()
 
 
 def _objects(keys: Sequence[bytes] | np.ndarray) -> np.ndarray:

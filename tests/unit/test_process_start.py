@@ -60,16 +60,3 @@ def test_a_command_gets_to_its_first_line_without_loading_pandas():
         "print('pandas' in sys.modules)"
     )
     assert loaded == "False"
-
-
-def test_a_flow_waiting_for_its_backup_units_loads_the_hashing_of_the_commit_meanwhile():
-    """The repeats pass of a commit hashes keys with pandas; a flow whose units run elsewhere
-    imports it while it waits (the commit would otherwise start with a ~0.3 s import)."""
-    assert _python(
-        "import sys, threading\n"
-        "from session_migration.seen import preload_hashing\n"
-        "before = 'pandas' in sys.modules\n"
-        "preload_hashing()\n"
-        "[t.join() for t in threading.enumerate() if t.name == 'preload-hashing']\n"
-        "print(before, 'pandas.util' in sys.modules)"
-    ) == "False True"
