@@ -1,6 +1,7 @@
 """Benchmark what operators run: the `session-migration` command, process start to exit.
 
     python benchmarks/cli.py [--keys 1000000] [--small 100000] [--repeat 3] [--warmup 1] [--only quick,backup,restore,flow]
+    python benchmarks/cli.py --only big [--big-keys 2000] [--big-bytes 1000000]
 
 On throwaway Redis 7.0 servers on free loopback ports, with the express-session data of run.py:
 
@@ -16,6 +17,8 @@ On throwaway Redis 7.0 servers on free loopback ports, with the express-session 
            (PREFECT_API_URL set) and in direct mode, alternating, at --small and at --keys keys,
            and of a pattern nothing matches (0 keys: the fixed cost alone): what a flow run adds;
            and Prefect's own fixed cost: an empty `@flow` in its own process vs `python -c pass`
+  big      (only when asked) backup and restore as above, of --big-keys sessions of --big-bytes
+           each: the peak memory of a store of big values (docs/benchmarks.md, budget.py)
 
 Prints Markdown tables and writes benchmarks/results/cli-<time>.json. Measurement only:
 nothing here asserts a timing. Every server it starts is stopped, also on error.
@@ -36,7 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import REDIS_CLI, measure, seed, start_server  # noqa: E402
+from common import REDIS_CLI, measure, seed, seed_big, start_server  # noqa: E402
 from run import PrefectServer, _base_env  # noqa: E402
 from run_writes import fresh_target, pipe_file  # noqa: E402
 
@@ -206,6 +209,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="pairs run first and not counted (backup, restore)")
     parser.add_argument("--only", default="quick,backup,restore,flow")
+    parser.add_argument("--big-keys", type=int, default=2000)
+    parser.add_argument("--big-bytes", type=int, default=1_000_000)
     args = parser.parse_args()
     only = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="bench-cli-"))
@@ -236,6 +241,14 @@ def main() -> None:
                         results += backup_vs_rdb(source, keys, work, home, args.repeat, args.warmup)
                     if keys == args.keys and "restore" in only:
                         results += restore_vs_pipe(source, keys, work, home, args.repeat, args.warmup)
+            finally:
+                source.stop()
+        if "big" in only:
+            source = start_server("redis")
+            try:
+                seed_big(source, args.big_keys, args.big_bytes, seed_value=13)
+                results += backup_vs_rdb(source, args.big_keys, work, home, args.repeat, args.warmup)
+                results += restore_vs_pipe(source, args.big_keys, work, home, args.repeat, args.warmup)
             finally:
                 source.stop()
     finally:

@@ -233,6 +233,30 @@ def seed(server: Server, count: int, seed_value: int, chunk: int = 5000) -> dict
     return {"keys": count, "value_bytes": value_bytes, "seconds": time.perf_counter() - started}
 
 
+def seed_big(server: Server, count: int, value_bytes: int, seed_value: int) -> dict:
+    """Add `count` sessions of about `value_bytes` each (a JSON object whose one field is half
+    random hex, half repeated text: zstd halves it) through `redis-cli --pipe`, 1 h TTL."""
+    rng = random.Random(seed_value)
+    started = time.perf_counter()
+    proc = subprocess.Popen([REDIS_CLI, "-h", "127.0.0.1", "-p", str(server.port), "--pipe"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(count):
+            blob = rng.randbytes(value_bytes // 4).hex().encode() + b"cart item " * (value_bytes // 20)
+            value = b'{"cookie":{"originalMaxAge":3600000,"httpOnly":true,"path":"/"},"cart":"%s"}' % blob
+            proc.stdin.write(_resp(b"SET", b"sess:%032x" % rng.getrandbits(128), value, b"PX", b"3600000"))
+        proc.stdin.close()
+        report = proc.stdout.read().decode(errors="replace")
+        proc.wait(600)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if proc.returncode != 0 or "errors: 0," not in report:
+        raise RuntimeError(f"redis-cli --pipe failed: {report.strip()}")
+    return {"keys": count, "seconds": time.perf_counter() - started}
+
+
 # -- measuring one contestant --------------------------------------------------------------------
 
 

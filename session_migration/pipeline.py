@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__, parallel, storage
+from .budget import GROUP_BYTES
 from .checkpoint import BackupCheckpoint, load_checkpoint, remove_checkpoint
 from .counters import BackupCounters
 from .endpoints import RedisEndpoint
@@ -188,19 +189,21 @@ def dedupe_and_count(group: list[Read], counters: BackupCounters, patterns: tupl
 
 
 def _groups(reads: Iterator[Read], rows: int) -> Iterator[list[Read]]:
-    """Consecutive reads of one scope (pattern, part), until they hold `rows` rows. A group ends
-    at a read, so its last position is a valid resume point."""
+    """Consecutive reads of one scope (pattern, part), until they hold `rows` rows or
+    `GROUP_BYTES` bytes (see `budget`). A group ends at a read, so its last position is a valid
+    resume point."""
     group: list[Read] = []
-    held = 0
+    held = held_bytes = 0
     for read in reads:
         if group and read.scope != group[0].scope:
             yield group
-            group, held = [], 0
+            group, held, held_bytes = [], 0, 0
         group.append(read)
         held += read.rows
-        if held >= rows:
+        held_bytes += read.nbytes
+        if held >= rows or held_bytes >= GROUP_BYTES:
             yield group
-            group, held = [], 0
+            group, held, held_bytes = [], 0, 0
     if group:
         yield group
 

@@ -188,7 +188,7 @@ class Follower:
                 if self.feed.take_gap():
                     self._repair()
                     continue
-                if not self._apply_pending(self.mirror.batch_size):
+                if not self._apply_pending(self.mirror.batch_rows):
                     self.stop.wait(_IDLE_S)
             elif time.monotonic() >= scan_next:
                 self._repair()
@@ -257,8 +257,8 @@ class Follower:
         self.counts["final_lag_ms"] = int((time.monotonic() - oldest) * 1000) if oldest is not None else 0
         if self.feed is not None:
             left = len(self.pending)
-            while left > 0 and self._apply_pending(min(left, self.mirror.batch_size)):
-                left -= self.mirror.batch_size
+            while left > 0 and self._apply_pending(rows := min(left, self.mirror.batch_rows)):
+                left -= rows
             if self.feed.take_gap():
                 self._repair()
         verify = self._final_verify()
@@ -274,12 +274,12 @@ class Follower:
             keys = sorted(self.changed)
             counts, examples = Counter(), {}
             different = []
-            for i in range(0, len(keys), self.mirror.batch_size):
-                different += self.mirror.differing(keys[i:i + self.mirror.batch_size], Counter(), {})
+            for some in self.mirror.in_batches(keys):
+                different += self.mirror.differing(some, Counter(), {})
             if different:
                 self.mirror.apply_all(different)
-            for i in range(0, len(keys), self.mirror.batch_size):
-                self.mirror.differing(keys[i:i + self.mirror.batch_size], counts, examples)
+            for some in self.mirror.in_batches(keys):
+                self.mirror.differing(some, counts, examples)
             again = {"counts": {c: counts[c] for c in ("OK", *DIFFERENCES, "EXPIRED")}, "examples": examples}
             scope = "the keys changed since the copy"
             checked = len(keys)

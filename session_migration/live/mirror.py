@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..budget import BatchBudget
 from ..endpoints import RedisEndpoint
 from ..redaction import redact_key
 from ..redis_glob import ScopeMatcher
@@ -45,7 +46,8 @@ class Mirror:
 
     def __init__(self, source: RedisEndpoint, target: RedisEndpoint, patterns: Sequence[str], *,
                  batch_size: int = 1000, keep: SeenKeys | None = None, ttl_tolerance_ms: int = 2000):
-        self.patterns, self.batch_size, self.keep, self.tolerance = tuple(patterns), batch_size, keep, ttl_tolerance_ms
+        self.patterns, self.keep, self.tolerance = tuple(patterns), keep, ttl_tolerance_ms
+        self.budget = BatchBudget(batch_size)  # big values are read fewer at a time (see `budget`)
         self.scope = ScopeMatcher(self.patterns)
         self.source = open_source(source, patterns=self.patterns, batch_size=batch_size, walk="keyspace")
         self.target = open_source(target, patterns=self.patterns, batch_size=batch_size, walk="keyspace")
@@ -68,6 +70,7 @@ class Mirror:
         if not keys:
             return done
         batch = self.source.read_keys(keys).batch
+        self.budget.saw_batch(len(keys), batch)
         if batch.num_rows:
             self.sink.write(batch)
             done.written = self.sink.commit().written
@@ -86,6 +89,7 @@ class Mirror:
         if not keys:
             return []
         a = self.source.read_keys(keys).batch
+        self.budget.saw_batch(len(keys), a)
         b = self.target.read_keys(keys).batch
         if _same_strings(a, b, self.tolerance):
             counts["OK"] += a.num_rows
@@ -111,7 +115,7 @@ class Mirror:
         counts: Counter = Counter()
         examples: dict[str, list[str]] = {}
         fixed = 0
-        for _cursor, keys in self.source.keyspace_chunks():
+        for _cursor, keys in self.source.keyspace_chunks(budget=self.budget):
             different = self.differing(keys, counts, examples)
             if fix and different:
                 fixed += self.apply_all(different)
@@ -133,7 +137,24 @@ class Mirror:
         return {"counts": {c: counts[c] for c in ("OK", *DIFFERENCES, "EXPIRED", "KEPT")}, "examples": examples,
                 "fixed": fixed}
 
+    @property
+    def batch_rows(self) -> int:
+        """Keys to read at a time: `batch_size`, fewer where values are big."""
+        return self.budget.rows
+
+    def in_batches(self, keys: Sequence[bytes]):
+        """`keys` in slices of `batch_rows` (as it is when each slice is taken)."""
+        start = 0
+        while start < len(keys):
+            rows = self.batch_rows
+            yield keys[start:start + rows]
+            start += rows
+
     def apply_all(self, keys: list[bytes]) -> int:
+        """`apply`, batch by batch; how many changed."""
+        return sum(self._apply_until_read(some) for some in self.in_batches(keys))
+
+    def _apply_until_read(self, keys: list[bytes]) -> int:
         """`apply`, with the keys that changed type while read applied again; how many changed."""
         applied = 0
         for _ in range(3):  # keys changing type while read are read again, a few times

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import storage
+from ..budget import GROUP_BYTES
 from ..errors import DestinationNotWritable, StorageUnavailable
 from ..schema import RECORD_SCHEMA
 from ..snapshot import PARTS, PartInfo, part_name
@@ -97,7 +98,7 @@ class PartWriter:
         self.fs = fs
         self.rows = 0
         self._pending: list[pa.RecordBatch] = []
-        self._pending_rows = 0
+        self._pending_rows = self._pending_bytes = 0
         self._row_group_rows = row_group_rows
         try:
             if storage.is_local(fs):
@@ -120,20 +121,22 @@ class PartWriter:
         )
 
     def write(self, batch: pa.RecordBatch) -> None:
-        """Buffer rows and write them in row groups of `row_group_rows` (flat memory)."""
+        """Buffer rows and write them in row groups of `row_group_rows` rows or `GROUP_BYTES`
+        bytes (flat memory; the bytes bound a row group of big values for its readers too)."""
         if not batch.num_rows:
             return
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
+        self._pending_bytes += batch.nbytes
         self.rows += batch.num_rows
-        if self._pending_rows >= self._row_group_rows:
+        if self._pending_rows >= self._row_group_rows or self._pending_bytes >= GROUP_BYTES:
             self._flush()
 
     def _flush(self) -> None:
         if self._pending:
             table = pa.Table.from_batches(self._pending, schema=RECORD_SCHEMA)
             self._pending = []
-            self._pending_rows = 0
+            self._pending_rows = self._pending_bytes = 0
             self._wait()
             self._writing = _BackgroundWrite(self._writer.write_table, table,
                                              row_group_size=max(self._row_group_rows, table.num_rows))

@@ -34,6 +34,10 @@ class Read:
     def rows(self) -> int:
         return self.batch.num_rows if self.batch is not None else 0
 
+    @property
+    def nbytes(self) -> int:
+        return self.batch.nbytes if self.batch is not None else 0
+
 
 class Source(Protocol):
     def read(self, start: Position | None = None) -> Iterator[Read]:

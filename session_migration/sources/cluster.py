@@ -33,6 +33,7 @@ import redis
 from redis.crc import key_slot
 
 from . import Read, resp
+from ..budget import BatchBudget
 from ..cluster import ClusterNode, Topology, connect_and_discover, discover, node_endpoint, reads_from_replica, slots_in_motion
 from ..endpoints import RedisEndpoint, translate_redis_errors
 from ..errors import ServerUnavailable
@@ -320,8 +321,10 @@ class ClusterSource:
         if self.walk == "keyspace":
             if pattern:
                 return
-            for cursor, keys, reader in self._keyspace(cursor):
+            budget = BatchBudget(self.batch_size)
+            for cursor, keys, reader in self._keyspace(cursor, budget):
                 result = self._read_on(reader, keys) if keys else None
+                budget.saw_batch(len(keys), result.batch if result else None)
                 yield Read(position=after(0, cursor), batch=result.batch if result else None, scanned=len(keys),
                            vanished=result.vanished if result else 0)
             return
@@ -368,11 +371,12 @@ class ClusterSource:
         for cursor, keys, _reader in self._keyspace(cursor):
             yield cursor, keys
 
-    def _keyspace(self, cursor: int) -> Iterator[tuple[int, list[bytes], RedisSource | None]]:
+    def _keyspace(self, cursor: int, budget: BatchBudget | None = None
+                  ) -> Iterator[tuple[int, list[bytes], RedisSource | None]]:
         unit, node_cursor = split_composite(cursor)
         for index in range(unit, len(self.units)):
             reader = self.reader(self.units[index])
-            for scan_cursor, keys in reader.keyspace_chunks(node_cursor if index == unit else 0):
+            for scan_cursor, keys in reader.keyspace_chunks(node_cursor if index == unit else 0, budget):
                 if scan_cursor == 0:
                     self.observe()
                 yield composite(scan_cursor, index) if scan_cursor else index + 1, keys, reader

@@ -29,6 +29,7 @@ from redis.crc import key_slot
 import hiredis
 
 from . import Read, resp
+from ..budget import BatchBudget
 from ..cluster import key_slots
 from ..endpoints import RedisEndpoint, translate_redis_errors
 from ..redis_glob import ScopeMatcher
@@ -171,7 +172,8 @@ class RedisSource:
 
     def read_chunks(self, patterns: Sequence[str], batch_size: int, start_pattern: int = 0,
                     start_cursor: int = 0, segment: Segment = WHOLE) -> Iterator[Chunk]:
-        """`key_chunks` (of one `segment` of each pattern's walk), with the keys read.
+        """`key_chunks` (of one `segment` of each pattern's walk), with the keys read; a chunk
+        holds `batch_size` keys, or fewer where values are big (`budget.BatchBudget`).
 
         Requests go ahead on a stream of their own: while the caller works on one chunk, the
         server already reads the next. Cursor 0 means "the start of the segment" as a start
@@ -186,8 +188,9 @@ class RedisSource:
 
     def read(self, start: tuple[int, int] | None = None) -> Iterator[Read]:
         """The keys of `patterns` from `start` ((pattern index, cursor); None: the beginning),
-        read, one `Read` per chunk of at least `batch_size` keys; each position is a valid
-        resume point ((len(patterns), 0) once the walk is done)."""
+        read, one `Read` per chunk of `batch_size` keys (fewer where values are big: see
+        `budget`); each position is a valid resume point ((len(patterns), 0) once the walk is
+        done)."""
         if self.walk == "keyspace":
             yield from self._keyspace(*(start or (0, 0)))
             return
@@ -202,25 +205,29 @@ class RedisSource:
         """The keyspace walk, read (see `keyspace_chunks`)."""
         if done:
             return
-        for cursor, keys in self.keyspace_chunks(cursor):
+        budget = BatchBudget(self.batch_size)
+        for cursor, keys in self.keyspace_chunks(cursor, budget):
             result = self.read_keys(keys) if keys else None
+            budget.saw_batch(len(keys), result.batch if result else None)
             yield Read(position=after(0, cursor), batch=result.batch if result else None, scanned=len(keys),
                        vanished=result.vanished if result else 0)
 
-    def keyspace_chunks(self, cursor: int = 0) -> Iterator[tuple[int, list[bytes]]]:
+    def keyspace_chunks(self, cursor: int = 0, budget: BatchBudget | None = None) -> Iterator[tuple[int, list[bytes]]]:
         """(cursor after, keys in scope) of one SCAN walk over every key from `cursor`, in chunks
-        of at least `batch_size` keys, each ending at a SCAN page boundary (a valid resume point;
-        0 ends the walk). With one pattern the server matches it (fewer names sent); with
-        several, `MATCH *` and the match happens here. Either way every name is checked here."""
+        of at least `batch_size` keys (`budget.rows`, learnt from the caller's reads, if given),
+        each ending at a SCAN page boundary (a valid resume point; 0 ends the walk). With one
+        pattern the server matches it (fewer names sent); with several, `MATCH *` and the match
+        happens here. Either way every name is checked here."""
         scope = ScopeMatcher(self.patterns)
         match = self.patterns[0] if len(self.patterns) == 1 else "*"
         keys: list[bytes] = []
         while True:
-            cursor, page = self.scan_page(match, cursor, self.batch_size)
+            rows = budget.rows if budget else self.batch_size
+            cursor, page = self.scan_page(match, cursor, rows)
             if page:
                 column = pa.array(page, pa.binary())
                 keys.extend(column.filter(pa.array(scope.mask(column))).to_pylist())
-            if len(keys) >= self.batch_size or cursor == 0:
+            if len(keys) >= rows or cursor == 0:
                 yield cursor, keys
                 keys = []
             if cursor == 0:
@@ -721,7 +728,7 @@ class _StreamedScan:
         self.source = source
         self.stream = stream
         self.patterns = patterns
-        self.batch_size = batch_size
+        self.budget = BatchBudget(batch_size)  # keys per read (and SCAN COUNT)
         self.segment = segment
         self.inflight: deque[tuple] = deque()  # ("scan", i), ("read", i, cursor, keys, replies, runs) or ("end", i)
         self.ready: deque[tuple] = deque()  # (index, cursor, keys, raw replies or None, slot runs)
@@ -736,11 +743,13 @@ class _StreamedScan:
             if self.ready:
                 index, cursor, keys, raw, runs = self.ready.popleft()
                 result = self.source._read_result(keys, raw, runs) if raw is not None else None
+                if result is not None:
+                    self.budget.saw_batch(len(keys), result.batch)
                 yield Chunk(index, cursor, len(keys), result)
 
     def _scan(self, index: int, cursor: int) -> None:
         self.stream.send(resp.pack([b"SCAN", b"%d" % cursor, b"MATCH", self.patterns[index].encode(),
-                                    b"COUNT", b"%d" % self.batch_size]))
+                                    b"COUNT", b"%d" % self.budget.rows]))
         self.inflight.append(("scan", index))
 
     def _take_reply(self) -> None:
@@ -750,7 +759,9 @@ class _StreamedScan:
             return
         if item[0] == "read":
             _, index, cursor, keys, count, runs = item
+            before = self.stream.received
             self.ready.append((index, cursor, keys, self.stream.replies(count), runs))
+            self.budget.saw(len(keys), self.stream.received - before)  # before the next read is sized
             return
         index = item[1]
         reply = self.stream.reply()
@@ -761,7 +772,7 @@ class _StreamedScan:
         done = cursor == 0 or not self.segment.contains(cursor)
         if done:
             cursor = 0
-        if self.keys and (len(self.keys) >= self.batch_size or done):
+        if self.keys and (len(self.keys) >= self.budget.rows or done):
             packed, count, runs = self.source._read_request(self.keys)
             self.stream.send(packed)
             self.inflight.append(("read", index, cursor, self.keys, count, runs))

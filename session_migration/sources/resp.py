@@ -98,6 +98,7 @@ class ReplyReader:
         self._buffer = new_buffer() if buffer is None else buffer  # what `receive_from` reads into
         self._chunk: bytes | memoryview = b""
         self._at = 0
+        self.received = 0  # bytes read from the socket so far (what a read's replies weigh)
 
     def feed(self, chunk: bytes | memoryview) -> None:
         self._chunk, self._at = chunk, 0
@@ -119,7 +120,9 @@ class ReplyReader:
     def receive_from(self, sock) -> None:
         """Feed the next bytes of `sock`; only once `gets` returned `MORE` (the last chunk, in
         the reused buffer, is used up then)."""
-        self.feed(receive(sock, self._buffer))
+        chunk = receive(sock, self._buffer)
+        self.received += len(chunk)
+        self.feed(chunk)
 
 
 def execute(client: redis.Redis, packed: bytes, replies: int) -> list:
@@ -170,6 +173,11 @@ class Stream:
 
     def replies(self, count: int) -> list:
         return [self.reply() for _ in range(count)]
+
+    @property
+    def received(self) -> int:
+        """Bytes read from the server so far."""
+        return self._reader.received
 
     def close(self) -> None:
         self._conn.disconnect()

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import pyarrow.parquet as pq
 
+from ..budget import rows_for
 from ..prefetch import prefetch
 from ..snapshot import READ_BUFFER_BYTES, Snapshot, check_part
 from . import Read
@@ -46,8 +47,8 @@ class SnapshotSource:
                 check_part(self.snapshot.fs, path, part)
             done = 0
             with self.snapshot.fs.open(path, "rb") as fh:
-                batches = pq.ParquetFile(fh, pre_buffer=False, buffer_size=READ_BUFFER_BYTES).iter_batches(
-                    batch_size=self.batch_size, columns=self.columns)
+                parquet = pq.ParquetFile(fh, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
+                batches = parquet.iter_batches(batch_size=self._batch_rows(parquet.metadata), columns=self.columns)
                 for batch in batches:
                     done += batch.num_rows
                     if index == first_part and done <= skip:
@@ -57,6 +58,19 @@ class SnapshotSource:
                     yield Read(position=(index, done), batch=batch, scope=index)
             if not done:
                 yield Read(position=(index, 0), batch=None, scope=index)  # an empty part still ends
+
+    def _batch_rows(self, metadata: pq.FileMetaData) -> int:
+        """`batch_size` rows, or as many as fit `budget.BATCH_BYTES` at this part's mean row size
+        (of the columns read): a part of 1 MB values is read a few rows at a time."""
+        wanted = None if self.columns is None else set(self.columns)
+        total = 0
+        for group in range(metadata.num_row_groups):
+            row_group = metadata.row_group(group)
+            for column in range(row_group.num_columns):
+                chunk = row_group.column(column)
+                if wanted is None or chunk.path_in_schema.split(".")[0] in wanted:
+                    total += max(chunk.total_uncompressed_size, 0)
+        return rows_for(total / metadata.num_rows, self.batch_size) if metadata.num_rows else self.batch_size
 
     def close(self) -> None:
         pass

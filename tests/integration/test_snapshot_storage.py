@@ -35,7 +35,7 @@ def test_round_trip_on_every_filesystem(valkey, tmp_path, scheme, request):
     assert result.url.startswith(scheme)
     snap = open_snapshot(result.url)  # verifies every part's sha256 and row count
     assert snap.read_table().num_rows == 2500 == snap.totals["keys"]
-    assert len(snap.parts) == 3
+    assert len(snap.parts) >= 2 and all(p.rows >= 1000 for p in snap.parts[:-1])  # a part ends after part_rows rows
 
 
 def test_readable_by_pandas_pyarrow_and_duckdb_alone(valkey, tmp_path):
@@ -72,7 +72,7 @@ def test_parts_are_on_disk_before_the_manifest_names_them(valkey, tmp_path, monk
     manifest_at = max(i for i, path in enumerate(synced) if path.startswith(f"{folder}/manifest.json"))
     before, after = synced[:manifest_at], synced[manifest_at:]
     parts = sorted(os.listdir(f"{folder}/parts"))
-    assert len(parts) == 3
+    assert len(parts) == len(open_snapshot(result.url).parts) >= 2
     assert all(f"{folder}/parts/{name}" in before for name in parts)
     assert f"{folder}/parts" in before
     assert folder in after and os.path.dirname(folder) in after

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from session_migration.budget import BATCH_BYTES, FIRST_ROWS, BatchBudget, rows_for
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import AuthenticationFailed, InvalidParameter, ServerUnavailable, is_transient
 from session_migration.redaction import redact_key
@@ -208,3 +209,36 @@ def test_key_slots_agree_with_redis_py_for_plain_tagged_and_binary_keys():
     tagged = plain + [b"}{", b"sess:{user1}a", b"{}x", b"a{b}c{d}", b"{", b"x{y", b"sess:{\xff\x00}"]
     for keys in (plain, tagged):  # without a "{" anywhere, and with
         assert key_slots(keys).tolist() == [key_slot(k) for k in keys]
+
+
+def test_batch_budget_follows_the_bytes_per_row_and_grows_back_slowly():
+    assert rows_for(1024, 1000) == 1000 and rows_for(1 << 20, 1000) == 8 and rows_for(1 << 30, 1000) == 1
+    assert rows_for(0, 1000) == 1000  # empty values: the batch size
+    budget = BatchBudget(1000)
+    assert budget.rows == FIRST_ROWS  # nothing seen yet
+    budget.saw(FIRST_ROWS, FIRST_ROWS * (1 << 20))  # 1 MB values, on the wire: smaller at once
+    assert budget.rows == BATCH_BYTES >> 20
+    budget.saw(8, 8 * 100)  # then small ones on the wire: no growth before the batch is seen
+    assert budget.rows == 8
+    budget.saw(8, 8 * 100, decoded=True)  # and in the batch: back up twofold a read, not at once
+    assert budget.rows == 16
+    for _ in range(10):
+        budget.saw(budget.rows, budget.rows * 100, decoded=True)
+    assert budget.rows == 1000  # never above the batch size
+    budget.saw(0, 0)  # a read of nothing teaches nothing
+    assert budget.rows == 1000
+    assert BatchBudget(10).rows == 10
+
+
+def test_batch_budget_counts_what_was_read_beyond_the_wire_bytes_it_saw_first():
+    """Hashes: the MGET of a read answers nil for them (a few bytes on the wire); their
+    collections come in later round trips and show only in the decoded batch."""
+    budget = BatchBudget(1000)
+    budget.saw(64, 64 * 10)  # wire: MGET's nils and the expiries
+    assert budget.rows == FIRST_ROWS
+    budget.saw(64, 64 * (1 << 20), decoded=True)  # the batch: 1 MB hashes
+    assert budget.rows == 8
+    budget.saw(8, 8 * 10)  # the next read's wire bytes alone do not undo it
+    assert budget.rows == 8
+    budget.saw(8, 8 * 100, decoded=True)  # small hashes from now on
+    assert budget.rows == 16

@@ -1,0 +1,63 @@
+"""How many rows a batch may hold: `--batch-size` keys, and about `BATCH_BYTES` bytes.
+
+Values in Redis are untrusted input, and their size is theirs to choose: a string may hold
+512 MB. Read 1,000 keys at a time, with batches read ahead and 10,000-row groups buffered for
+the snapshot writer, a CLI backup of 3,000 values of 1 MB each peaked at 5.4 GB of RSS and its
+restore at 4.3 GB (docs/benchmarks.md). So reads are sized in bytes as well as in keys: the
+first read of a walk is small, the rows of each next read follow the bytes per row of the
+last one, and the groups a copy buffers end at `GROUP_BYTES`. A read cannot know the sizes
+of its values before it has them (nor can the reads sent ahead with it), so those may hold
+more; a read takes whole SCAN pages until it has its rows, so it may hold up to about twice
+them; and a value is never split. But a store of big values is read in small batches.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+BATCH_BYTES = 8 << 20  # what one read of a source should hold (~1,000 sessions of 8 KB)
+GROUP_BYTES = 64 << 20  # what a copy group, and so a Parquet row group, holds at most
+
+
+def rows_for(bytes_per_row: float, most: int, target: int = BATCH_BYTES) -> int:
+    """Rows of `bytes_per_row` that fit `target`: at least 1, at most `most`."""
+    if bytes_per_row <= 0:
+        return most
+    return max(1, min(most, int(target // bytes_per_row)))
+
+
+FIRST_ROWS = 64  # the first read of a walk: its sizes are not known yet
+
+
+class BatchBudget:
+    """The rows of a source's next read: what fits `BATCH_BYTES` at the bytes per key seen
+    last, at most `most` (the batch size). It starts at `FIRST_ROWS` and grows at most twofold
+    a read (64, 128, ... 1,000: a few more round trips for a store of small values), so neither
+    the first read nor one read of small values among big ones reads `most` big values.
+
+    Two measures of a read: the bytes its replies took on the wire, known as soon as they are
+    received (before the next read is sized), and the bytes of its decoded batch, known a read
+    later but counting what came in further round trips too (the collections of keys that are
+    not strings: MGET answers nil for them). The bigger of the latest of each counts, and only
+    the decoded measure lets the rows grow: the wire may show a read of hashes as tiny."""
+
+    def __init__(self, most: int, target: int = BATCH_BYTES):
+        self.most, self.target = most, target
+        self.rows = min(most, FIRST_ROWS)
+        self._wire = self._decoded = 0.0  # bytes per key, the latest of each measure
+
+    def saw(self, rows: int, nbytes: int, *, decoded: bool = False) -> None:
+        """Learn from a read of `rows` keys whose replies took `nbytes` on the wire (`decoded`:
+        whose batch holds `nbytes`)."""
+        if rows <= 0:
+            return
+        if decoded:
+            self._decoded = nbytes / rows
+        else:
+            self._wire = nbytes / rows
+        fit = rows_for(max(self._wire, self._decoded), self.most, self.target)
+        self.rows = min(fit, 2 * self.rows) if decoded else min(fit, self.rows)
+
+    def saw_batch(self, keys: int, batch: pa.RecordBatch | None) -> None:
+        """Learn from the batch read for `keys` keys (None: none of them was there)."""
+        self.saw(keys, batch.nbytes if batch is not None else 0, decoded=True)
