@@ -257,7 +257,7 @@ def test_kill_9_then_rerun_resumes(valkey_server, redis_server, tmp_path):
     assert 0 < dst.dbsize() < 1010
 
     result = restore(url, redis_server.url, batch_size=50)
-    assert result.resumed_parts == 1 and result.parts == len(open_snapshot(url).parts) >= 3
+    assert result.resumed_parts == 1 and result.parts == len(open_snapshot(url).parts) >= 2
     assert result.counters.rows == 1010 and result.counters.written == 1010
     assert state(dst) == state(src, "sess:*")
 
