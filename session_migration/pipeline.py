@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import io
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +40,7 @@ from .counters import BackupCounters
 from .endpoints import RedisEndpoint
 from .errors import InvalidParameter
 from .preflight import check_snapshot_free
+from .redis_glob import ScopeMatcher
 from .options import BackupOptions
 from .schema import FORMAT_NAME, FORMAT_VERSION, schema_description
 from .seen import SeenKeys
@@ -184,8 +186,34 @@ def dedupe_and_count(group: list[Read], counters: BackupCounters, patterns: tupl
     if not mask.all():
         counters.duplicates += int((~mask).sum())
         rows = rows.filter(pa.array(mask))
-    counters.add_batch(patterns[group[0].scope], rows)
+    for pattern, counted in _by_first_pattern(patterns, group[0].scope, rows):
+        counters.add_batch(pattern, counted)
     return [batch for batch in rows.to_batches() if batch.num_rows]
+
+
+def _by_first_pattern(patterns: tuple[str, ...], scope: int, rows: pa.Table) -> list[tuple[str, pa.Table]]:
+    """`rows` found by pattern `scope`'s walk, split by the first pattern (in order) each key
+    matches: what a walk of one pattern after the other counts. Walks side by side (worker
+    processes, Dask units) can find a key by a later pattern first: a share's last SCAN page
+    runs on into the next share, by as far as its COUNT takes it, which differs between walks."""
+    if not scope or not rows.num_rows:
+        return [(patterns[scope], rows)]
+    keys = rows.column("key")
+    earlier = _matcher(patterns[:scope]).mask(keys)
+    if not earlier.any():
+        return [(patterns[scope], rows)]
+    out = [(patterns[scope], rows.filter(pa.array(~earlier)))]
+    claimed = rows.filter(pa.array(earlier))
+    for pattern in patterns[:scope]:
+        first = _matcher((pattern,)).mask(claimed.column("key"))
+        out.append((pattern, claimed.filter(pa.array(first))))
+        claimed = claimed.filter(pa.array(~first))
+    return [(pattern, part) for pattern, part in out if part.num_rows]
+
+
+@functools.lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]) -> ScopeMatcher:
+    return ScopeMatcher(patterns)
 
 
 def _groups(reads: Iterator[Read], rows: int) -> Iterator[list[Read]]:
