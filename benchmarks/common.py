@@ -202,25 +202,14 @@ def _resp(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
-def seed(server: Server, count: int, seed_value: int, chunk: int = 5000) -> dict:
-    """Add `count` keys through `redis-cli --pipe` (raw RESP on stdin); returns what was written."""
-    rng = random.Random(seed_value)
-    now_ms = int(time.time() * 1000)
-    started = time.perf_counter()
+def _pipe(server: Server, requests) -> None:
+    """Write the RESP byte strings of `requests` into `redis-cli --pipe` against `server`;
+    raises unless every command succeeded."""
     proc = subprocess.Popen([REDIS_CLI, "-h", "127.0.0.1", "-p", str(server.port), "--pipe"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    value_bytes = 0
     try:
-        written = 0
-        while written < count:
-            n = min(chunk, count - written)
-            out = []
-            for _ in range(n):
-                key, value, ttl = session(rng, now_ms)
-                value_bytes += len(value)
-                out.append(_resp(b"SET", key, value, b"PX", b"%d" % ttl))
-            proc.stdin.write(b"".join(out))
-            written += n
+        for request in requests:
+            proc.stdin.write(request)
         proc.stdin.close()
         report = proc.stdout.read().decode(errors="replace")
         proc.wait(600)
@@ -230,6 +219,26 @@ def seed(server: Server, count: int, seed_value: int, chunk: int = 5000) -> dict
         raise
     if proc.returncode != 0 or "errors: 0," not in report:
         raise RuntimeError(f"redis-cli --pipe failed: {report.strip()}")
+
+
+def seed(server: Server, count: int, seed_value: int, chunk: int = 5000) -> dict:
+    """Add `count` keys through `redis-cli --pipe` (raw RESP on stdin); returns what was written."""
+    rng = random.Random(seed_value)
+    now_ms = int(time.time() * 1000)
+    started = time.perf_counter()
+    value_bytes = 0
+
+    def chunks():
+        nonlocal value_bytes
+        for first in range(0, count, chunk):
+            out = []
+            for _ in range(min(chunk, count - first)):
+                key, value, ttl = session(rng, now_ms)
+                value_bytes += len(value)
+                out.append(_resp(b"SET", key, value, b"PX", b"%d" % ttl))
+            yield b"".join(out)
+
+    _pipe(server, chunks())
     return {"keys": count, "value_bytes": value_bytes, "seconds": time.perf_counter() - started}
 
 
@@ -238,22 +247,14 @@ def seed_big(server: Server, count: int, value_bytes: int, seed_value: int) -> d
     random hex, half repeated text: zstd halves it) through `redis-cli --pipe`, 1 h TTL."""
     rng = random.Random(seed_value)
     started = time.perf_counter()
-    proc = subprocess.Popen([REDIS_CLI, "-h", "127.0.0.1", "-p", str(server.port), "--pipe"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+
+    def sessions():
         for _ in range(count):
             blob = rng.randbytes(value_bytes // 4).hex().encode() + b"cart item " * (value_bytes // 20)
             value = b'{"cookie":{"originalMaxAge":3600000,"httpOnly":true,"path":"/"},"cart":"%s"}' % blob
-            proc.stdin.write(_resp(b"SET", b"sess:%032x" % rng.getrandbits(128), value, b"PX", b"3600000"))
-        proc.stdin.close()
-        report = proc.stdout.read().decode(errors="replace")
-        proc.wait(600)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    if proc.returncode != 0 or "errors: 0," not in report:
-        raise RuntimeError(f"redis-cli --pipe failed: {report.strip()}")
+            yield _resp(b"SET", b"sess:%032x" % rng.getrandbits(128), value, b"PX", b"3600000")
+
+    _pipe(server, sessions())
     return {"keys": count, "seconds": time.perf_counter() - started}
 
 

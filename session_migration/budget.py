@@ -17,6 +17,7 @@ import pyarrow as pa
 
 BATCH_BYTES = 8 << 20  # what one read of a source should hold (~1,000 sessions of 8 KB)
 GROUP_BYTES = 64 << 20  # what a copy group, and so a Parquet row group, holds at most
+FIRST_ROWS = 64  # the first read of a walk: its sizes are not known yet
 
 
 def rows_for(bytes_per_row: float, most: int, target: int = BATCH_BYTES) -> int:
@@ -24,9 +25,6 @@ def rows_for(bytes_per_row: float, most: int, target: int = BATCH_BYTES) -> int:
     if bytes_per_row <= 0:
         return most
     return max(1, min(most, int(target // bytes_per_row)))
-
-
-FIRST_ROWS = 64  # the first read of a walk: its sizes are not known yet
 
 
 class BatchBudget:

@@ -40,7 +40,6 @@ PARTS = "parts"
 PRE_IMAGE_SUFFIX = "-pre"  # the snapshot id of a pre-image (what a migration or cleanup may put back)
 READ_BUFFER_BYTES = 8 << 20
 WHOLE_READ_BYTES = 64 << 20  # an object-store part up to this size is fetched once for all its checks
-PRE_IMAGE_SUFFIX = "-pre"  # the ids of the snapshots migrations and cleanups take before they change a store
 ROOT_FOLDERS = frozenset({"migrations", "transfers"})  # state kept next to snapshots, not snapshots
 MAX_CLOCK_SKEW = dt.timedelta(minutes=5)  # a snapshot "finished" later than now + this is not believed
 

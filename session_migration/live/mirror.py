@@ -14,7 +14,7 @@ were never the source's to decide).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,7 +142,7 @@ class Mirror:
         """Keys to read at a time: `batch_size`, fewer where values are big."""
         return self.budget.rows
 
-    def in_batches(self, keys: Sequence[bytes]):
+    def in_batches(self, keys: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
         """`keys` in slices of `batch_rows` (as it is when each slice is taken)."""
         start = 0
         while start < len(keys):
