@@ -8,7 +8,8 @@ first read of a walk is small, the rows of each next read follow the bytes per r
 last one, and the groups a copy buffers end at `GROUP_BYTES`. A read cannot know the sizes
 of its values before it has them (nor can the reads sent ahead with it), so those may hold
 more; a read takes whole SCAN pages until it has its rows, so it may hold up to about twice
-them; and a value is never split. But a store of big values is read in small batches.
+them (more where a dense stretch of keys follows a sparse one, see `SPARSE_FACTOR`); and a
+value is never split. But a store of big values is read in small batches.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import pyarrow as pa
 BATCH_BYTES = 8 << 20  # what one read of a source should hold (~1,000 sessions of 8 KB)
 GROUP_BYTES = 64 << 20  # what a copy group, and so a Parquet row group, holds at most
 FIRST_ROWS = 64  # the first read of a walk: its sizes are not known yet
+# A SCAN asks for at most this many times the keys a read should hold, when its pattern matches
+# few of the keys it passes: a pattern that matched nothing used to be walked 64 keys a call, its
+# budget never learning a size (a backup of `nothing:*` beside 1M keys: 2.6 s instead of 0.8 s).
+SPARSE_FACTOR = 16
 
 
 def rows_for(bytes_per_row: float, most: int, target: int = BATCH_BYTES) -> int:
@@ -43,6 +48,20 @@ class BatchBudget:
         self.most, self.target = most, target
         self.rows = min(most, FIRST_ROWS)
         self._wire = self._decoded = 0.0  # bytes per key, the latest of each measure
+        self._matched = 1.0  # keys a SCAN page brought per key of its COUNT, smoothed
+
+    @property
+    def scan_count(self) -> int:
+        """The COUNT of the next SCAN: about `rows` keys at the share of keys its pattern matched
+        lately, at most `SPARSE_FACTOR` times `rows` (a dense stretch after a sparse one may bring
+        that many) and at most `most`."""
+        wanted = round(self.rows / max(self._matched, 1 / SPARSE_FACTOR))
+        return max(self.rows, min(self.most, wanted))
+
+    def scanned(self, count: int, keys: int) -> None:
+        """Learn from a SCAN page of `count` (its COUNT) that brought `keys` keys in scope."""
+        if count > 0:
+            self._matched = (self._matched + min(1.0, keys / count)) / 2
 
     def saw(self, rows: int, nbytes: int, *, decoded: bool = False) -> None:
         """Learn from a read of `rows` keys whose replies took `nbytes` on the wire (`decoded`:

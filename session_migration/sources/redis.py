@@ -223,10 +223,14 @@ class RedisSource:
         keys: list[bytes] = []
         while True:
             rows = budget.rows if budget else self.batch_size
-            cursor, page = self.scan_page(match, cursor, rows)
+            count = budget.scan_count if budget else self.batch_size
+            cursor, page = self.scan_page(match, cursor, count)
             if page:
                 column = pa.array(page, pa.binary())
-                keys.extend(column.filter(pa.array(scope.mask(column))).to_pylist())
+                page = column.filter(pa.array(scope.mask(column))).to_pylist()
+                keys.extend(page)
+            if budget:
+                budget.scanned(count, len(page))
             if len(keys) >= rows or cursor == 0:
                 yield cursor, keys
                 keys = []
@@ -728,9 +732,9 @@ class _StreamedScan:
         self.source = source
         self.stream = stream
         self.patterns = patterns
-        self.budget = BatchBudget(batch_size)  # keys per read (and SCAN COUNT)
+        self.budget = BatchBudget(batch_size)  # keys per read, and the SCAN COUNT that brings them
         self.segment = segment
-        self.inflight: deque[tuple] = deque()  # ("scan", i), ("read", i, cursor, keys, replies, runs) or ("end", i)
+        self.inflight: deque[tuple] = deque()  # ("scan", i, count), ("read", i, cursor, keys, replies, runs) or ("end", i)
         self.ready: deque[tuple] = deque()  # (index, cursor, keys, raw replies or None, slot runs)
         self.keys: list[bytes] = []  # scanned, not yet sent for reading
 
@@ -748,9 +752,10 @@ class _StreamedScan:
                 yield Chunk(index, cursor, len(keys), result)
 
     def _scan(self, index: int, cursor: int) -> None:
+        count = self.budget.scan_count
         self.stream.send(resp.pack([b"SCAN", b"%d" % cursor, b"MATCH", self.patterns[index].encode(),
-                                    b"COUNT", b"%d" % self.budget.rows]))
-        self.inflight.append(("scan", index))
+                                    b"COUNT", b"%d" % count]))
+        self.inflight.append(("scan", index, count))
 
     def _take_reply(self) -> None:
         item = self.inflight.popleft()
@@ -763,12 +768,13 @@ class _StreamedScan:
             self.ready.append((index, cursor, keys, self.stream.replies(count), runs))
             self.budget.saw(len(keys), self.stream.received - before)  # before the next read is sized
             return
-        index = item[1]
+        _, index, count = item
         reply = self.stream.reply()
         if isinstance(reply, hiredis.ReplyError):
             raise redis.exceptions.ResponseError(str(reply))
         cursor = int(reply[0])
         self.keys.extend(reply[1])
+        self.budget.scanned(count, len(reply[1]))
         done = cursor == 0 or not self.segment.contains(cursor)
         if done:
             cursor = 0

@@ -79,3 +79,25 @@ def test_a_snapshot_of_big_values_has_bounded_row_groups_and_is_read_back_in_bou
     rows = {row["key"]: row for row in snapshot.read_table().to_pylist()}
     assert rows[b"sess:small"]["value"] == b"x"
     assert all(row["size_bytes"] >= VALUE_BYTES for key, row in rows.items() if key != b"sess:small")
+
+
+@pytest.mark.parametrize("walk", ["patterns", "keyspace"])
+def test_a_pattern_that_matches_few_keys_is_scanned_in_pages_of_the_batch_size(server, walk):
+    """Its reads teach the budget no size, so the SCAN COUNT follows the share of keys it
+    matches: before, such a walk asked for 64 keys a page (the first read's size) to the end."""
+    r = server.client()
+    pipe = r.pipeline(transaction=False)
+    for i in range(20_000):
+        pipe.set(b"cache:%05d" % i, b"x")
+    for i in range(20):
+        pipe.set(b"sess:%02d" % i, b"y")
+    pipe.execute()
+    r.config_resetstat()
+    source = RedisSource(resolve_connection(server.url), patterns=["sess:*"], walk=walk)
+    try:
+        reads = list(source.read())
+    finally:
+        source.close()
+    assert sum(read.rows for read in reads) == 20
+    scans = r.info("commandstats")["cmdstat_scan"]["calls"]
+    assert scans <= 3 * 20_020 // 1000 + 10, scans  # at COUNT 64 it took more than 300

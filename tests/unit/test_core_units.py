@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from session_migration.budget import BATCH_BYTES, FIRST_ROWS, BatchBudget, rows_for
+from session_migration.budget import BATCH_BYTES, FIRST_ROWS, SPARSE_FACTOR, BatchBudget, rows_for
 from session_migration.endpoints import RedisEndpoint
 from session_migration.errors import AuthenticationFailed, InvalidParameter, ServerUnavailable, is_transient
 from session_migration.redaction import redact_key
@@ -228,6 +228,21 @@ def test_batch_budget_follows_the_bytes_per_row_and_grows_back_slowly():
     budget.saw(0, 0)  # a read of nothing teaches nothing
     assert budget.rows == 1000
     assert BatchBudget(10).rows == 10
+
+
+def test_scan_count_asks_for_more_keys_where_the_pattern_matches_few():
+    budget = BatchBudget(1000)
+    assert budget.scan_count == FIRST_ROWS  # nothing known: a page about as big as the read
+    for _ in range(6):
+        budget.scanned(budget.scan_count, 0)  # a pattern that matches nothing here
+    assert budget.scan_count == 1000  # SPARSE_FACTOR * 64 would be more: the batch size bounds it
+    budget.saw(FIRST_ROWS, FIRST_ROWS * (1 << 20))  # 1 MB values: reads of 8 keys
+    assert budget.scan_count == SPARSE_FACTOR * 8  # what a dense stretch may bring at once
+    for _ in range(10):
+        budget.scanned(budget.scan_count, budget.scan_count)  # every key matches
+    assert budget.scan_count == 8
+    budget.scanned(0, 5)  # a COUNT of 0 teaches nothing
+    assert budget.scan_count == 8
 
 
 def test_batch_budget_counts_what_was_read_beyond_the_wire_bytes_it_saw_first():
