@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import storage
-from ..budget import GROUP_BYTES
+from ..budget import GROUP_BYTES, held_bytes
 from ..errors import DestinationNotWritable, StorageUnavailable
 from ..schema import RECORD_SCHEMA
 from ..snapshot import PARTS, PartInfo, part_name
@@ -127,7 +127,7 @@ class PartWriter:
             return
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
-        self._pending_bytes += batch.nbytes
+        self._pending_bytes += held_bytes(batch)
         self.rows += batch.num_rows
         if self._pending_rows >= self._row_group_rows or self._pending_bytes >= GROUP_BYTES:
             self._flush()

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from ..budget import held_bytes
+
 Position = Any  # a source's own resume point: (pattern index, cursor) for Redis (composite on a cluster), (part, row) for a snapshot
 
 
@@ -36,7 +38,7 @@ class Read:
 
     @property
     def nbytes(self) -> int:
-        return self.batch.nbytes if self.batch is not None else 0
+        return held_bytes(self.batch)
 
 
 class Source(Protocol):
