@@ -778,6 +778,13 @@ class _StreamedScan:
         done = cursor == 0 or not self.segment.contains(cursor)
         if done:
             cursor = 0
+        # The next SCAN goes before the read of these keys: its reply comes back first, so the
+        # next read is sent while the server still works on this one. Read first, the server
+        # had nothing queued while this read's replies crossed the network and were taken.
+        if not done:
+            self._scan(index, cursor)
+        elif index + 1 < len(self.patterns):
+            self._scan(index + 1, self.segment.first_cursor)
         if self.keys and (len(self.keys) >= self.budget.rows or done):
             packed, count, runs = self.source._read_request(self.keys)
             self.stream.send(packed)
@@ -785,7 +792,3 @@ class _StreamedScan:
             self.keys = []
         elif done:  # nothing to read, but the caller must still hear that the walk ended
             self.inflight.append(("end", index))
-        if not done:
-            self._scan(index, cursor)
-        elif index + 1 < len(self.patterns):
-            self._scan(index + 1, self.segment.first_cursor)
