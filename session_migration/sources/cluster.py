@@ -274,9 +274,10 @@ class ClusterSource:
             elif calm_since is None:
                 calm_since = time.monotonic()
 
-    def rewalk_keys(self) -> Iterator[list[bytes]]:
+    def rewalk_keys(self, budget: BatchBudget | None = None) -> Iterator[list[bytes]]:
         """The keys in scope of every suspect slot, listed on its final owner, in chunks of
-        `batch_size`; repeated while slots move during it."""
+        `batch_size` keys (`budget.rows` if given: the caller reads each chunk and tells the
+        budget what it held before taking the next); repeated while slots move during it."""
         scope = ScopeMatcher(self.patterns or ("*",))
         for _round in range(_REWALK_ROUNDS):
             self.settle()
@@ -286,7 +287,7 @@ class ClusterSource:
             owners = self.topology.slot_owners[slots]
             for index in np.unique(owners).tolist():
                 node_slots = [s for s, o in zip(slots, owners.tolist()) if o == index]
-                for keys in self._keys_in_slots(self.topology.nodes[index], node_slots):
+                for keys in self._keys_in_slots(self.topology.nodes[index], node_slots, budget):
                     if keys:
                         wanted = scope.mask(pa.array(keys, pa.binary()))
                         yield [k for k, w in zip(keys, wanted.tolist()) if w]
@@ -295,7 +296,7 @@ class ClusterSource:
         raise ServerUnavailable(f"Slots of the cluster of {self.endpoint.display_url} kept moving during "
                                 f"{_REWALK_ROUNDS} re-walks; run the same command again once the resharding is done.")
 
-    def _keys_in_slots(self, node: ClusterNode, slots: list[int]) -> Iterator[list[bytes]]:
+    def _keys_in_slots(self, node: ClusterNode, slots: list[int], budget: BatchBudget | None) -> Iterator[list[bytes]]:
         client = self._master(node)
         with translate_redis_errors(self.endpoint):
             for first in range(0, len(slots), 1000):
@@ -310,8 +311,11 @@ class ClusterSource:
                                                         for s, c in full), len(full))
                 _raise_errors(replies)
                 keys = [k for reply in replies for k in reply]
-                for start in range(0, len(keys), self.batch_size):
-                    yield keys[start:start + self.batch_size]
+                start = 0
+                while start < len(keys):
+                    rows = budget.rows if budget else self.batch_size
+                    yield keys[start:start + rows]
+                    start += rows
 
     # -- walks -------------------------------------------------------------------------------
 
@@ -356,11 +360,13 @@ class ClusterSource:
 
     def _rewalk_reads(self) -> Iterator[Read]:
         matchers = [ScopeMatcher((p,)) for p in self.patterns]
-        for keys in self.rewalk_keys():
+        budget = BatchBudget(self.batch_size)  # big values are re-read fewer at a time, as walked
+        for keys in self.rewalk_keys(budget):
             if not keys:
                 continue
             result = self.read_keys(keys)
             batch = result.batch
+            budget.saw_batch(len(keys), batch)
             for index, matcher in enumerate(matchers):
                 rows = batch.filter(pa.array(matcher.mask(batch.column("key")))) if batch.num_rows else batch
                 yield Read(position=None, batch=rows if rows.num_rows else None, scope=index,
@@ -380,7 +386,7 @@ class ClusterSource:
                 if scan_cursor == 0:
                     self.observe()
                 yield composite(scan_cursor, index) if scan_cursor else index + 1, keys, reader
-        for keys in self.rewalk_keys():
+        for keys in self.rewalk_keys(budget):
             yield len(self.units), keys, None
         yield 0, [], None
 
@@ -404,7 +410,7 @@ class ClusterSource:
             for pattern, cursor, keys in self.reader(self.units[index]).key_chunks(patterns, batch_size, *begin):
                 yield pattern, composite(cursor, index), keys
             self.observe()
-        yield from self._rewalk_chunks(patterns, lambda keys: keys)
+        yield from self._rewalk_chunks(patterns, None)
 
     def read_chunks(self, patterns: Sequence[str], batch_size: int, start_pattern: int = 0,
                     start_cursor: int = 0, segment: Segment = WHOLE) -> Iterator[Chunk]:
@@ -424,19 +430,23 @@ class ClusterSource:
             self.observe()
         yield from self._rewalk_chunks(patterns, self.read_keys)
 
-    def _rewalk_chunks(self, patterns: Sequence[str], read: Callable) -> Iterator:
+    def _rewalk_chunks(self, patterns: Sequence[str], read: Callable[[list[bytes]], ReadResult] | None) -> Iterator:
+        """The re-walk's keys per pattern: read into `Chunk`s, or as (pattern index, 0, keys)
+        when `read` is None."""
         matchers = [ScopeMatcher((p,)) for p in patterns]
-        for keys in self.rewalk_keys():
+        budget = BatchBudget(self.batch_size) if read is not None else None  # only reads teach it
+        for keys in self.rewalk_keys(budget):
             column = pa.array(keys, pa.binary())
             for index, matcher in enumerate(matchers):
                 mine = [k for k, w in zip(keys, matcher.mask(column).tolist()) if w]
                 if not mine:
                     continue
+                if read is None:
+                    yield index, 0, mine
+                    continue
                 got = read(mine)
-                if isinstance(got, ReadResult):
-                    yield Chunk(index, 0, len(mine), got)
-                else:
-                    yield index, 0, got
+                budget.saw_batch(len(mine), got.batch)
+                yield Chunk(index, 0, len(mine), got)
 
 
 def _raise_errors(replies: list) -> None:

@@ -10,10 +10,12 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
+from redis.crc import key_slot
 
 from session_migration import backup, open_snapshot
 from session_migration.budget import BATCH_BYTES, FIRST_ROWS, GROUP_BYTES
 from session_migration.endpoints import resolve_connection
+from session_migration.sources.cluster import open_source
 from session_migration.sources.redis import RedisSource
 from session_migration.sources.snapshot import SnapshotSource
 
@@ -101,3 +103,24 @@ def test_a_pattern_that_matches_few_keys_is_scanned_in_pages_of_the_batch_size(s
     assert sum(read.rows for read in reads) == 20
     scans = r.info("commandstats")["cmdstat_scan"]["calls"]
     assert scans <= 3 * 20_020 // 1000 + 10, scans  # at COUNT 64 it took more than 300
+
+
+def test_a_cluster_re_walk_reads_big_values_a_few_at_a_time(cluster):
+    """Slots that moved during a walk are listed again on their new owner and read: in batches
+    of about `BATCH_BYTES` too, not of `--batch-size` keys (before: every key of the slot)."""
+    rc = cluster.client()
+    pipe = rc.pipeline()
+    for i in range(120):
+        pipe.set(b"sess:{tag}%03d" % i, os.urandom(VALUE_BYTES), px=3_600_000)  # one slot
+    pipe.execute()
+    source = open_source(resolve_connection(cluster.url), patterns=["sess:*"])
+    try:
+        source.add_suspects([key_slot(b"sess:{tag}000")])
+        reads = [read for _unit, read in source.unit_reads({}, first=len(source.units))]
+    finally:
+        source.close()
+    sizes = _nbytes(reads)
+    assert sum(read.rows for read in reads) == 120
+    assert len(sizes) >= 3, sizes  # about 32 values a read once their size is known (before: 1 read)
+    assert max(sizes[:2]) <= READ_SLACK * FIRST_ROWS * (VALUE_BYTES + 1024), sizes
+    assert max(sizes[2:]) <= READ_SLACK * BATCH_BYTES, sizes
