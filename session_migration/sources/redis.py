@@ -719,12 +719,14 @@ def _string_stores(key_array: pa.Array, keys: Sequence[bytes], values: list[byte
 
 
 class _StreamedScan:
-    """SCAN and read on one stream, keeping the server one request ahead of the caller.
+    """SCAN and read on one stream, keeping a read queued at the server while the caller
+    decodes the last one.
 
     Replies come back in the order the requests went out. A SCAN reply is needed before
     the read of its keys can be sent, and it may sit behind a read's replies, so those are
     taken off the socket (cheap: hiredis) and decoded into rows only once the next read is
-    queued at the server, or nothing else is left to send.
+    queued at the server, or nothing else is left to send. Each SCAN reply sends the next SCAN
+    first and then the read of its keys (see `_take_reply`).
     """
 
     def __init__(self, source: RedisSource, stream: resp.Stream, patterns: Sequence[str], batch_size: int,
