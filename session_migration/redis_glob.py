@@ -142,6 +142,13 @@ class ScopeMatcher:
     def fullmatch(self, key: bytes) -> bool:
         return bool(self.mask(pa.array([key], pa.binary()))[0])
 
+    def select(self, keys: list[bytes]) -> list[bytes]:
+        """The keys in scope, in their order."""
+        if not keys:
+            return []
+        column = pa.array(keys, pa.binary())
+        return column.filter(pa.array(self.mask(column))).to_pylist()
+
     def mask(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Boolean numpy array: True where the key is in scope."""
         result = np.zeros(len(keys), dtype=bool)

@@ -289,8 +289,7 @@ class ClusterSource:
                 node_slots = [s for s, o in zip(slots, owners.tolist()) if o == index]
                 for keys in self._keys_in_slots(self.topology.nodes[index], node_slots, budget):
                     if keys:
-                        wanted = scope.mask(pa.array(keys, pa.binary()))
-                        yield [k for k, w in zip(keys, wanted.tolist()) if w]
+                        yield scope.select(keys)
             with self._lock:
                 self._suspects.difference_update(slots)
         raise ServerUnavailable(f"Slots of the cluster of {self.endpoint.display_url} kept moving during "

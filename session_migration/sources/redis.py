@@ -223,14 +223,12 @@ class RedisSource:
         keys: list[bytes] = []
         while True:
             rows = budget.rows if budget else self.batch_size
-            count = budget.scan_count if budget else self.batch_size
-            cursor, page = self.scan_page(match, cursor, count)
-            if page:
-                column = pa.array(page, pa.binary())
-                page = column.filter(pa.array(scope.mask(column))).to_pylist()
-                keys.extend(page)
+            asked = budget.scan_count if budget else self.batch_size
+            cursor, page = self.scan_page(match, cursor, asked)
+            kept = scope.select(page)
+            keys.extend(kept)
             if budget:
-                budget.scanned(count, len(page))
+                budget.scanned(asked, len(kept))
             if len(keys) >= rows or cursor == 0:
                 yield cursor, keys
                 keys = []
@@ -736,7 +734,7 @@ class _StreamedScan:
         self.patterns = patterns
         self.budget = BatchBudget(batch_size)  # keys per read, and the SCAN COUNT that brings them
         self.segment = segment
-        self.inflight: deque[tuple] = deque()  # ("scan", i, count), ("read", i, cursor, keys, replies, runs) or ("end", i)
+        self.inflight: deque[tuple] = deque()  # ("scan", i, COUNT asked), ("read", i, cursor, keys, replies, runs) or ("end", i)
         self.ready: deque[tuple] = deque()  # (index, cursor, keys, raw replies or None, slot runs)
         self.keys: list[bytes] = []  # scanned, not yet sent for reading
 
@@ -754,10 +752,10 @@ class _StreamedScan:
                 yield Chunk(index, cursor, len(keys), result)
 
     def _scan(self, index: int, cursor: int) -> None:
-        count = self.budget.scan_count
+        asked = self.budget.scan_count
         self.stream.send(resp.pack([b"SCAN", b"%d" % cursor, b"MATCH", self.patterns[index].encode(),
-                                    b"COUNT", b"%d" % count]))
-        self.inflight.append(("scan", index, count))
+                                    b"COUNT", b"%d" % asked]))
+        self.inflight.append(("scan", index, asked))
 
     def _take_reply(self) -> None:
         item = self.inflight.popleft()
@@ -770,13 +768,13 @@ class _StreamedScan:
             self.ready.append((index, cursor, keys, self.stream.replies(count), runs))
             self.budget.saw(len(keys), self.stream.received - before)  # before the next read is sized
             return
-        _, index, count = item
+        _, index, asked = item
         reply = self.stream.reply()
         if isinstance(reply, hiredis.ReplyError):
             raise redis.exceptions.ResponseError(str(reply))
         cursor = int(reply[0])
         self.keys.extend(reply[1])
-        self.budget.scanned(count, len(reply[1]))
+        self.budget.scanned(asked, len(reply[1]))
         done = cursor == 0 or not self.segment.contains(cursor)
         if done:
             cursor = 0
