@@ -244,9 +244,12 @@ def _recording_sentence(live: LiveOptions, kept: int | None) -> str:
 def _follow(run: Runner, step: Any, recording: str, *args: Any, keys: KeySource | None,
             resuming: bool) -> dict[str, Any]:
     """The follow step of a live run (`args` are its own), and what it tells the operator."""
-    run.say("Now following the source's changes; Ctrl-C or SIGTERM stops following, drains and verifies")
-    progress = run.progress("live-progress", "Following")
-    result = run.step(step, recording, *args, progress=progress, keys=keys, repair_first=resuming)
+    from .live.follow import signals_stop_following
+
+    with signals_stop_following():  # true from the moment it is said
+        run.say("Now following the source's changes; Ctrl-C or SIGTERM stops following, drains and verifies")
+        progress = run.progress("live-progress", "Following")
+        result = run.step(step, recording, *args, progress=progress, keys=keys, repair_first=resuming)
     progress.done()
     verify = result["verify"]
     lag = result["lag_ms"]

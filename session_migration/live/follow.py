@@ -112,6 +112,28 @@ def stop_on_signals(stop: StopFlag) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+_ANNOUNCED: list[StopFlag] = []  # the stop of the following the operator was just told about
+
+
+@contextmanager
+def signals_stop_following() -> Iterator[StopFlag]:
+    """From the moment the operator is told that Ctrl-C or SIGTERM stops following (before the
+    follow step has even started): such a signal sets the flag the follower then uses
+    (`announced_stop`). Without it, a signal in that gap interrupted the run instead."""
+    stop = StopFlag()
+    _ANNOUNCED.append(stop)
+    try:
+        with stop_on_signals(stop):
+            yield stop
+    finally:
+        _ANNOUNCED.remove(stop)
+
+
+def announced_stop() -> StopFlag | None:
+    """The flag of `signals_stop_following`, when it is in force."""
+    return _ANNOUNCED[-1] if _ANNOUNCED else None
+
+
 @dataclass(frozen=True)
 class LiveProgress:
     keys: int  # changed keys applied so far

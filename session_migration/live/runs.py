@@ -11,6 +11,7 @@ after it. Each records what a rerun needs in the run's own state file:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from ..options import LiveOptions, TransferOptions
 from ..seen import SeenKeys
 from ..signing import Keyring
 from . import begin, end, recording
-from .follow import Follower, LiveProgress, StopFlag, stop_on_signals
+from .follow import Follower, LiveProgress, StopFlag, announced_stop, stop_on_signals
 from .mirror import Mirror
 from .pending import KeyFile, read_key_file, write_key_file
 
@@ -180,10 +181,11 @@ def _follow(recording_id: str, source: RedisEndpoint, target: RedisEndpoint, pat
             save(summary)
             saved[0] = time.monotonic()
 
-    stop = StopFlag()
-    # "Now following ... Ctrl-C or SIGTERM stops following" is already on the screen: a signal
-    # while the mirror connects is such a stop too, not an interrupt
-    with stop_on_signals(stop):
+    # "Now following ... Ctrl-C or SIGTERM stops following" is already on the screen, and the
+    # signals already stop following (`signals_stop_following`): one while the mirror connects
+    # is such a stop too, not an interrupt. Called otherwise, this takes the signals itself.
+    stop = announced_stop()
+    with contextlib.nullcontext() if stop is not None else stop_on_signals(stop := StopFlag()):
         found = recording(recording_id)
         keep = SeenKeys()
         if own:
